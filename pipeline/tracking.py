@@ -1,0 +1,88 @@
+"""MLflow tracking of a published run folder (kept out of serving's import path).
+
+The store is ``sqlite:///<cwd>/artifacts/mlflow/mlflow.db`` unless ``MLFLOW_TRACKING_URI`` is
+set; the artifacts of a SQLite store go to ``artifacts/`` beside the database file. Each training run logs
+its params (the flattened config), the validation metrics, the report and the ranking model;
+the model is registered as ``basketcast-ranker`` and, when the ranker beats every baseline on
+NDCG@10, the new version takes the alias ``champion``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "basketcast-ranker"
+CHAMPION = "champion"
+EXPERIMENT = "basketcast"
+DEFAULT_STORE = Path("artifacts") / "mlflow"
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` or the default SQLite store (created on demand)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    DEFAULT_STORE.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(DEFAULT_STORE / 'mlflow.db').resolve()}"
+
+
+def artifact_root(uri: str) -> Path | None:
+    """Artifacts of a SQLite store live in ``artifacts/`` beside the database file (never in the
+    current directory's ``./mlruns``); a tracking server decides for itself (None)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix):
+        return Path(uri[len(prefix) :]).resolve().parent / "artifacts"
+    return None
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+
+
+def log_run(run_dir: Path, report: Mapping[str, Any]) -> str:
+    """Log a published run folder to MLflow; returns the MLflow run id."""
+    import json
+
+    import lightgbm as lgb
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        root = artifact_root(uri)
+        mlflow.create_experiment(EXPERIMENT, artifact_location=root.as_uri() if root else None)
+    mlflow.set_experiment(EXPERIMENT)
+    params: dict[str, Any] = {}
+    _flatten("", json.loads((run_dir / "config.json").read_text()), params)
+    metrics = {
+        f"{method}.{name.replace('@', '_at_')}": value
+        for method, values in report["methods"].items()
+        for name, value in values.items()
+    }
+    metrics.update({f"kaggle_f1.{k}": v for k, v in report["kaggle_f1"].items()})
+    metrics.update({f"candidate_recall.{k}": v for k, v in report["candidate_recall"].items()})
+    with mlflow.start_run(run_name=run_dir.name) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags({"run_dir": str(run_dir.resolve()), "ranking_objective": str(report.get("ranking_objective"))})
+        mlflow.log_artifacts(str(run_dir / "report"), artifact_path="report")
+        mlflow.log_artifact(str(run_dir / "manifest.json"))
+        booster = lgb.Booster(model_file=str(run_dir / "ranker.txt"))
+        info = mlflow.lightgbm.log_model(booster, name="ranker", registered_model_name=MODEL_NAME)
+        version = getattr(info, "registered_model_version", None)
+        if report.get("ranker_beats_all_baselines") and version is not None:
+            MlflowClient().set_registered_model_alias(MODEL_NAME, CHAMPION, str(version))
+            log.info("MLflow: %s version %s is now '%s'", MODEL_NAME, version, CHAMPION)
+        log.info("MLflow run %s logged to %s", run.info.run_id, uri)
+        return str(run.info.run_id)

@@ -1,0 +1,99 @@
+"""Shared fixtures: a tiny valid Kaggle-layout folder written from hand-made rows."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+EXCERPT = Path(__file__).parent / "data" / "instacart_excerpt"
+
+# Two users. User 1: orders 1-3 prior, 4 train. User 2: orders 1-2 prior, 3 test.
+ORDERS = """order_id,user_id,eval_set,order_number,order_dow,order_hour_of_day,days_since_prior_order
+11,1,prior,1,2,8,
+12,1,prior,2,3,7,15.0
+13,1,prior,3,3,12,21.0
+14,1,train,4,4,7,29.0
+21,2,prior,1,0,10,
+22,2,prior,2,1,11,7.0
+23,2,test,3,5,9,7.0
+"""
+PRIOR = """order_id,product_id,add_to_cart_order,reordered
+11,101,1,0
+11,102,2,0
+12,101,1,1
+12,103,2,0
+13,101,1,1
+13,102,2,1
+21,101,1,0
+21,104,2,0
+22,104,1,1
+"""
+TRAIN = """order_id,product_id,add_to_cart_order,reordered
+14,101,1,1
+14,105,2,0
+"""
+PRODUCTS = """product_id,product_name,aisle_id,department_id
+101,Banana,24,4
+102,Milk,84,16
+103,Bread,112,3
+104,Eggs,86,16
+105,Apples,24,4
+"""
+AISLES = """aisle_id,aisle
+24,fresh fruits
+84,milk
+86,eggs
+112,bread
+"""
+DEPARTMENTS = """department_id,department
+3,bakery
+4,produce
+16,dairy eggs
+"""
+TINY = {
+    "orders": ORDERS,
+    "order_products__prior": PRIOR,
+    "order_products__train": TRAIN,
+    "products": PRODUCTS,
+    "aisles": AISLES,
+    "departments": DEPARTMENTS,
+}
+
+
+def write_kaggle(folder: Path, files: dict[str, str], compression: str = "csv") -> Path:
+    """Write ``files`` (name → CSV text) into ``folder`` as .csv, .csv.gz or .csv.zip."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        if compression == "csv":
+            (folder / f"{name}.csv").write_text(text)
+        elif compression == "gz":
+            (folder / f"{name}.csv.gz").write_bytes(gzip.compress(text.encode()))
+        elif compression == "zip":
+            with zipfile.ZipFile(folder / f"{name}.csv.zip", "w") as zf:
+                zf.writestr(f"{name}.csv", text)
+        else:
+            raise ValueError(compression)
+    return folder
+
+
+@pytest.fixture
+def tiny_kaggle(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``tiny_kaggle(**overrides)`` writes the tiny layout with some files replaced
+    (a value of None drops the file) and returns the folder."""
+
+    def make(compression: str = "csv", **overrides: str | None) -> Path:
+        files = {**TINY, **overrides}
+        files = {k: v for k, v in files.items() if v is not None}
+        return write_kaggle(tmp_path / f"src-{compression}", files, compression)
+
+    return make
+
+
+def csv_frame(text: str) -> pl.DataFrame:
+    return pl.read_csv(io.StringIO(text))
