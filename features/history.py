@@ -88,6 +88,13 @@ class History:
             pl.col(FROM_END).min().alias("up_orders_since_last"),
             (pl.col(FROM_END) < 3).sum().cast(pl.UInt8).alias("up_in_last_3"),
             (pl.col(FROM_END) < 5).sum().cast(pl.UInt8).alias("up_in_last_5"),
+            # Bit i set when bought i orders before the last visible one (i < 5): the recent pattern.
+            pl.lit(2, pl.UInt16)
+            .pow(pl.col(FROM_END))
+            .filter(pl.col(FROM_END) < 5)
+            .sum()
+            .cast(pl.UInt8)
+            .alias("up_last5_pattern"),
             pl.lit(0.9, pl.Float32).pow(pl.col(FROM_END)).sum().alias("up_decay_09"),
             pl.lit(0.7, pl.Float32).pow(pl.col(FROM_END)).sum().alias("up_decay_07"),
             # Length of the run of consecutive orders, ending with the last visible one, that

@@ -13,6 +13,7 @@ FEATURES = (
     "p_reorder_prob",
     "p_second_purchase_prob",
     "p_times_per_buyer",
+    "p_mean_gap_orders",
     "p_mean_cart_pos",
     "p_aisle",
     "p_department",
@@ -34,6 +35,11 @@ def product_features(h: History) -> pl.DataFrame:
         pl.len().alias("p_buyers"),
         (pl.col("up_orders") >= 2).mean().alias("p_second_purchase_prob"),
         pl.col("up_orders").cast(pl.Float32).mean().alias("p_times_per_buyer"),
+        # The product's typical repurchase cycle in orders, over buyers who bought it again.
+        ((pl.col("up_last_order") - pl.col("up_first_order")).cast(pl.Float32) / (pl.col("up_orders") - 1))
+        .filter(pl.col("up_orders") > 1)
+        .mean()
+        .alias("p_mean_gap_orders"),
     )
     return (
         h.products.select(S.PRODUCT, pl.col(S.AISLE).alias("p_aisle"), pl.col(S.DEPARTMENT).alias("p_department"))

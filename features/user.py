@@ -13,6 +13,7 @@ FEATURES = (
     "u_basket_std",
     "u_basket_last",
     "u_reorder_ratio",
+    "u_reorder_ratio_recent",
     "u_none_share",
     "u_days_mean",
     "u_days_std",
@@ -22,6 +23,7 @@ FEATURES = (
     "u_hour_std",
     "u_weekend_share",
     "u_distinct_products",
+    "u_lines",
 )
 
 
@@ -39,6 +41,11 @@ def user_features(h: History) -> pl.DataFrame:
         .agg(
             (pl.col("reorders").sum() / pl.col("lines").sum()).alias("u_reorder_ratio"),
             (pl.col("reorders") == 0).mean().alias("u_none_share"),
+            # The same over the user's last five orders: habits drift.
+            (
+                pl.col("reorders").sort_by(S.ORDER_NUMBER).tail(5).sum()
+                / pl.col("lines").sort_by(S.ORDER_NUMBER).tail(5).sum()
+            ).alias("u_reorder_ratio_recent"),
         )
     )
     orders = (
@@ -59,5 +66,7 @@ def user_features(h: History) -> pl.DataFrame:
             pl.col(S.DOW).is_in([0, 1]).mean().alias("u_weekend_share"),
         )
     )
-    distinct = h.lines.group_by(S.USER).agg(pl.col(S.PRODUCT).n_unique().alias("u_distinct_products"))
+    distinct = h.lines.group_by(S.USER).agg(
+        pl.col(S.PRODUCT).n_unique().alias("u_distinct_products"), pl.len().alias("u_lines")
+    )
     return orders.join(reorders, on=S.USER, how="left").join(distinct, on=S.USER, how="left").select(S.USER, *FEATURES)

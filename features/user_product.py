@@ -19,15 +19,17 @@ FEATURES = (
     "up_days_before_last_order",
     "up_mean_gap_days",
     "up_mean_gap_orders",
+    "up_due_ratio",
     "up_streak",
     "up_in_last_3",
     "up_in_last_5",
+    "up_last5_pattern",
     "up_mean_cart_pos",
     "up_mean_cart_rel",
     "up_decay_09",
     "up_decay_07",
 )
-COUNTS = ("up_orders", "up_streak", "up_in_last_3", "up_in_last_5", "up_decay_09", "up_decay_07")
+COUNTS = ("up_orders", "up_streak", "up_in_last_3", "up_in_last_5", "up_last5_pattern", "up_decay_09", "up_decay_07")
 
 
 def user_product_features(h: History) -> pl.DataFrame:
@@ -42,13 +44,23 @@ def user_product_features(h: History) -> pl.DataFrame:
     bought = pl.col("up_orders").cast(pl.Float32)
     since_first = n - pl.col("up_first_order").cast(pl.Float32) + 1
     repeat_gaps = pl.when(pl.col("up_orders") > 1).then(bought - 1)
-    return up.with_columns(
-        (bought / n).alias("up_order_rate"),
-        (bought / since_first).alias("up_rate_since_first"),
-        since_first.alias("up_orders_since_first"),
-        (pl.col(LAST_CUM_DAYS) - pl.col("up_last_day")).alias("up_days_before_last_order"),
-        ((pl.col("up_last_day") - pl.col("up_first_day")) / repeat_gaps).alias("up_mean_gap_days"),
-        ((pl.col("up_last_order") - pl.col("up_first_order")).cast(pl.Float32) / repeat_gaps).alias(
-            "up_mean_gap_orders"
-        ),
-    ).select(S.USER, S.PRODUCT, *FEATURES)
+    return (
+        up.with_columns(
+            (bought / n).alias("up_order_rate"),
+            (bought / since_first).alias("up_rate_since_first"),
+            since_first.alias("up_orders_since_first"),
+            (pl.col(LAST_CUM_DAYS) - pl.col("up_last_day")).alias("up_days_before_last_order"),
+            ((pl.col("up_last_day") - pl.col("up_first_day")) / repeat_gaps).alias("up_mean_gap_days"),
+            ((pl.col("up_last_order") - pl.col("up_first_order")).cast(pl.Float32) / repeat_gaps).alias(
+                "up_mean_gap_orders"
+            ),
+        )
+        .with_columns(
+            # Orders elapsed by the target order relative to the user's usual cycle for the product:
+            # around 1 means "due now".
+            ((pl.col("up_orders_since_last") + 1).cast(pl.Float32) / pl.col("up_mean_gap_orders")).alias(
+                "up_due_ratio"
+            ),
+        )
+        .select(S.USER, S.PRODUCT, *FEATURES)
+    )

@@ -48,7 +48,7 @@ class FeatureConfig(_Config):
 class WindowConfig(_Config):
     """Label windows: window 0 = each user's last labelled order; each extra window one order earlier."""
 
-    extra_windows: int = Field(2, ge=0)
+    extra_windows: int = Field(4, ge=0)
     min_history: int = Field(2, ge=1, description="visible orders a cutoff needs at least")
 
 
@@ -57,14 +57,15 @@ class LightGBMConfig(_Config):
     on validation NDCG@10 for ranking; the binary model always supplies the basket probabilities."""
 
     objective: Literal["auto", "lambdarank", "binary"] = "auto"
-    n_estimators: int = Field(600, ge=1)
+    n_estimators: int = Field(800, ge=1)
     learning_rate: float = Field(0.05, gt=0)
-    num_leaves: int = Field(63, ge=2)
-    min_child_samples: int = Field(100, ge=1)
-    feature_fraction: float = Field(0.8, gt=0, le=1)
+    num_leaves: int = Field(31, ge=2)
+    min_child_samples: int = Field(200, ge=1)
+    feature_fraction: float = Field(0.6, gt=0, le=1)
     bagging_fraction: float = Field(0.8, gt=0, le=1)
     lambda_l2: float = Field(10.0, ge=0)
     early_stopping_rounds: int = Field(40, ge=1)
+    equal_user_weight: bool = Field(True, description="binary objective: weigh each user's rows by 1/their count")
     num_threads: int = Field(0, ge=0, description="0 = all cores")
     seed: int = 42
 

@@ -55,6 +55,9 @@ SOURCE_COLUMNS: dict[str, dict[str, str]] = {
     S.DEPARTMENTS: {S.DEPARTMENT: "int", S.DEPARTMENT_NAME: "str"},
 }
 NULLABLE = {(S.ORDERS, S.DAYS_PRIOR)}
+# Largest id each canonical dtype holds.
+ID_MAX = {S.ORDER: 2**32 - 1, S.USER: 2**32 - 1, S.PRODUCT: 2**32 - 1, S.AISLE: 2**16 - 1, S.DEPARTMENT: 2**8 - 1}
+COUNT_MAX = 2**16 - 1  # order_number and add_to_cart_order are UInt16
 
 
 @dataclass
@@ -155,13 +158,24 @@ def _check_columns(f: _Failures, file: str, frame: pl.DataFrame, kind: str) -> N
             f.check(file, column, "are empty", frame.filter(col.is_null()).select(ROW, column))
         if type_ == "int":
             f.check(file, column, "are not whole numbers", frame.filter(col != col.floor()).select(ROW, column))
-        if column in (S.ORDER, S.USER, S.PRODUCT, S.AISLE, S.DEPARTMENT):
+        if column in ID_MAX:
             f.check(file, column, "are not positive ids", frame.filter(col <= 0).select(ROW, column))
+            too_big = frame.filter(col > ID_MAX[column]).select(ROW, column)
+            f.check(file, column, f"are larger than {ID_MAX[column]:,}", too_big)
 
 
 def _as_int(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
     ints = [c for c, t in SOURCE_COLUMNS[kind].items() if t == "int"]
     return frame.with_columns(pl.col(ints).cast(pl.Int64))
+
+
+def _compact(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """Cast a range-checked source frame to the canonical dtypes of its table (ROW kept)."""
+    table = S.ORDER_PRODUCTS if kind in (PRIOR_LINES, TRAIN_LINES) else kind
+    schema = S.TABLE_SCHEMAS[table]
+    return frame.with_columns(pl.col(c).cast(schema[c]) for c in SOURCE_COLUMNS[kind]).with_columns(
+        pl.col(ROW).cast(pl.UInt32)
+    )
 
 
 def _check_range(f: _Failures, file: str, frame: pl.DataFrame, column: str, lo: int, hi: int | None) -> None:
@@ -170,32 +184,31 @@ def _check_range(f: _Failures, file: str, frame: pl.DataFrame, column: str, lo: 
     f.check(file, column, f"out of range {lo}..{hi if hi is not None else ''}", bad.select(ROW, column))
 
 
+def _pair_key(a: str, b: str) -> pl.Expr:
+    """One UInt64 per (a, b) pair of 32-bit ids: hashing one integer column is far cheaper than a struct."""
+    return pl.col(a).cast(pl.UInt64) * (1 << 32) + pl.col(b).cast(pl.UInt64)
+
+
 def _check_unique(f: _Failures, file: str, frame: pl.DataFrame, columns: Sequence[str]) -> None:
-    dup = frame.filter(pl.struct(columns).is_duplicated()).select(ROW, *columns)
+    key = _pair_key(*columns) if len(columns) == 2 else pl.col(columns[0])
+    dup = frame.filter(key.is_duplicated()).select(ROW, *columns)
     f.check(file, "+".join(columns), "are duplicates (must be unique)", dup)
 
 
-def validate_orders(f: _Failures, file: str, orders: pl.DataFrame) -> None:
-    """Per-row and per-user rules of orders.csv (after type checks passed)."""
+def check_order_values(f: _Failures, file: str, orders: pl.DataFrame) -> None:
+    """Per-row rules of orders.csv: eval set names, ranges, days on first/later orders."""
     f.check(
         file,
         S.EVAL_SET,
         f"not one of {list(S.EVAL_SETS)}",
         orders.filter(~pl.col(S.EVAL_SET).is_in(S.EVAL_SETS)).select(ROW, S.EVAL_SET),
     )
-    _check_range(f, file, orders, S.ORDER_NUMBER, 1, None)
+    _check_range(f, file, orders, S.ORDER_NUMBER, 1, COUNT_MAX)
     _check_range(f, file, orders, S.DOW, *S.DOW_RANGE)
     _check_range(f, file, orders, S.HOUR, *S.HOUR_RANGE)
     _check_range(f, file, orders, S.DAYS_PRIOR, *S.DAYS_PRIOR_RANGE)
     days = pl.col(S.DAYS_PRIOR)
-    f.check(
-        file,
-        S.DAYS_PRIOR,
-        "are not whole days",
-        orders.filter(days != days.floor()).select(ROW, S.DAYS_PRIOR),
-    )
-    _check_unique(f, file, orders, [S.ORDER])
-    _check_unique(f, file, orders, [S.USER, S.ORDER_NUMBER])
+    f.check(file, S.DAYS_PRIOR, "are not whole days", orders.filter(days != days.floor()).select(ROW, S.DAYS_PRIOR))
     first = pl.col(S.ORDER_NUMBER) == 1
     days_null = pl.col(S.DAYS_PRIOR).is_null()
     f.check(
@@ -210,6 +223,18 @@ def validate_orders(f: _Failures, file: str, orders: pl.DataFrame) -> None:
         "are set on a user's first order (must be empty there)",
         orders.filter(first & ~days_null).select(ROW, S.USER, S.ORDER_NUMBER, S.DAYS_PRIOR),
     )
+
+
+def check_line_values(f: _Failures, file: str, lines: pl.DataFrame) -> None:
+    """Per-row rules of an order_products file."""
+    _check_range(f, file, lines, S.CART_POS, 1, COUNT_MAX)
+    f.check(file, S.REORDERED, "not 0 or 1", lines.filter(~pl.col(S.REORDERED).is_in([0, 1])).select(ROW, S.REORDERED))
+
+
+def validate_orders(f: _Failures, file: str, orders: pl.DataFrame) -> None:
+    """Keys and per-user rules of orders.csv (after the per-row rules passed)."""
+    _check_unique(f, file, orders, [S.ORDER])
+    _check_unique(f, file, orders, [S.USER, S.ORDER_NUMBER])
     per_user = orders.group_by(S.USER).agg(
         pl.len().alias("orders"),
         pl.col(S.ORDER_NUMBER).max().alias("max_order_number"),
@@ -242,14 +267,7 @@ def validate_orders(f: _Failures, file: str, orders: pl.DataFrame) -> None:
 
 
 def validate_lines(f: _Failures, file: str, lines: pl.DataFrame, orders: pl.DataFrame, eval_set: str) -> None:
-    """Rules of one order_products file against orders.csv."""
-    _check_range(f, file, lines, S.CART_POS, 1, None)
-    f.check(
-        file,
-        S.REORDERED,
-        "not 0 or 1",
-        lines.filter(~pl.col(S.REORDERED).is_in([0, 1])).select(ROW, S.REORDERED),
-    )
+    """Keys of one order_products file and its references to orders.csv."""
     _check_unique(f, file, lines, [S.ORDER, S.PRODUCT])
     joined = lines.select(ROW, S.ORDER).join(
         orders.select(S.ORDER, pl.col(S.EVAL_SET).alias("order_eval_set")), on=S.ORDER, how="left"
@@ -275,8 +293,14 @@ def check_reordered(lines: pl.DataFrame, orders: pl.DataFrame) -> pl.DataFrame:
     mismatching lines with columns row, order_id, user_id, order_number, product_id, reordered,
     expected (empty frame when all agree).
     """
-    keyed = lines.join(orders.select(S.ORDER, S.USER, S.ORDER_NUMBER), on=S.ORDER, how="inner")
-    expected = (pl.col(S.ORDER_NUMBER).rank("ordinal").over([S.USER, S.PRODUCT]) > 1).cast(pl.Int64)
+    keyed = (
+        lines.select(ROW, S.ORDER, S.PRODUCT, S.REORDERED)
+        .join(orders.select(S.ORDER, S.USER, S.ORDER_NUMBER), on=S.ORDER, how="inner")
+        .with_columns(_pair_key(S.USER, S.PRODUCT).alias("_key"))
+        .sort("_key", S.ORDER_NUMBER)
+    )
+    # Sorted by (user, product, order number): a line repeats a purchase iff the row above has its key.
+    expected = (pl.col("_key") == pl.col("_key").shift(1)).fill_null(False).cast(pl.UInt8)
     return (
         keyed.with_columns(expected.alias("expected"))
         .filter(pl.col(S.REORDERED) != pl.col("expected"))
@@ -310,6 +334,12 @@ def ingest(source: Path, out: Path, *, strict_reordered: bool = False) -> Ingest
     f.raise_if_any()
     # Types are sound now: whole numbers (and days, checked whole-valued below) become Int64.
     raw = {name: _as_int(frame, name) for name, frame in raw.items()}
+    check_order_values(f, paths[S.ORDERS].name, raw[S.ORDERS])
+    for name in (PRIOR_LINES, TRAIN_LINES):
+        check_line_values(f, paths[name].name, raw[name])
+    f.raise_if_any()
+    # Every value fits its canonical dtype now: compact columns keep the relational checks small.
+    raw = {name: _compact(frame, name) for name, frame in raw.items()}
 
     orders = raw[S.ORDERS]
     validate_orders(f, paths[S.ORDERS].name, orders)
@@ -317,15 +347,16 @@ def ingest(source: Path, out: Path, *, strict_reordered: bool = False) -> Ingest
         validate_lines(f, paths[name].name, raw[name], orders, eval_set)
     lines = pl.concat(
         [
-            raw[PRIOR_LINES].with_columns(pl.lit(S.PRIOR).alias(S.EVAL_SET)),
-            raw[TRAIN_LINES].with_columns(pl.lit(S.TRAIN).alias(S.EVAL_SET)),
+            raw[PRIOR_LINES].with_columns(pl.lit(S.PRIOR, S.EVAL_SET_DTYPE).alias(S.EVAL_SET)),
+            raw[TRAIN_LINES].with_columns(pl.lit(S.TRAIN, S.EVAL_SET_DTYPE).alias(S.EVAL_SET)),
         ]
     )
+    del raw[PRIOR_LINES], raw[TRAIN_LINES]
     f.check(
         f"{paths[PRIOR_LINES].name} + {paths[TRAIN_LINES].name}",
         f"{S.ORDER}+{S.PRODUCT}",
         "appear in both files",
-        lines.filter(pl.struct(S.ORDER, S.PRODUCT).is_duplicated() & (pl.col(S.EVAL_SET) == S.TRAIN)).select(
+        lines.filter(_pair_key(S.ORDER, S.PRODUCT).is_duplicated() & (pl.col(S.EVAL_SET) == S.TRAIN)).select(
             ROW, S.ORDER, S.PRODUCT
         ),
     )

@@ -102,6 +102,13 @@ def group_sizes(rows: pl.DataFrame) -> np.ndarray:
     return rows.group_by(S.WINDOW, S.USER, maintain_order=True).len()["len"].to_numpy()
 
 
+def user_weights(rows: pl.DataFrame) -> np.ndarray:
+    """Row weights giving every (window, user) group the same total weight (mean row weight 1),
+    so the loss counts users the way per-user averaged metrics do."""
+    sizes = group_sizes(rows)
+    return np.repeat(sizes.mean() / sizes, sizes).astype(np.float32)
+
+
 @dataclass
 class Rankers:
     """The trained stage-2 models.
@@ -174,9 +181,11 @@ def _lgb_params(cfg: LightGBMConfig, objective: str) -> dict[str, object]:
 def fit_lightgbm(train: pl.DataFrame, stop: pl.DataFrame, cfg: LightGBMConfig, objective: str) -> lgb.Booster:
     """One LightGBM model with early stopping on ``stop`` rows (both sorted by window, user)."""
     names = list(FEATURE_NAMES)
+    weighted = cfg.equal_user_weight and objective == "binary"
     dtrain = lgb.Dataset(
         to_matrix(train),
         label=train[S.LABEL].to_numpy(),
+        weight=user_weights(train) if weighted else None,
         group=group_sizes(train),
         feature_name=names,
         free_raw_data=True,
@@ -184,6 +193,7 @@ def fit_lightgbm(train: pl.DataFrame, stop: pl.DataFrame, cfg: LightGBMConfig, o
     dstop = lgb.Dataset(
         to_matrix(stop),
         label=stop[S.LABEL].to_numpy(),
+        weight=user_weights(stop) if weighted else None,
         group=group_sizes(stop),
         feature_name=names,
         reference=dtrain,

@@ -1,0 +1,71 @@
+"""Benchmark of the data layer: generate N users, write them in the Kaggle CSV layout, ingest them.
+
+Each step runs in its own process so its peak RSS is its own. Prints a table; no assertions.
+
+    .venv/bin/python benchmarks/bench_data.py --users 206209 [--workdir /tmp/bench-data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+STEP = r"""
+import json, resource, sys, time
+from pathlib import Path
+step, users, workdir = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+start = time.perf_counter()
+if step == "generate":
+    from pipeline.generate import generate
+    from pipeline.storage import write_dataset
+    m = write_dataset(workdir / "data", generate(users, 42), source="bench")
+    rows = m["rows"]["order_products"]
+elif step == "export":
+    import polars as pl
+    from pipeline import schema as S
+    from pipeline.storage import read_dataset
+    d = read_dataset(workdir / "data")
+    out = workdir / "kaggle"; out.mkdir(exist_ok=True)
+    orders = d.orders.with_columns(pl.col(S.EVAL_SET).cast(pl.String))
+    orders.write_csv(out / "orders.csv")
+    for name, es in (("order_products__prior", S.PRIOR), ("order_products__train", S.TRAIN)):
+        d.order_products.filter(pl.col(S.EVAL_SET) == es).drop(S.EVAL_SET).write_csv(out / f"{name}.csv")
+    for t in (S.PRODUCTS, S.AISLES, S.DEPARTMENTS):
+        d.table(t).write_csv(out / f"{t}.csv")
+    rows = d.order_products.height
+else:
+    from pipeline.ingest import ingest
+    rep = ingest(workdir / "kaggle", workdir / "ingested")
+    rows = rep.manifest["rows"]["order_products"]
+print(json.dumps({"seconds": time.perf_counter() - start, "rows": rows,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, default=206209)
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench-data"))
+    args = parser.parse_args()
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
+    print(f"data-layer benchmark: {args.users:,} users, work folder {args.workdir}")
+    print(f"{'step':<10} {'seconds':>9} {'order lines':>13} {'lines/s':>12} {'peak RSS MiB':>13}")
+    for step in ("generate", "export", "ingest"):
+        out = subprocess.run(
+            [sys.executable, "-c", STEP, step, str(args.users), str(args.workdir)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        rate = r["rows"] / r["seconds"]
+        print(f"{step:<10} {r['seconds']:9.1f} {r['rows']:13,} {rate:12,.0f} {r['peak_rss_mb']:13,.0f}")
+
+
+if __name__ == "__main__":
+    main()
