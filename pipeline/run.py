@@ -33,6 +33,7 @@ from pipeline.basket import BASKET_NONE, BASKET_PRODUCTS, choose_baskets
 from pipeline.candidates import IS_REPEAT, ALSModel
 from pipeline.config import TrainConfig
 from pipeline.evaluate import evaluation_report, markdown, write_report
+from pipeline.export import write_bundle
 from pipeline.progress import Timings
 from pipeline.storage import (
     DataError,
@@ -57,6 +58,7 @@ from pipeline.training import (
     split_users,
     top_k,
 )
+from serving.model import BUNDLE
 
 log = logging.getLogger(__name__)
 RUN_FILES = (
@@ -159,7 +161,7 @@ def train(data_dir: Path, out: Path, config: TrainConfig) -> TrainResult:
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
     }
-    with timings.stage("publish run folder"), publishing_dir(out) as tmp:
+    with publishing_dir(out) as tmp:
         rankers.save(tmp)
         windows[0].als.save(tmp / "als_eval.npz")
         latest.save(tmp / "als.npz")
@@ -168,6 +170,9 @@ def train(data_dir: Path, out: Path, config: TrainConfig) -> TrainResult:
         write_json(tmp / "config.json", config.model_dump(mode="json"))
         (tmp / "report").mkdir()
         write_report(report, tmp / "report", "Validation report", importance)
+        with timings.stage("serving bundle: ONNX export + parity + online snapshot"):
+            bundle = write_bundle(tmp / BUNDLE, data, lines, rankers, latest, config)
+        manifest["serving"] = {k: bundle[k] for k in ("version", "users", "rows", "onnx_bytes", "parity")}
         manifest["timings"] = timings.as_dict()
         write_json(tmp / "manifest.json", manifest)
     return TrainResult(run_dir=Path(out), report=report, timings=timings)

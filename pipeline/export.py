@@ -1,0 +1,205 @@
+"""Export a run for serving: ONNX rankers checked against LightGBM, and the online snapshot.
+
+``write_bundle`` writes ``RUN_DIR/serving`` (format: ``serving.model``): the ranking and basket
+models converted with onnxmltools, every known user's candidates and base features as of "after
+their last known order" (the same feature code as training, cut by ``features.cutoffs.next_order``,
+candidates from the ALS fitted on all known orders), the cold-start list and the catalogue. It
+refuses to write a bundle whose ONNX scores differ from LightGBM's by more than ``TOLERANCE`` on
+at least ``PARITY_ROWS`` real feature rows (NaN included), or change any user's top-10 order.
+``export`` rebuilds the bundle of an existing run folder and republishes the folder atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+
+from features import cutoffs as C
+from features.build import BASE_FEATURES, FEATURE_NAMES, base_feature_frame
+from features.history import as_of, order_lines
+from pipeline import schema as S
+from pipeline.candidates import IS_REPEAT, ALSModel, candidates
+from pipeline.config import TrainConfig
+from pipeline.storage import DataError, Dataset, publishing_dir, read_dataset, write_json
+from pipeline.training import Rankers
+from serving.model import BASKET, BUNDLE, CATALOG, MANIFEST, RANKER, Context, ServingModel
+
+log = logging.getLogger(__name__)
+
+TOLERANCE = 1e-4
+PARITY_ROWS = 10_000
+POPULAR = 100
+PARITY_CONTEXT = Context(dow=0, hour=10)  # any fixed context: parity is per row
+
+
+def float32_thresholds(booster: lgb.Booster) -> lgb.Booster:
+    """The same model with every split threshold rounded down to the nearest float32.
+
+    LightGBM compares a feature value with a float64 threshold; ONNX's TreeEnsemble holds float32
+    thresholds, so a value between the two roundings would take the other branch. For float32
+    inputs x, ``x <= t`` ⟺ ``x <= t32`` where t32 is the largest float32 not above t — so the
+    rounded model predicts exactly like the original on float32 features, and converts exactly.
+    """
+    lines = booster.model_to_string().split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith("num_cat=") and line != "num_cat=0":
+            raise DataError("categorical splits are not supported by the float32 threshold rounding")
+        if line.startswith("threshold="):
+            t = np.array(line.split("=", 1)[1].split(" "), dtype=np.float64)
+            t32 = t.astype(np.float32)
+            above = t32.astype(np.float64) > t
+            t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
+            lines[i] = "threshold=" + " ".join(repr(float(v)) for v in t32)
+    # tree_sizes holds byte offsets of the tree blocks, which the new numbers change; without
+    # it LightGBM parses the trees one after another.
+    return lgb.Booster(model_str="\n".join(line for line in lines if not line.startswith("tree_sizes=")))
+
+
+def to_onnx(booster: lgb.Booster) -> bytes:
+    """Convert a LightGBM Booster (binary or lambdarank) to ONNX; input "input" float32 (n, features)."""
+    from onnxmltools import convert_lightgbm
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    model = convert_lightgbm(
+        float32_thresholds(booster),
+        initial_types=[("input", FloatTensorType([None, booster.num_feature()]))],
+        zipmap=False,
+        target_opset=15,
+    )
+    return model.SerializeToString()  # type: ignore[no-any-return]
+
+
+def snapshot_frame(data: Dataset, lines: pl.DataFrame, als: ALSModel, config: TrainConfig) -> pl.DataFrame:
+    """Every known user's candidates and base features as of after their last known order."""
+    h = as_of(data, C.next_order(data.orders), lines)
+    cands = candidates(h, als, h.cutoffs[S.USER], config.candidates)
+    return base_feature_frame(h, cands, config.features).sort(S.USER, maintain_order=True)
+
+
+def _write_arrays(folder: Path, frame: pl.DataFrame, data: Dataset, lines: pl.DataFrame) -> dict[str, list[int]]:
+    users, counts = np.unique(frame[S.USER].to_numpy(), return_counts=True)
+    popular = lines.group_by(S.PRODUCT).len().sort(["len", S.PRODUCT], descending=[True, False]).head(POPULAR)
+    arrays = {
+        "base": np.ascontiguousarray(
+            frame.select(pl.col(n).fill_null(float("nan")) for n in BASE_FEATURES).to_numpy(), dtype=np.float32
+        ),
+        "products": frame[S.PRODUCT].to_numpy().astype(np.uint32),
+        "repeat": frame[IS_REPEAT].to_numpy().astype(np.bool_),
+        "users": users.astype(np.uint32),
+        "offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        "popular_products": popular[S.PRODUCT].to_numpy().astype(np.uint32),
+        "popular_scores": (popular["len"] / lines.height).to_numpy().astype(np.float32),
+    }
+    for name, arr in arrays.items():
+        np.save(folder / f"{name}.npy", arr, allow_pickle=False)
+    catalog = (
+        data.products.join(data.aisles, on=S.AISLE, how="left")
+        .join(data.departments, on=S.DEPARTMENT, how="left")
+        .select(S.PRODUCT, S.PRODUCT_NAME, S.AISLE_NAME, S.DEPARTMENT_NAME)
+    )
+    catalog.write_parquet(folder / CATALOG)
+    return {name: list(arr.shape) for name, arr in arrays.items()}
+
+
+def parity(bundle: ServingModel, rankers: Rankers, min_rows: int = PARITY_ROWS) -> dict[str, Any]:
+    """ONNX vs LightGBM on the first users' snapshot rows (≥ ``min_rows`` rows, all if fewer).
+
+    Returns max abs differences and the number of users whose top-10 order differs.
+    """
+    n_users = int(np.searchsorted(bundle.offsets, min_rows)) + 1
+    stop = int(bundle.offsets[min(n_users, bundle.users.size)])
+    X = bundle.features(np.arange(stop), PARITY_CONTEXT)
+    native_rank = rankers.ranking.predict(X)
+    native_basket = rankers.basket.predict(X)
+    onnx_rank = bundle.rank_scores(X)
+    onnx_basket = bundle.basket_probabilities(X)
+    mismatched = 0
+    for i in range(min(n_users, bundle.users.size)):
+        lo, hi = int(bundle.offsets[i]), int(bundle.offsets[i + 1])
+        products = bundle.products[lo:hi]
+        a = np.lexsort((products, -native_rank[lo:hi]))[:10]
+        b = np.lexsort((products, -onnx_rank[lo:hi]))[:10]
+        mismatched += int(not np.array_equal(a, b))
+    return {
+        "rows": int(stop),
+        "rows_with_nan": int(np.isnan(X).any(axis=1).sum()),
+        "max_abs_diff_ranking": float(np.max(np.abs(native_rank - onnx_rank))) if stop else 0.0,
+        "max_abs_diff_basket": float(np.max(np.abs(native_basket - onnx_basket))) if stop else 0.0,
+        "users_with_different_top10": mismatched,
+    }
+
+
+def write_bundle(
+    folder: Path, data: Dataset, lines: pl.DataFrame, rankers: Rankers, als: ALSModel, config: TrainConfig
+) -> dict[str, Any]:
+    """Write the serving bundle into ``folder`` (created); returns its manifest. Raises on failed parity."""
+    folder.mkdir(parents=True)
+    start = time.perf_counter()
+    frame = snapshot_frame(data, lines, als, config)
+    shapes = _write_arrays(folder, frame, data, lines)
+    ranker_bytes = to_onnx(rankers.ranking)
+    (folder / RANKER).write_bytes(ranker_bytes)
+    (folder / BASKET).write_bytes(to_onnx(rankers.basket))
+    created = time.gmtime()
+    manifest: dict[str, Any] = {
+        "version": time.strftime("%Y%m%dT%H%M%SZ", created) + "-" + hashlib.sha256(ranker_bytes).hexdigest()[:8],
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", created),
+        "features": list(FEATURE_NAMES),
+        "base_features": list(BASE_FEATURES),
+        "shapes": shapes,
+        "users": shapes["users"][0],
+        "rows": shapes["base"][0],
+        "ranking_objective": rankers.ranking_objective,
+        "onnx_bytes": {RANKER: len(ranker_bytes), BASKET: (folder / BASKET).stat().st_size},
+        "snapshot_bytes": sum((folder / f"{n}.npy").stat().st_size for n in shapes),
+    }
+    write_json(folder / MANIFEST, manifest)
+    check = parity(ServingModel.load(folder), rankers)
+    manifest["parity"] = check
+    manifest["seconds"] = round(time.perf_counter() - start, 2)
+    write_json(folder / MANIFEST, manifest)
+    if check["max_abs_diff_ranking"] > TOLERANCE or check["max_abs_diff_basket"] > TOLERANCE:
+        raise DataError(f"ONNX export differs from LightGBM by more than {TOLERANCE}: {check}")
+    if check["users_with_different_top10"]:
+        raise DataError(f"ONNX export changes the top-10 order of some users: {check}")
+    log.info(
+        "serving bundle %s: %d users, %d rows, ONNX %.1f MB, parity %s",
+        manifest["version"],
+        manifest["users"],
+        manifest["rows"],
+        len(ranker_bytes) / 1e6,
+        check,
+    )
+    return manifest
+
+
+def export(run_dir: Path, data_dir: Path | None = None) -> dict[str, Any]:
+    """Rebuild ``RUN_DIR/serving`` from the run's models and republish the run folder atomically.
+
+    Unchanged files are hard-linked into the new folder, so this costs only the new bundle.
+    ``data_dir`` defaults to the data the run was trained on.
+    """
+    from pipeline.run import load_run
+
+    run = load_run(run_dir)
+    data_path = Path(data_dir) if data_dir else Path(run.manifest["data"]["path"])
+    data = read_dataset(data_path)
+    als = ALSModel.load(run.path / "als.npz")
+    with publishing_dir(run.path) as tmp:
+        for item in run.path.iterdir():
+            if item.name == BUNDLE:
+                continue
+            if item.is_dir():
+                shutil.copytree(item, tmp / item.name, copy_function=os.link)
+            else:
+                os.link(item, tmp / item.name)
+        return write_bundle(tmp / BUNDLE, data, order_lines(data), run.rankers, als, run.config)

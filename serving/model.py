@@ -1,0 +1,286 @@
+"""The served model: ONNX rankers + the online feature snapshot, no training libraries.
+
+A serving bundle is the folder ``RUN_DIR/serving`` written by ``pipeline.export`` (as the last step
+of ``basketcast train`` or by ``basketcast export``), published together with the rest of the run:
+
+- ``ranker.onnx`` (orders candidates), ``basket.onnx`` (calibrated probabilities for baskets);
+- ``base.npy`` float32 (rows × base features): every known user's candidates with the features
+  known once their history is cut after their last order; ``products.npy`` uint32 and
+  ``repeat.npy`` bool per row; ``users.npy`` uint32 (sorted) and ``offsets.npy`` int64
+  (users + 1): the rows of ``users[i]`` are ``offsets[i]:offsets[i + 1]``;
+- ``popular_products.npy`` / ``popular_scores.npy``: the cold-start list;
+- ``catalog.parquet``: product id, name, aisle, department;
+- ``manifest.json``: version, feature names, shapes.
+
+The arrays are memory-mapped (``np.load(mmap_mode="r")``): loading takes a fraction of a second
+at any size and worker processes share the same pages. At request time only the context
+features (day, hour, days since the last order) are added, by the same function training uses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from features import context
+from pipeline import schema as S
+from pipeline.basket import optimal_basket
+
+BUNDLE = "serving"
+ARRAYS = {
+    "base": np.float32,
+    "products": np.uint32,
+    "repeat": np.bool_,
+    "users": np.uint32,
+    "offsets": np.int64,
+    "popular_products": np.uint32,
+    "popular_scores": np.float32,
+}
+RANKER = "ranker.onnx"
+BASKET = "basket.onnx"
+CATALOG = "catalog.parquet"
+MANIFEST = "manifest.json"
+RANKER_STRATEGY = "ranker"
+POPULAR_STRATEGY = "popular"
+MAX_DAYS = 30.0
+
+
+class BundleError(RuntimeError):
+    """A serving bundle is missing, incomplete or corrupt; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What is known about the order being predicted. ``days`` None → the user's usual gap."""
+
+    dow: float
+    hour: float
+    days: float | None = None
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """Top products for one user, best first."""
+
+    user_id: int
+    products: np.ndarray  # uint32
+    scores: np.ndarray  # float32
+    repeat: np.ndarray  # bool: bought before by this user
+    strategy: str  # "ranker" or "popular" (cold start)
+
+
+@dataclass(frozen=True)
+class Basket:
+    """The F1-optimal basket: products (may be empty) and whether "None" is predicted."""
+
+    user_id: int
+    products: np.ndarray
+    probabilities: np.ndarray
+    none: bool
+    expected_f1: float
+    strategy: str
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # one worker process per core; no oversubscription
+    options.inter_op_num_threads = 1
+    # onnxmltools declares the classifier's label output as shape {1}; onnxruntime warns on every run.
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise BundleError(f"{path}: not a loadable ONNX model ({exc})") from exc
+
+
+class ServingModel:
+    """Loads a bundle and answers recommendation and basket queries (thread-safe, read-only)."""
+
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict[str, Any],
+        arrays: dict[str, np.ndarray],
+        catalog: pl.DataFrame,
+        ranker: Any,
+        basket: Any,
+    ) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.version: str = manifest["version"]
+        self.base = arrays["base"]
+        self.products = arrays["products"]
+        self.repeat = arrays["repeat"]
+        self.users = arrays["users"]
+        self.offsets = arrays["offsets"]
+        self.popular_products = arrays["popular_products"]
+        self.popular_scores = arrays["popular_scores"]
+        self.catalog = catalog
+        self._ranker = ranker
+        self._basket = basket
+        self._ranker_input = ranker.get_inputs()[0].name
+        self._basket_input = basket.get_inputs()[0].name
+        names = list(manifest["base_features"])
+        self._ctx_inputs = [names.index(n) for n in context.INPUTS]
+        self.n_features = len(manifest["features"])
+        names_all = catalog[S.PRODUCT_NAME].to_list()
+        aisles = catalog[S.AISLE_NAME].to_list()
+        depts = catalog[S.DEPARTMENT_NAME].to_list()
+        self._info = {
+            int(p): (n, a, d) for p, n, a, d in zip(catalog[S.PRODUCT].to_list(), names_all, aisles, depts, strict=True)
+        }
+
+    @classmethod
+    def load(cls, run_dir: Path) -> ServingModel:
+        """Open ``RUN_DIR/serving`` (or a bundle folder itself); BundleError names what is wrong."""
+        path = Path(run_dir)
+        if (path / BUNDLE).is_dir():
+            path = path / BUNDLE
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise BundleError(f"{manifest_path}: not found (export the model with `basketcast export`)")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise BundleError(f"{manifest_path}: corrupt ({exc})") from exc
+        shapes = manifest.get("shapes", {})
+        arrays = {}
+        for name, dtype in ARRAYS.items():
+            file = path / f"{name}.npy"
+            if not file.is_file():
+                raise BundleError(f"{file}: not found (incomplete serving bundle)")
+            try:
+                arr = np.load(file, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError) as exc:
+                raise BundleError(f"{file}: corrupt or truncated ({exc})") from exc
+            if arr.dtype != dtype or list(arr.shape) != list(shapes.get(name, [])):
+                raise BundleError(
+                    f"{file}: holds {arr.dtype}{list(arr.shape)}, the manifest expects "
+                    f"{np.dtype(dtype)}{shapes.get(name)} (corrupt or from another version)"
+                )
+            arrays[name] = arr
+        if arrays["offsets"][-1] != arrays["base"].shape[0]:
+            raise BundleError(f"{path / 'offsets.npy'}: does not cover base.npy (corrupt bundle)")
+        try:
+            catalog = pl.read_parquet(path / CATALOG)
+        except Exception as exc:
+            raise BundleError(f"{path / CATALOG}: unreadable ({exc})") from exc
+        return cls(path, manifest, arrays, catalog, _session(path / RANKER), _session(path / BASKET))
+
+    # --- lookups ------------------------------------------------------------------------
+    def rows(self, user_id: int) -> slice | None:
+        """The snapshot rows of a known user, None for an unknown one."""
+        i = int(np.searchsorted(self.users, user_id))
+        if i < self.users.size and self.users[i] == user_id:
+            return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
+        return None
+
+    def product_info(self, product_id: int) -> tuple[str, str, str]:
+        """(name, aisle, department) of a product; placeholders for one missing from the catalogue."""
+        return self._info.get(int(product_id), (f"product {product_id}", "unknown", "unknown"))
+
+    # --- scoring ------------------------------------------------------------------------
+    def features(self, rows: slice | np.ndarray, ctx: Context) -> np.ndarray:
+        """The full feature matrix of snapshot rows: base features + context features."""
+        base = np.asarray(self.base[rows], dtype=np.float32)
+        inputs = {n: base[:, i] for n, i in zip(context.INPUTS, self._ctx_inputs, strict=True)}
+        if ctx.days is None:
+            days = np.clip(np.rint(inputs["u_days_mean"]), 0, MAX_DAYS)
+        else:
+            days = np.float32(ctx.days)
+        extra = context.context_features(inputs, np.float32(ctx.dow), np.float32(ctx.hour), days)
+        X = np.empty((base.shape[0], self.n_features), dtype=np.float32)
+        X[:, : base.shape[1]] = base
+        for j, name in enumerate(context.FEATURES):
+            X[:, base.shape[1] + j] = extra[name]
+        return X
+
+    def rank_scores(self, X: np.ndarray) -> np.ndarray:
+        out = self._ranker.run(None, {self._ranker_input: X})
+        return _positive_column(out)
+
+    def basket_probabilities(self, X: np.ndarray) -> np.ndarray:
+        out = self._basket.run(None, {self._basket_input: X})
+        return _positive_column(out)
+
+    def recommend(self, user_id: int, k: int, ctx: Context, exclude: Collection[int] = ()) -> Recommendation:
+        """Top-``k`` products for one user, ``exclude`` (e.g. the cart) removed; popular list if unknown."""
+        rows = self.rows(user_id)
+        if rows is None:
+            return self._popular(user_id, k, exclude)
+        X = self.features(rows, ctx)
+        return self._top(user_id, self.products[rows], self.rank_scores(X), self.repeat[rows], k, exclude)
+
+    def recommend_many(self, user_ids: Sequence[int], k: int, ctx: Context) -> list[Recommendation]:
+        """Top-``k`` for many users with one ONNX call (the batch path)."""
+        spans = [self.rows(u) for u in user_ids]
+        known = [s for s in spans if s is not None]
+        if known:
+            idx = np.concatenate([np.arange(s.start, s.stop) for s in known])
+            scores = self.rank_scores(self.features(idx, ctx))
+        out, pos = [], 0
+        for user, span in zip(user_ids, spans, strict=True):
+            if span is None:
+                out.append(self._popular(user, k, ()))
+                continue
+            n = span.stop - span.start
+            out.append(self._top(user, self.products[span], scores[pos : pos + n], self.repeat[span], k, ()))
+            pos += n
+        return out
+
+    def basket(self, user_id: int, ctx: Context) -> Basket:
+        """The F1-optimal basket over the user's past products (Kaggle rule, "None" allowed)."""
+        rows = self.rows(user_id)
+        if rows is None:
+            return Basket(
+                user_id, np.zeros(0, np.uint32), np.zeros(0, np.float32), True, float("nan"), POPULAR_STRATEGY
+            )
+        repeat = np.asarray(self.repeat[rows])
+        probs = self.basket_probabilities(self.features(rows, ctx))[repeat]
+        products = np.asarray(self.products[rows])[repeat]
+        order = np.lexsort((products, -probs))
+        k, none, f1 = optimal_basket(probs[order])
+        chosen = order[:k]
+        return Basket(user_id, products[chosen], probs[chosen], bool(none), float(f1), RANKER_STRATEGY)
+
+    def _top(
+        self,
+        user_id: int,
+        products: np.ndarray,
+        scores: np.ndarray,
+        repeat: np.ndarray,
+        k: int,
+        exclude: Collection[int],
+    ) -> Recommendation:
+        products = np.asarray(products)
+        keep = ~np.isin(products, np.fromiter(exclude, np.uint32)) if exclude else np.ones(products.size, bool)
+        products, scores, repeat = products[keep], scores[keep], np.asarray(repeat)[keep]
+        order = np.lexsort((products, -scores))[:k]  # best score first; ties by product id
+        return Recommendation(user_id, products[order], scores[order], repeat[order], RANKER_STRATEGY)
+
+    def _popular(self, user_id: int, k: int, exclude: Collection[int]) -> Recommendation:
+        products = self.popular_products
+        keep = ~np.isin(products, np.fromiter(exclude, np.uint32)) if exclude else np.ones(products.size, bool)
+        chosen = np.flatnonzero(keep)[:k]
+        return Recommendation(
+            user_id,
+            np.asarray(products[chosen]),
+            np.asarray(self.popular_scores[chosen]),
+            np.zeros(chosen.size, bool),
+            POPULAR_STRATEGY,
+        )
+
+
+def _positive_column(outputs: list[Any]) -> np.ndarray:
+    """Scores from an ONNX output: the P(class 1) column of a classifier, else the single column."""
+    out = outputs[-1] if len(outputs) > 1 else outputs[0]
+    out = np.asarray(out, dtype=np.float32)
+    return out[:, 1] if out.ndim == 2 and out.shape[1] == 2 else out.reshape(-1)
