@@ -32,6 +32,13 @@ class _Group(click.Group):
         except DataError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except RuntimeError as exc:
+            from serving.model import BundleError
+
+            if not isinstance(exc, BundleError):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=_Group)
@@ -161,6 +168,94 @@ def predict(data_dir: Path, run_dir: Path, eval_set: str, k: int, out: Path, sub
         f"wrote {preds.height:,} rows for {preds[S.ORDER].n_unique():,} orders to {out}"
         + (f" and the submission to {submission}" if submission else "")
     )
+
+
+@main.command()
+@click.option("--model", "run_dir", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Data for the snapshot (default: the data the run was trained on).",
+)
+def export(run_dir: Path, data_dir: Path | None) -> None:
+    """Rebuild RUN_DIR/serving: ONNX models (parity-checked) and the online snapshot; republish atomically."""
+    from pipeline.export import export as run_export
+
+    m = run_export(run_dir, data_dir)
+    p = m["parity"]
+    click.echo(
+        f"serving bundle {m['version']}: {m['users']:,} users, {m['rows']:,} candidate rows, "
+        f"ONNX {m['onnx_bytes']['ranker.onnx'] / 1e6:.2f} MB; parity on {p['rows']:,} rows "
+        f"({p['rows_with_nan']:,} with NaN): max |diff| {p['max_abs_diff_ranking']:.2e} (ranker), "
+        f"{p['max_abs_diff_basket']:.2e} (basket), top-10 changed for {p['users_with_different_top10']} users"
+    )
+
+
+@main.command()
+@click.option("--model", "run_dir", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--users",
+    "users_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Parquet file with a user_id column (default: every user in the snapshot).",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output Parquet file.")
+@click.option("--k", type=click.IntRange(1, 100), default=20, show_default=True)
+@click.option("--chunk-users", type=click.IntRange(min=1), default=20_000, show_default=True)
+@click.option("--skip-unknown", is_flag=True, help="No rows for unknown users (default: the cold-start list).")
+@click.option("--dow", type=click.IntRange(0, 6), default=None, help="Day of week of the next order (default: today).")
+@click.option("--hour", type=click.IntRange(0, 23), default=None, help="Hour of the next order (default: now, UTC).")
+@click.option(
+    "--days",
+    type=click.IntRange(0, 30),
+    default=None,
+    help="Days since each user's last order (default: the user's usual gap).",
+)
+def score(
+    run_dir: Path,
+    users_path: Path | None,
+    out: Path,
+    k: int,
+    chunk_users: int,
+    skip_unknown: bool,
+    dow: int | None,
+    hour: int | None,
+    days: int | None,
+) -> None:
+    """Batch-score users from the serving bundle into Parquet (user_id, product_id, score, rank)."""
+    import datetime as dt
+
+    from serving.batch import read_user_ids, score_users
+    from serving.model import Context, ServingModel
+
+    now = dt.datetime.now(dt.UTC)
+    ctx = Context(dow=now.weekday() if dow is None else dow, hour=now.hour if hour is None else hour, days=days)
+    model = ServingModel.load(run_dir)
+    users = read_user_ids(users_path) if users_path else None
+
+    def progress(done: int, total: int) -> None:
+        click.echo(f"\r  scored {done:,}/{total:,} users", err=True, nl=done >= total)
+
+    r = score_users(
+        model,
+        users,
+        out,
+        k=k,
+        ctx=ctx,
+        chunk_users=chunk_users,
+        unknown="skip" if skip_unknown else "popular",
+        progress=progress,
+    )
+    click.echo(
+        f"scored {r.scored_users:,} users ({r.candidate_rows:,} candidate rows) into {out}: {r.output_rows:,} rows "
+        f"in {r.seconds:.1f} s ({r.candidate_rows / max(r.seconds, 1e-9):,.0f} rows/s)"
+    )
+    if r.unknown_users:
+        what = "skipped" if skip_unknown else "given the cold-start list"
+        click.echo(f"{r.unknown_users:,} unknown user ids {what}, e.g. {r.unknown_examples}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ at least ``PARITY_ROWS`` real feature rows (NaN included), or change any user's 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import logging
 import os
@@ -149,10 +150,11 @@ def write_bundle(
     ranker_bytes = to_onnx(rankers.ranking)
     (folder / RANKER).write_bytes(ranker_bytes)
     (folder / BASKET).write_bytes(to_onnx(rankers.basket))
-    created = time.gmtime()
+    created = dt.datetime.now(dt.UTC)
     manifest: dict[str, Any] = {
-        "version": time.strftime("%Y%m%dT%H%M%SZ", created) + "-" + hashlib.sha256(ranker_bytes).hexdigest()[:8],
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", created),
+        # Sortable and unique per publish: time to the microsecond + the ranking model's hash.
+        "version": created.strftime("%Y%m%dT%H%M%S%fZ") + "-" + hashlib.sha256(ranker_bytes).hexdigest()[:8],
+        "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "features": list(FEATURE_NAMES),
         "base_features": list(BASE_FEATURES),
         "shapes": shapes,

@@ -180,24 +180,20 @@ def _lgb_params(cfg: LightGBMConfig, objective: str) -> dict[str, object]:
 
 def fit_lightgbm(train: pl.DataFrame, stop: pl.DataFrame, cfg: LightGBMConfig, objective: str) -> lgb.Booster:
     """One LightGBM model with early stopping on ``stop`` rows (both sorted by window, user)."""
-    names = list(FEATURE_NAMES)
     weighted = cfg.equal_user_weight and objective == "binary"
-    dtrain = lgb.Dataset(
-        to_matrix(train),
-        label=train[S.LABEL].to_numpy(),
-        weight=user_weights(train) if weighted else None,
-        group=group_sizes(train),
-        feature_name=names,
-        free_raw_data=True,
-    )
-    dstop = lgb.Dataset(
-        to_matrix(stop),
-        label=stop[S.LABEL].to_numpy(),
-        weight=user_weights(stop) if weighted else None,
-        group=group_sizes(stop),
-        feature_name=names,
-        reference=dtrain,
-    )
+
+    def dataset(rows: pl.DataFrame, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+        return lgb.Dataset(
+            to_matrix(rows),
+            label=rows[S.LABEL].to_numpy(),
+            weight=user_weights(rows) if weighted else None,
+            group=group_sizes(rows),
+            feature_name=list(FEATURE_NAMES),
+            reference=reference,
+        )
+
+    dtrain = dataset(train)
+    dstop = dataset(stop, reference=dtrain)
     return lgb.train(
         _lgb_params(cfg, objective),
         dtrain,

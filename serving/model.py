@@ -142,6 +142,8 @@ class ServingModel:
     def load(cls, run_dir: Path) -> ServingModel:
         """Open ``RUN_DIR/serving`` (or a bundle folder itself); BundleError names what is wrong."""
         path = Path(run_dir)
+        if not path.is_dir():
+            raise BundleError(f"{path}: model folder not found")
         if (path / BUNDLE).is_dir():
             path = path / BUNDLE
         manifest_path = path / MANIFEST

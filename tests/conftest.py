@@ -97,3 +97,24 @@ def tiny_kaggle(tmp_path: Path) -> Callable[..., Path]:
 
 def csv_frame(text: str) -> pl.DataFrame:
     return pl.read_csv(io.StringIO(text))
+
+
+FAST_TRAIN = {
+    "mlflow": False,
+    "lightgbm": {"n_estimators": 150},
+    "xgboost": {"enabled": False},
+    "windows": {"extra_windows": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def excerpt_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A run folder (with its serving bundle) trained on the real excerpt: {"data": …, "run": …}."""
+    from pipeline.config import TrainConfig
+    from pipeline.ingest import ingest
+    from pipeline.run import train
+
+    root = tmp_path_factory.mktemp("excerpt-run")
+    ingest(EXCERPT, root / "data")
+    train(root / "data", root / "run", TrainConfig.model_validate(FAST_TRAIN))
+    return {"data": root / "data", "run": root / "run"}
