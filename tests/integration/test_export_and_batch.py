@@ -160,12 +160,12 @@ def test_corrupt_snapshot_is_refused_with_the_file_named(excerpt_run: dict[str, 
     base = copy / "serving" / "base.npy"
     good = base.read_bytes()
     base.write_bytes(good[: len(good) // 2])
-    with pytest.raises(BundleError, match="base.npy: corrupt or truncated"):
+    with pytest.raises(BundleError, match=r"base\.npy: corrupt or truncated"):
         ServingModel.load(copy)
     base.write_bytes(good)
     assert ServingModel.load(copy).version
     (copy / "serving" / "users.npy").unlink()
-    with pytest.raises(BundleError, match="users.npy: not found"):
+    with pytest.raises(BundleError, match=r"users\.npy: not found"):
         ServingModel.load(copy)
 
 
