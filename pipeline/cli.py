@@ -10,6 +10,7 @@ import click
 
 from pipeline import schema as S
 from pipeline.storage import DataError
+from serving.server import serve_command
 
 log = logging.getLogger("basketcast")
 
@@ -231,8 +232,7 @@ def score(
     from serving.batch import read_user_ids, score_users
     from serving.model import Context, ServingModel
 
-    now = dt.datetime.now(dt.UTC)
-    ctx = Context(dow=now.weekday() if dow is None else dow, hour=now.hour if hour is None else hour, days=days)
+    ctx = Context.at(dt.datetime.now(dt.UTC), dow=dow, hour=hour, days=days)
     model = ServingModel.load(run_dir)
     users = read_user_ids(users_path) if users_path else None
 
@@ -257,6 +257,8 @@ def score(
         what = "skipped" if skip_unknown else "given the cold-start list"
         click.echo(f"{r.unknown_users:,} unknown user ids {what}, e.g. {r.unknown_examples}")
 
+
+main.add_command(serve_command, name="serve")
 
 if __name__ == "__main__":
     main()

@@ -19,6 +19,7 @@ features (day, hour, days since the last order) are added, by the same function 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -62,6 +63,19 @@ class Context:
     dow: float
     hour: float
     days: float | None = None
+
+    @classmethod
+    def at(
+        cls, when: dt.datetime, *, dow: int | None = None, hour: int | None = None, days: float | None = None
+    ) -> Context:
+        """The context of an order placed at ``when`` unless ``dow``/``hour`` are given.
+
+        Instacart's ``order_dow`` is taken as 0 = Sunday (the dataset does not say; clients that
+        know their own convention pass ``dow``).
+        """
+        return cls(
+            dow=(when.weekday() + 1) % 7 if dow is None else dow, hour=when.hour if hour is None else hour, days=days
+        )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,54 @@
+"""Operations: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from serving.metrics import Metrics
+from serving.schemas import Health, Readiness
+from serving.state import ModelHolder, get_holder
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", response_model=Health, summary="Liveness: the process answers (always 200)")
+async def health() -> Health:
+    """Always 200 while the process serves HTTP, model or not."""
+    return Health()
+
+
+@router.get(
+    "/ready",
+    response_model=Readiness,
+    summary="Readiness: 200 once a model is loaded, 503 otherwise",
+    responses={503: {"model": Readiness, "description": "No model loaded (the reason is in `error`)."}},
+)
+async def ready(holder: Annotated[ModelHolder | None, Depends(get_holder)]) -> JSONResponse:
+    """200 with the served version when a model is loaded; 503 with the load error otherwise."""
+    model = holder.model if holder is not None else None
+    body = Readiness(
+        status="ready" if model is not None else "unavailable",
+        model_version=model.version if model is not None else None,
+        model_dir=str(holder.model_dir) if holder is not None and holder.model_dir is not None else None,
+        loaded_at=holder.loaded_at if holder is not None and model is not None else None,
+        error=None if model is not None else (holder.error if holder is not None else "the server is starting"),
+        pid=os.getpid(),
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if model is not None else 503)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (text format)",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition."}},
+)
+def metrics(request: Request) -> Response:
+    """Request counts and latency histograms by route and status, reloads, model version."""
+    registry: Metrics = request.app.state.metrics
+    body, content_type = registry.render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,212 @@
+"""The recommendation API (``/v1``): one user's top-k, many users' top-k, one user's basket.
+
+Every route is a plain ``def`` (scoring is CPU-bound: FastAPI runs it in its thread pool) and
+gets the model once, at its start, through ``get_model``: a reload during the request does not
+affect it. An unknown user is not an error: the answer is the popular list, flagged
+``strategy="popular"`` (cold start).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.exceptions import RequestValidationError
+from pydantic import BeforeValidator
+
+from serving.model import Context, Recommendation, ServingModel
+from serving.schemas import (
+    DEFAULT_K,
+    ERROR_RESPONSES,
+    MAX_DAYS,
+    MAX_EXCLUDE,
+    MAX_K,
+    UINT32_MAX,
+    BasketItem,
+    BasketResponse,
+    BatchRequest,
+    BatchResponse,
+    ContextOut,
+    Item,
+    RecommendationResponse,
+    UserRecommendations,
+)
+from serving.state import get_model
+
+router = APIRouter(prefix="/v1", tags=["recommendations"], responses=ERROR_RESPONSES)
+
+_ID = re.compile(r"[0-9]{1,10}", re.ASCII)
+
+
+def digits_only(value: object) -> object:
+    """Refuse the spellings lax int parsing would take ("+1", "1_000", "1.0", non-ASCII digits)."""
+    if isinstance(value, str) and not _ID.fullmatch(value):
+        raise ValueError("an id is a plain integer 0-4294967295")
+    return value
+
+
+ModelDep = Annotated[ServingModel, Depends(get_model)]
+UserId = Annotated[
+    int,
+    Path(ge=0, le=UINT32_MAX, description="The user's id (unknown ids get the popular list)."),
+    BeforeValidator(digits_only),
+]
+TopK = Annotated[int, Query(ge=1, le=MAX_K, description=f"Number of products, 1-{MAX_K}.")]
+Dow = Annotated[int | None, Query(ge=0, le=6, description="Day of week 0-6 of the order; default: today (UTC).")]
+Hour = Annotated[int | None, Query(ge=0, le=23, description="Hour 0-23 of the order; default: now (UTC).")]
+Days = Annotated[
+    float | None,
+    Query(
+        ge=0,
+        le=MAX_DAYS,
+        allow_inf_nan=False,
+        description=f"Days since the user's last order, 0-{MAX_DAYS:g}; default: the user's usual gap.",
+    ),
+]
+IdList = Annotated[
+    list[str] | None,
+    Query(description="Product ids to leave out: comma-separated (`1,2`) and/or repeated (`?exclude=1&exclude=2`)."),
+]
+
+
+def parse_ids(values: Iterable[str] | None, name: str) -> list[int]:
+    """Product ids from repeated and/or comma-separated query values; 422 for anything malformed."""
+    ids: list[int] = []
+    errors = []
+    for raw in values or ():
+        for part in raw.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if _ID.fullmatch(part) and int(part) <= UINT32_MAX:
+                ids.append(int(part))
+            else:
+                errors.append(
+                    {
+                        "type": "id_parsing",
+                        "loc": ("query", name),
+                        "msg": f"{part[:40]!r} is not a product id (integers 0-{UINT32_MAX}, comma-separated)",
+                    }
+                )
+    if len(ids) > MAX_EXCLUDE:
+        errors.append({"type": "too_long", "loc": ("query", name), "msg": f"more than {MAX_EXCLUDE} ids"})
+    if errors:
+        raise RequestValidationError(errors)
+    return ids
+
+
+def order_context(dow: int | None, hour: int | None, days: float | None) -> tuple[Context, ContextOut]:
+    """The model's Context and its echo; dow/hour default to the current UTC time (see ``Context.at``)."""
+    ctx = Context.at(datetime.now(UTC), dow=dow, hour=hour, days=days)
+    return ctx, ContextOut(dow=int(ctx.dow), hour=int(ctx.hour), days_since_last_order=days)
+
+
+def items(model: ServingModel, rec: Recommendation) -> list[Item]:
+    """A Recommendation's products with their catalogue names, best first."""
+    out = []
+    for rank, (product, score, repeat) in enumerate(
+        zip(rec.products.tolist(), rec.scores.tolist(), rec.repeat.tolist(), strict=True), start=1
+    ):
+        name, aisle, department = model.product_info(product)
+        out.append(
+            Item(
+                product_id=product,
+                name=name,
+                aisle=aisle,
+                department=department,
+                score=score,
+                rank=rank,
+                repeat=repeat,
+            )
+        )
+    return out
+
+
+@router.get(
+    "/users/{user_id}/recommendations",
+    response_model=RecommendationResponse,
+    summary="Top-k products for one user (what will they add next)",
+)
+def recommend(
+    user_id: UserId,
+    model: ModelDep,
+    k: TopK = DEFAULT_K,
+    exclude: IdList = None,
+    cart: IdList = None,
+    dow: Dow = None,
+    hour: Hour = None,
+    days_since_last_order: Days = None,
+) -> RecommendationResponse:
+    """The user's top-``k`` without the ``exclude`` and ``cart`` products (still ``k`` when possible).
+
+    Unknown users get the popular list with ``strategy="popular"``.
+    """
+    removed = set(parse_ids(exclude, "exclude")) | set(parse_ids(cart, "cart"))
+    ctx, ctx_out = order_context(dow, hour, days_since_last_order)
+    rec = model.recommend(user_id, k, ctx, exclude=removed)
+    return RecommendationResponse(
+        user_id=user_id,
+        model_version=model.version,
+        strategy=rec.strategy,  # type: ignore[arg-type]
+        context=ctx_out,
+        items=items(model, rec),
+    )
+
+
+@router.post(
+    "/recommendations",
+    response_model=BatchResponse,
+    summary="Top-k products for up to 1000 users in one call",
+)
+def recommend_many(body: BatchRequest, model: ModelDep) -> BatchResponse:
+    """One result per id of ``user_ids`` (same order, duplicates kept), scored in one model call."""
+    ctx, ctx_out = order_context(body.dow, body.hour, body.days_since_last_order)
+    recs = model.recommend_many(body.user_ids, body.k, ctx)
+    return BatchResponse(
+        model_version=model.version,
+        k=body.k,
+        context=ctx_out,
+        results=[
+            UserRecommendations(user_id=r.user_id, strategy=r.strategy, items=items(model, r))  # type: ignore[arg-type]
+            for r in recs
+        ],
+    )
+
+
+@router.get(
+    "/users/{user_id}/basket",
+    response_model=BasketResponse,
+    summary="The F1-optimal next basket of one user",
+)
+def basket(
+    user_id: UserId,
+    model: ModelDep,
+    dow: Dow = None,
+    hour: Hour = None,
+    days_since_last_order: Days = None,
+) -> BasketResponse:
+    """The products (may be none) that maximise the expected F1, and whether "None" is predicted.
+
+    Unknown users get an empty basket with ``none=true`` and ``strategy="popular"``.
+    """
+    ctx, ctx_out = order_context(dow, hour, days_since_last_order)
+    b = model.basket(user_id, ctx)
+    products = []
+    for product, probability in zip(b.products.tolist(), b.probabilities.tolist(), strict=True):
+        name, aisle, department = model.product_info(product)
+        products.append(
+            BasketItem(product_id=product, name=name, aisle=aisle, department=department, probability=probability)
+        )
+    return BasketResponse(
+        user_id=user_id,
+        model_version=model.version,
+        strategy=b.strategy,  # type: ignore[arg-type]
+        none=b.none,
+        expected_f1=None if math.isnan(b.expected_f1) else b.expected_f1,
+        products=products,
+        context=ctx_out,
+    )

@@ -1,0 +1,218 @@
+"""The model currently served, and its atomic hot reload.
+
+``ModelHolder.model`` is a single reference. A request reads it once, at its start (the
+``get_model`` dependency), and keeps that object until it has answered, so a reload never
+changes the model under a request in flight: the swap is one attribute assignment and the old
+model (its memory maps and ONNX sessions) lives until the last request holding it is done.
+
+``reload()`` re-opens the model folder: same manifest version → "unchanged" (nothing loaded);
+a new version that loads → swapped in, "reloaded"; a version that fails to load (``BundleError``
+or any other exception) → "refused", the old model keeps serving. Publishers must replace the
+folder by renaming (as ``pipeline.storage.publishing_dir`` and ``pipeline.export.export`` do); if
+the folder is swapped while it is being read, the load is discarded and retried, so a reload
+never mixes files of two versions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request
+
+from serving.errors import ApiError
+from serving.model import BUNDLE, MANIFEST, ServingModel
+
+log = logging.getLogger(__name__)
+
+ReloadStatus = Literal["loaded", "reloaded", "unchanged", "refused"]
+LOAD_ATTEMPTS = 5  # a folder swapped during a load is re-read up to this many times
+RETRY_SECONDS = 0.1
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """The outcome of a (re)load: ``model_version`` is the version served afterwards."""
+
+    status: ReloadStatus
+    model_version: str | None
+    previous_version: str | None
+    error: str | None = None
+
+
+class ModelHolder:
+    """Holds the served model; ``load_initial()`` at startup, ``reload()`` later (thread-safe).
+
+    ``loader`` opens a model folder (``ServingModel.load``; tests may pass another), and
+    ``on_change`` is called with every ReloadResult (metrics).
+    """
+
+    def __init__(
+        self,
+        model_dir: Path | None,
+        loader: Callable[[Path], ServingModel] = ServingModel.load,
+        on_change: Callable[[ReloadResult], None] | None = None,
+    ) -> None:
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+        self._loader = loader
+        self._on_change = on_change
+        self._model: ServingModel | None = None
+        self._lock = threading.Lock()
+        self.error: str | None = "the model is not loaded yet"
+        self.loaded_at: float | None = None
+
+    @property
+    def model(self) -> ServingModel | None:
+        """The model to answer with (read it once per request), None if none could be loaded."""
+        return self._model
+
+    def load_initial(self) -> ReloadResult:
+        """Load the model at startup; a failure is recorded in ``error`` (the app still starts)."""
+        result = self.reload()
+        if result.status == "refused":
+            log.error("no model loaded: %s", result.error)
+        return result
+
+    def reload(self) -> ReloadResult:
+        """Re-open the model folder and swap to its version if it is new and loads."""
+        with self._lock:
+            current = self._model
+            previous = current.version if current is not None else None
+            try:
+                if self.model_dir is None:
+                    raise ValueError("no model folder configured (set BASKETCAST_MODEL_DIR)")
+                if current is not None and peek_version(self.model_dir) == current.version:
+                    result = ReloadResult("unchanged", previous, previous)
+                else:
+                    model = self._load(self.model_dir)
+                    if current is not None and model.version == current.version:
+                        result = ReloadResult("unchanged", previous, previous)
+                    else:
+                        self._model = model  # the swap: one reference assignment
+                        self.error = None
+                        self.loaded_at = time.time()
+                        status: ReloadStatus = "reloaded" if current is not None else "loaded"
+                        result = ReloadResult(status, model.version, previous)
+                        log.info("serving model %s from %s (was %s)", model.version, model.path, previous)
+            except Exception as exc:  # a broken version of any kind is refused, never served
+                message = describe_error(exc)
+                if current is None:
+                    self.error = message
+                log.warning("model reload refused, still serving %s: %s", previous, message)
+                result = ReloadResult("refused", previous, previous, message)
+            if self._on_change is not None:  # under the lock: observers see the swaps in order
+                self._on_change(result)
+        return result
+
+    def _load(self, model_dir: Path) -> ServingModel:
+        """Load ``model_dir``; retried when the folder was swapped (renamed) during the read."""
+        for attempt in range(1, LOAD_ATTEMPTS + 1):
+            before = _identity(model_dir)
+            try:
+                model = self._loader(model_dir)
+            except Exception:
+                if attempt < LOAD_ATTEMPTS and (before is None or _identity(model_dir) != before):
+                    time.sleep(RETRY_SECONDS)  # absent or replaced meanwhile: read the new folder
+                    continue
+                raise
+            if before is not None and _identity(model_dir) == before:
+                return model
+            time.sleep(RETRY_SECONDS)  # swapped while loading: the files may be of two versions
+        raise RuntimeError(f"{model_dir}: kept changing while being loaded ({LOAD_ATTEMPTS} attempts)")
+
+
+def bundle_dir(model_dir: Path) -> Path:
+    """The serving bundle of a run folder (``RUN_DIR/serving``), or the folder itself."""
+    return model_dir / BUNDLE if (model_dir / BUNDLE).is_dir() else model_dir
+
+
+def peek_version(model_dir: Path) -> str | None:
+    """The version in the bundle's manifest without loading it; None if it cannot be read."""
+    try:
+        version = json.loads((bundle_dir(model_dir) / MANIFEST).read_text())["version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return str(version)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line message for a load failure (BundleError messages already name the file)."""
+    from serving.model import BundleError
+
+    if isinstance(exc, BundleError | ValueError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _identity(model_dir: Path) -> tuple[int, int, int] | None:
+    """Which physical folder ``model_dir`` is now: (device, inode of the bundle, manifest mtime)."""
+    try:
+        folder = bundle_dir(model_dir)
+        st = os.stat(folder)
+        manifest = os.stat(folder / MANIFEST)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, manifest.st_mtime_ns)
+
+
+# --- FastAPI dependencies ------------------------------------------------------------------------
+async def get_holder(request: Request) -> ModelHolder | None:
+    """The app's ModelHolder (set by the lifespan); None before startup."""
+    holder: ModelHolder | None = getattr(request.app.state, "models", None)
+    return holder
+
+
+async def get_model(holder: Annotated[ModelHolder | None, Depends(get_holder)]) -> ServingModel:
+    """The model for this request, read once; 503 with the reason when none is loaded."""
+    model = holder.model if holder is not None else None
+    if model is None:
+        reason = holder.error if holder is not None else "the server is starting"
+        raise ApiError(503, "model_unavailable", f"no model loaded: {reason}")
+    return model
+
+
+# --- reload signals ------------------------------------------------------------------------------
+def install_sighup_reload(holder: ModelHolder) -> Callable[[], None] | None:
+    """Reload ``holder`` on SIGHUP (in a thread, off the event loop); returns the uninstaller.
+
+    Only in the process's main thread with a running loop (a uvicorn worker); elsewhere (e.g. the
+    test client's portal thread) nothing is installed and None is returned.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
+        return None
+    loop = asyncio.get_running_loop()
+
+    def on_sighup() -> None:
+        log.info("SIGHUP: reloading the model from %s", holder.model_dir)
+        loop.run_in_executor(None, holder.reload)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return None
+
+    def uninstall() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return uninstall
+
+
+def notify_other_workers(supervisor_pid: int | None) -> bool:
+    """Ask serve()'s supervisor to forward SIGHUP to every worker; False when not under one."""
+    if supervisor_pid is None or os.getppid() != supervisor_pid:
+        return False
+    try:
+        os.kill(supervisor_pid, signal.SIGHUP)
+    except OSError as exc:
+        log.warning("could not signal the supervisor %d: %s", supervisor_pid, exc)
+        return False
+    return True
