@@ -17,7 +17,7 @@ SAMPLE_CONFIG ?= configs/instacart_sample.json
 FOLDS ?= 5
 
 .DEFAULT_GOAL := help
-.PHONY: help install data describe train evaluate predict sample train-sample evaluate-sample test lint mlflow-ui clean bench-data
+.PHONY: help install data describe train evaluate predict serve score sample train-sample evaluate-sample test lint mlflow-ui clean bench-data
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -47,6 +47,12 @@ evaluate: $(STAMP) ## Metrics of RUN on its validation users of DATA
 
 predict: $(STAMP) ## Top-20 per test order of DATA with RUN, plus a Kaggle submission
 	$(BC) predict --data $(DATA) --model $(RUN) --eval-set test --k 20 --out $(RUN)-predictions.parquet --submission $(RUN)-submission.csv
+
+serve: $(STAMP) ## Serve RUN over HTTP on port 8000 with 2 workers (docs at /docs)
+	$(BC) serve --model $(RUN) --workers 2 --port 8000
+
+score: $(STAMP) ## Batch-score every user of RUN into RUN-scores.parquet (top 20)
+	$(BC) score --model $(RUN) --out $(RUN)-scores.parquet --k 20
 
 $(SAMPLE)/manifest.json: | $(STAMP)
 	$(BC) data sample --out $(SAMPLE_CSV)
