@@ -17,7 +17,7 @@ SAMPLE_CONFIG ?= configs/instacart_sample.json
 FOLDS ?= 5
 
 .DEFAULT_GOAL := help
-.PHONY: help install data describe train evaluate predict serve score sample train-sample evaluate-sample test lint mlflow-ui clean bench-data
+.PHONY: help install data describe train evaluate predict serve score sample train-sample evaluate-sample test lint mlflow-ui clean bench-data bench-serve bench-score docker-verify
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -82,3 +82,12 @@ clean: ## Remove generated data, artifacts and caches (keeps .venv)
 
 bench-data: $(STAMP) ## Benchmark generate → Kaggle CSV → ingest at full Instacart scale (BENCH_USERS=206209)
 	$(BIN)/python benchmarks/bench_data.py --users $${BENCH_USERS:-206209}
+
+bench-serve: $(STAMP) ## Serving benchmark: basketcast serve (2 workers) under wrk at concurrency 1/8/32 + /health, vs the in-process limit (RUN)
+	$(BIN)/python benchmarks/bench_serve.py --model $(RUN)
+
+bench-score: $(STAMP) ## Batch-scoring benchmark: score_users over every user of RUN vs raw onnxruntime on the same rows
+	$(BIN)/python benchmarks/bench_score.py --model $(RUN)
+
+docker-verify: ## Build the serving image with RUN baked in, start it, query it, stop it (buildah; no Docker engine needed)
+	bash docker/verify.sh $(RUN)
