@@ -13,7 +13,7 @@ The ratio batch / limit (rows/s) says how much the batch path adds around the mo
 ≥ 0.5). Peak RSS is read after step 1 (the batch's own peak: model, memory-mapped pages it read,
 one chunk) and at the end (with the full matrix of step 2). Prints a table; no assertions.
 
-    .venv/bin/python benchmarks/bench_score.py --model artifacts/model [--k 20] [--chunk-users 20000]
+    .venv/bin/python benchmarks/bench_score.py --model artifacts/model [--k 20] [--chunk-users 5000]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=Path("artifacts/model"), help="Run folder (or bundle).")
     parser.add_argument("--k", type=int, default=20)
-    parser.add_argument("--chunk-users", type=int, default=20_000, help="score_users' chunk size.")
+    parser.add_argument("--chunk-users", type=int, default=5_000, help="score_users' chunk size.")
     parser.add_argument("--repeat", type=int, default=2, help="Runs of each measurement; the best is kept.")
     parser.add_argument("--out", type=Path, default=None, help="Where the batch writes (default: a temp folder).")
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures to this JSON file.")

@@ -205,7 +205,7 @@ def export(run_dir: Path, data_dir: Path | None) -> None:
 )
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output Parquet file.")
 @click.option("--k", type=click.IntRange(1, 100), default=20, show_default=True)
-@click.option("--chunk-users", type=click.IntRange(min=1), default=20_000, show_default=True)
+@click.option("--chunk-users", type=click.IntRange(min=1), default=5_000, show_default=True)
 @click.option("--skip-unknown", is_flag=True, help="No rows for unknown users (default: the cold-start list).")
 @click.option("--dow", type=click.IntRange(0, 6), default=None, help="Day of week of the next order (default: today).")
 @click.option("--hour", type=click.IntRange(0, 23), default=None, help="Hour of the next order (default: now, UTC).")

@@ -86,7 +86,7 @@ def score_users(
     *,
     k: int = 20,
     ctx: Context,
-    chunk_users: int = 20_000,
+    chunk_users: int = 5_000,
     unknown: Literal["popular", "skip"] = "popular",
     progress: Callable[[int, int], None] | None = None,
 ) -> ScoreReport:
