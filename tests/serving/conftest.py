@@ -27,36 +27,12 @@ from serving.model import BUNDLE, MANIFEST
 from serving.settings import MODEL_DIR_ENV, Settings
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = {
-    "mlflow": False,
-    "lightgbm": {"n_estimators": 100},
-    "xgboost": {"enabled": False},
-    "windows": {"extra_windows": 1},
-}
 
 
 @pytest.fixture(scope="session")
-def trained_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder with its serving bundle trained on the committed real excerpt (read-only).
-
-    Reuses the suite's session-wide ``excerpt_run`` (tests/conftest.py) when it exists, so the
-    whole suite trains once; otherwise trains its own with the fast config.
-    """
-    try:
-        shared = request.getfixturevalue("excerpt_run")
-    except pytest.FixtureLookupError:
-        shared = None
-    if shared is not None:
-        return Path(shared["run"])
-    from pipeline.config import TrainConfig
-    from pipeline.ingest import ingest
-    from pipeline.run import train
-    from tests.conftest import EXCERPT
-
-    root = tmp_path_factory.mktemp("serving-model")
-    ingest(EXCERPT, root / "data")
-    train(root / "data", root / "run", TrainConfig.model_validate(FAST))
-    return root / "run"
+def trained_run(excerpt_run: dict[str, Path]) -> Path:
+    """The suite's run folder trained on the committed real excerpt (tests/conftest.py; read-only)."""
+    return Path(excerpt_run["run"])
 
 
 @pytest.fixture
