@@ -26,7 +26,7 @@ import polars as pl
 
 from features import cutoffs as C
 from features.build import BASE_FEATURES, FEATURE_NAMES, base_feature_frame
-from features.history import as_of, order_lines
+from features.history import History, as_of, order_lines
 from pipeline import schema as S
 from pipeline.candidates import IS_REPEAT, ALSModel, candidates
 from pipeline.config import TrainConfig
@@ -79,9 +79,13 @@ def to_onnx(booster: lgb.Booster) -> bytes:
     return model.SerializeToString()  # type: ignore[no-any-return]
 
 
-def snapshot_frame(data: Dataset, lines: pl.DataFrame, als: ALSModel, config: TrainConfig) -> pl.DataFrame:
-    """Every known user's candidates and base features as of after their last known order."""
-    h = as_of(data, C.next_order(data.orders), lines)
+def latest_history(data: Dataset, lines: pl.DataFrame) -> History:
+    """The history of every user's next, unseen order: all known orders (cut by ``next_order``)."""
+    return as_of(data, C.next_order(data.orders), lines)
+
+
+def snapshot_frame(h: History, als: ALSModel, config: TrainConfig) -> pl.DataFrame:
+    """Every known user's candidates and base features as of ``h`` (see ``latest_history``)."""
     cands = candidates(h, als, h.cutoffs[S.USER], config.candidates)
     return base_feature_frame(h, cands, config.features).sort(S.USER, maintain_order=True)
 
@@ -140,13 +144,13 @@ def parity(bundle: ServingModel, rankers: Rankers, min_rows: int = PARITY_ROWS) 
 
 
 def write_bundle(
-    folder: Path, data: Dataset, lines: pl.DataFrame, rankers: Rankers, als: ALSModel, config: TrainConfig
+    folder: Path, data: Dataset, h: History, rankers: Rankers, als: ALSModel, config: TrainConfig
 ) -> dict[str, Any]:
     """Write the serving bundle into ``folder`` (created); returns its manifest. Raises on failed parity."""
     folder.mkdir(parents=True)
     start = time.perf_counter()
-    frame = snapshot_frame(data, lines, als, config)
-    shapes = _write_arrays(folder, frame, data, lines)
+    frame = snapshot_frame(h, als, config)
+    shapes = _write_arrays(folder, frame, data, h.lines)
     ranker_bytes = to_onnx(rankers.ranking)
     (folder / RANKER).write_bytes(ranker_bytes)
     (folder / BASKET).write_bytes(to_onnx(rankers.basket))
@@ -204,4 +208,5 @@ def export(run_dir: Path, data_dir: Path | None = None) -> dict[str, Any]:
                 shutil.copytree(item, tmp / item.name, copy_function=os.link)
             else:
                 os.link(item, tmp / item.name)
-        return write_bundle(tmp / BUNDLE, data, order_lines(data), run.rankers, als, run.config)
+        h = latest_history(data, order_lines(data))
+        return write_bundle(tmp / BUNDLE, data, h, run.rankers, als, run.config)

@@ -33,7 +33,7 @@ from pipeline.basket import BASKET_NONE, BASKET_PRODUCTS, choose_baskets
 from pipeline.candidates import IS_REPEAT, ALSModel
 from pipeline.config import TrainConfig
 from pipeline.evaluate import evaluation_report, markdown, write_report
-from pipeline.export import write_bundle
+from pipeline.export import latest_history, write_bundle
 from pipeline.progress import Timings
 from pipeline.storage import (
     DataError,
@@ -136,7 +136,8 @@ def train(data_dir: Path, out: Path, config: TrainConfig) -> TrainResult:
         report["ranking_objective"] = rankers.ranking_objective
         report.update(rankers.selection)
     with timings.stage("ALS on all known orders (for prediction)"):
-        latest = build_latest_als(data, lines, config)
+        latest_h = latest_history(data, lines)
+        latest = ALSModel.fit(latest_h.lines, config.als)
     importance = dict(zip(FEATURE_NAMES, rankers.ranking.feature_importance("gain").tolist(), strict=True))
     manifest = {
         "schema_version": S.SCHEMA_VERSION,
@@ -171,18 +172,11 @@ def train(data_dir: Path, out: Path, config: TrainConfig) -> TrainResult:
         (tmp / "report").mkdir()
         write_report(report, tmp / "report", "Validation report", importance)
         with timings.stage("serving bundle: ONNX export + parity + online snapshot"):
-            bundle = write_bundle(tmp / BUNDLE, data, lines, rankers, latest, config)
+            bundle = write_bundle(tmp / BUNDLE, data, latest_h, rankers, latest, config)
         manifest["serving"] = {k: bundle[k] for k in ("version", "users", "rows", "onnx_bytes", "parity")}
         manifest["timings"] = timings.as_dict()
         write_json(tmp / "manifest.json", manifest)
     return TrainResult(run_dir=Path(out), report=report, timings=timings)
-
-
-def build_latest_als(data: Dataset, lines: pl.DataFrame, config: TrainConfig) -> ALSModel:
-    """ALS on every order with products (the history of the next, unseen orders)."""
-    from features.history import as_of
-
-    return ALSModel.fit(as_of(data, C.next_order(data.orders), lines).lines, config.als)
 
 
 @dataclass
