@@ -13,6 +13,7 @@ import polars as pl
 from features.history import History
 from pipeline import schema as S
 from pipeline.baselines import TifuSpace
+from pipeline.ids import index_of
 
 FEATURES = ("tifu_own", "tifu_neighbours")
 
@@ -27,9 +28,8 @@ def tifu_features(h: History, cands: pl.DataFrame, n_neighbors: int) -> pl.DataF
     pairs = pairs.sort(S.USER, maintain_order=True)
     users = pairs[S.USER].to_numpy()
     products = pairs[S.PRODUCT].to_numpy()
-    col = np.searchsorted(space.product_ids, products)
-    col = np.minimum(col, max(space.product_ids.size - 1, 0))
-    known = space.product_ids[col] == products if space.product_ids.size else np.zeros(products.size, bool)
+    col = index_of(space.product_ids, products)
+    known = col >= 0
     own = np.zeros(users.size, np.float32)
     neighbours = np.zeros(users.size, np.float32)
     for rows, own_vecs, neighbour_vecs in space.blocks(np.unique(users), n_neighbors):

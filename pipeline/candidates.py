@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from features.history import History
 from pipeline import schema as S
 from pipeline.config import ALSConfig, CandidateConfig
+from pipeline.ids import index_of
 
 ALS_SCORE = "als_score"
 ALS_RANK = "als_rank"
@@ -75,10 +76,10 @@ class ALSModel:
 
     def user_index(self, users: np.ndarray) -> np.ndarray:
         """Row of each user id in the factor matrix, -1 when unknown."""
-        return _index(self.user_ids, users)
+        return index_of(self.user_ids, users)
 
     def item_index(self, items: np.ndarray) -> np.ndarray:
-        return _index(self.item_ids, items)
+        return index_of(self.item_ids, items)
 
     def score_pairs(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """ALS score of each (user, item) pair; NaN when either is unknown to the model."""
@@ -149,14 +150,6 @@ class ALSModel:
     def load(cls, path: Path) -> Self:
         with np.load(path) as z:
             return cls(**{k: z[k] for k in ("user_ids", "item_ids", "user_factors", "item_factors")})
-
-
-def _index(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    ids = np.asarray(ids)
-    pos = np.searchsorted(sorted_ids, ids)
-    pos = np.minimum(pos, max(sorted_ids.size - 1, 0))
-    found = (sorted_ids.size > 0) & (sorted_ids[pos] == ids) if sorted_ids.size else np.zeros(ids.shape, bool)
-    return np.where(found, pos, -1)
 
 
 def history_candidates(h: History, users: pl.Series, max_history: int | None) -> pl.DataFrame:

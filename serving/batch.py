@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schema as S
+from pipeline.ids import index_of
 from serving.model import Context, ServingModel
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,8 @@ def score_users(
     start = time.perf_counter()
     all_users = model.users
     users = np.asarray(all_users) if users is None else np.unique(np.asarray(users, dtype=np.uint32))
-    pos = np.searchsorted(all_users, users)
-    known = (pos < all_users.size) & (all_users[np.minimum(pos, all_users.size - 1)] == users)
+    pos = index_of(all_users, users)
+    known = pos >= 0
     report = ScoreReport(users=int(users.size), unknown_users=int((~known).sum()))
     report.unknown_examples = users[~known][:10].tolist()
     out = Path(out)

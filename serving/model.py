@@ -32,6 +32,7 @@ import polars as pl
 from features import context
 from pipeline import schema as S
 from pipeline.basket import optimal_basket
+from pipeline.ids import index_of
 
 BUNDLE = "serving"
 ARRAYS = {
@@ -194,10 +195,8 @@ class ServingModel:
     # --- lookups ------------------------------------------------------------------------
     def rows(self, user_id: int) -> slice | None:
         """The snapshot rows of a known user, None for an unknown one."""
-        i = int(np.searchsorted(self.users, user_id))
-        if i < self.users.size and self.users[i] == user_id:
-            return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
-        return None
+        i = int(index_of(self.users, np.uint32(user_id)))
+        return slice(int(self.offsets[i]), int(self.offsets[i + 1])) if i >= 0 else None
 
     def product_info(self, product_id: int) -> tuple[str, str, str]:
         """(name, aisle, department) of a product; placeholders for one missing from the catalogue."""
