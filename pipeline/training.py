@@ -102,11 +102,27 @@ def group_sizes(rows: pl.DataFrame) -> np.ndarray:
     return rows.group_by(S.WINDOW, S.USER, maintain_order=True).len()["len"].to_numpy()
 
 
-def user_weights(rows: pl.DataFrame) -> np.ndarray:
-    """Row weights giving every (window, user) group the same total weight (mean row weight 1),
-    so the loss counts users the way per-user averaged metrics do."""
-    sizes = group_sizes(rows)
+def user_weights(sizes: np.ndarray) -> np.ndarray:
+    """Row weights giving every (window, user) group of ``sizes`` the same total weight (mean row
+    weight 1), so the loss counts users the way per-user averaged metrics do."""
     return np.repeat(sizes.mean() / sizes, sizes).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """Training rows as the rankers take them: features, labels and (window, user) group sizes.
+
+    Built once per row set and shared by every model fitted on it.
+    """
+
+    X: np.ndarray  # float32 (rows, len(FEATURE_NAMES))
+    label: np.ndarray
+    sizes: np.ndarray
+
+    @classmethod
+    def of(cls, rows: pl.DataFrame) -> Matrix:
+        """From candidate rows sorted by (window, user)."""
+        return cls(X=to_matrix(rows), label=rows[S.LABEL].to_numpy(), sizes=group_sizes(rows))
 
 
 @dataclass
@@ -178,18 +194,19 @@ def _lgb_params(cfg: LightGBMConfig, objective: str) -> dict[str, object]:
     return params
 
 
-def fit_lightgbm(train: pl.DataFrame, stop: pl.DataFrame, cfg: LightGBMConfig, objective: str) -> lgb.Booster:
-    """One LightGBM model with early stopping on ``stop`` rows (both sorted by window, user)."""
+def fit_lightgbm(train: Matrix, stop: Matrix, cfg: LightGBMConfig, objective: str) -> lgb.Booster:
+    """One LightGBM model with early stopping on the ``stop`` rows."""
     weighted = cfg.equal_user_weight and objective == "binary"
 
-    def dataset(rows: pl.DataFrame, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+    def dataset(m: Matrix, reference: lgb.Dataset | None = None) -> lgb.Dataset:
         return lgb.Dataset(
-            to_matrix(rows),
-            label=rows[S.LABEL].to_numpy(),
-            weight=user_weights(rows) if weighted else None,
-            group=group_sizes(rows),
+            m.X,
+            label=m.label,
+            weight=user_weights(m.sizes) if weighted else None,
+            group=m.sizes,
             feature_name=list(FEATURE_NAMES),
             reference=reference,
+            free_raw_data=False,  # the matrix is shared with the other models
         )
 
     dtrain = dataset(train)
@@ -204,13 +221,13 @@ def fit_lightgbm(train: pl.DataFrame, stop: pl.DataFrame, cfg: LightGBMConfig, o
     )
 
 
-def fit_xgboost(train: pl.DataFrame, stop: pl.DataFrame, cfg: XGBoostConfig, threads: int) -> object:
-    """The XGBoost baseline: binary logistic trees (hist), early stopping on ``stop`` rows."""
+def fit_xgboost(train: Matrix, stop: Matrix, cfg: XGBoostConfig, threads: int) -> object:
+    """The XGBoost baseline: binary logistic trees (hist), early stopping on the ``stop`` rows."""
     import xgboost as xgb
 
     names = list(FEATURE_NAMES)
-    dtrain = xgb.DMatrix(to_matrix(train), label=train[S.LABEL].to_numpy(), feature_names=names)
-    dstop = xgb.DMatrix(to_matrix(stop), label=stop[S.LABEL].to_numpy(), feature_names=names)
+    dtrain = xgb.DMatrix(train.X, label=train.label, feature_names=names)
+    dstop = xgb.DMatrix(stop.X, label=stop.label, feature_names=names)
     params = {
         "objective": "binary:logistic",
         "eval_metric": "logloss",
@@ -253,21 +270,23 @@ def fit_rankers(windows: list[Window], roles: pl.DataFrame, config: TrainConfig)
     """Train the rankers on the fit users' windows; early-stop and select on the stop users."""
     fit_users = roles.filter(pl.col(ROLE) == FIT)[S.USER]
     stop_users = roles.filter(pl.col(ROLE) == STOP)[S.USER]
-    train = sample_negatives(rows_of(windows, fit_users), config.negative_sample_rate, config.seed)
-    stop = rows_of(windows, stop_users, window0_only=True)
+    train_rows = sample_negatives(rows_of(windows, fit_users), config.negative_sample_rate, config.seed)
+    stop_rows = rows_of(windows, stop_users, window0_only=True)
     stop_truth = windows[0].truth.filter(pl.col(S.USER).is_in(stop_users.implode()))
     log.info(
         "training rows: %d (%.1f%% positive), stop rows: %d",
-        train.height,
-        100 * train[S.LABEL].mean(),
-        stop.height,
+        train_rows.height,
+        100 * train_rows[S.LABEL].mean(),
+        stop_rows.height,
     )  # type: ignore[operator]
+    train, stop = Matrix.of(train_rows), Matrix.of(stop_rows)
+    del train_rows
     cfg = config.lightgbm
     objectives = ["lambdarank", "binary"] if cfg.objective == "auto" else [cfg.objective]
     if "binary" not in objectives:
         objectives.append("binary")  # the basket always needs probabilities
     models = {obj: fit_lightgbm(train, stop, cfg, obj) for obj in objectives}
-    selection = {obj: ndcg_at_10(stop, model.predict(to_matrix(stop)), stop_truth) for obj, model in models.items()}
+    selection = {obj: ndcg_at_10(stop_rows, model.predict(stop.X), stop_truth) for obj, model in models.items()}
     if cfg.objective == "auto":
         best = max(selection, key=lambda o: (selection[o], o == "binary"))
     else:

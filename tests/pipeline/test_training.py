@@ -35,7 +35,7 @@ def _rows() -> pl.DataFrame:
 def test_group_sizes_and_equal_user_weights() -> None:
     rows = _rows()
     assert group_sizes(rows).tolist() == [3, 1, 2]
-    w = user_weights(rows)
+    w = user_weights(group_sizes(rows))
     assert w.mean() == pytest.approx(1.0)
     per_group = [w[:3].sum(), w[3:4].sum(), w[4:].sum()]
     assert per_group == pytest.approx([2.0, 2.0, 2.0])
