@@ -140,9 +140,7 @@ def score_users(
 
 
 def _score_chunk(model: ServingModel, user_rows: np.ndarray, k: int, ctx: Context) -> pa.Table:
-    starts = model.offsets[user_rows]
-    counts = model.offsets[user_rows + 1] - starts
-    idx = np.repeat(starts - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(counts.sum())
+    idx, counts = model.gather(user_rows)
     scores = model.rank_scores(model.features(idx, ctx))
     groups = np.repeat(np.arange(user_rows.size), counts)
     products = np.asarray(model.products[idx])

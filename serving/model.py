@@ -236,20 +236,29 @@ class ServingModel:
 
     def recommend_many(self, user_ids: Sequence[int], k: int, ctx: Context) -> list[Recommendation]:
         """Top-``k`` for many users with one ONNX call (the batch path)."""
-        spans = [self.rows(u) for u in user_ids]
-        known = [s for s in spans if s is not None]
-        if known:
-            idx = np.concatenate([np.arange(s.start, s.stop) for s in known])
-            scores = self.rank_scores(self.features(idx, ctx))
-        out, pos = [], 0
-        for user, span in zip(user_ids, spans, strict=True):
-            if span is None:
+        positions = index_of(self.users, np.asarray(user_ids, dtype=np.int64))
+        idx, counts = self.gather(positions[positions >= 0])
+        scores = self.rank_scores(self.features(idx, ctx)) if idx.size else np.zeros(0, np.float32)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        out, j = [], 0
+        for user, p in zip(user_ids, positions.tolist(), strict=True):
+            if p < 0:
                 out.append(self._popular(user, k, ()))
                 continue
-            n = span.stop - span.start
-            out.append(self._top(user, self.products[span], scores[pos : pos + n], self.repeat[span], k, ()))
-            pos += n
+            rows = idx[bounds[j] : bounds[j + 1]]
+            out.append(
+                self._top(user, self.products[rows], scores[bounds[j] : bounds[j + 1]], self.repeat[rows], k, ())
+            )
+            j += 1
         return out
+
+    def gather(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Snapshot row indices of the users at ``positions`` (indices into ``users``), user after
+        user, and the number of rows of each."""
+        starts = self.offsets[positions]
+        counts = self.offsets[positions + 1] - starts
+        idx = np.repeat(starts - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(counts.sum())
+        return idx, counts
 
     def basket(self, user_id: int, ctx: Context) -> Basket:
         """The F1-optimal basket over the user's past products (Kaggle rule, "None" allowed)."""

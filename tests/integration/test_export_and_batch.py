@@ -181,3 +181,16 @@ def test_export_republishes_the_run_with_a_new_version(excerpt_run: dict[str, Pa
     assert (copy / "report" / "report.json").is_file()
     assert os.stat(copy / "ranker.txt").st_ino == inode  # unchanged files are hard links, not copies
     assert ServingModel.load(copy).version == manifest["version"]
+
+
+def test_recommend_many_equals_one_by_one(excerpt_run: dict[str, Path]) -> None:
+    model = ServingModel.load(excerpt_run["run"])
+    ids = [int(model.users[0]), 999_999_999, int(model.users[5]), int(model.users[0]), int(model.users[-1])]
+    many = model.recommend_many(ids, 10, CTX)
+    assert [r.user_id for r in many] == ids  # request order, duplicates kept
+    for user, got in zip(ids, many, strict=True):
+        one = model.recommend(user, 10, CTX)
+        assert got.strategy == one.strategy
+        assert got.products.tolist() == one.products.tolist()
+        np.testing.assert_allclose(got.scores, one.scores, rtol=1e-6)
+    assert many[1].strategy == "popular"
