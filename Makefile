@@ -17,7 +17,7 @@ SAMPLE_CONFIG ?= configs/instacart_sample.json
 FOLDS ?= 5
 
 .DEFAULT_GOAL := help
-.PHONY: help install data describe train evaluate predict serve score sample train-sample evaluate-sample test lint mlflow-ui clean bench-data bench-serve bench-score docker-verify
+.PHONY: help install data describe train evaluate predict serve score dashboard sample train-sample evaluate-sample test lint mlflow-ui clean bench-data bench-serve bench-score bench-full docker-verify
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -54,6 +54,10 @@ serve: $(STAMP) ## Serve RUN over HTTP on port 8000 with 2 workers (docs at /doc
 score: $(STAMP) ## Batch-score every user of RUN into RUN-scores.parquet (top 20)
 	$(BC) score --model $(RUN) --out $(RUN)-scores.parquet --k 20
 
+dashboard: data ## Insights dashboard of RUN on DATA: RUN/dashboard.html + RUN/segments.parquet (trains RUN first if absent)
+	test -f $(RUN)/manifest.json || $(MAKE) train
+	$(BC) report --data $(DATA) --model $(RUN) --out $(RUN)/dashboard.html
+
 $(SAMPLE)/manifest.json: | $(STAMP)
 	$(BC) data sample --out $(SAMPLE_CSV)
 	$(BC) ingest --source $(SAMPLE_CSV) --out $(SAMPLE)
@@ -88,6 +92,9 @@ bench-serve: $(STAMP) ## Serving benchmark: basketcast serve (2 workers) under w
 
 bench-score: $(STAMP) ## Batch-scoring benchmark: score_users over every user of RUN vs raw onnxruntime on the same rows
 	$(BIN)/python benchmarks/bench_score.py --model $(RUN)
+
+bench-full: $(STAMP) ## Whole pipeline (generate → ingest → train → export → batch scoring) at 10/30/100 % of Instacart scale (BENCH_SCALES)
+	$(BIN)/python benchmarks/bench_full.py --scales $${BENCH_SCALES:-20621 61863 206209}
 
 docker-verify: ## Build the serving image with RUN baked in, start it, query it, stop it (buildah; no Docker engine needed)
 	bash docker/verify.sh $(RUN)

@@ -25,17 +25,10 @@ if step == "generate":
     m = write_dataset(workdir / "data", generate(users, 42), source="bench")
     rows = m["rows"]["order_products"]
 elif step == "export":
-    import polars as pl
-    from pipeline import schema as S
+    from pipeline.sample import dataset_to_kaggle, write_kaggle_layout
     from pipeline.storage import read_dataset
     d = read_dataset(workdir / "data")
-    out = workdir / "kaggle"; out.mkdir(exist_ok=True)
-    orders = d.orders.with_columns(pl.col(S.EVAL_SET).cast(pl.String))
-    orders.write_csv(out / "orders.csv")
-    for name, es in (("order_products__prior", S.PRIOR), ("order_products__train", S.TRAIN)):
-        d.order_products.filter(pl.col(S.EVAL_SET) == es).drop(S.EVAL_SET).write_csv(out / f"{name}.csv")
-    for t in (S.PRODUCTS, S.AISLES, S.DEPARTMENTS):
-        d.table(t).write_csv(out / f"{t}.csv")
+    write_kaggle_layout(dataset_to_kaggle(d), workdir / "kaggle")
     rows = d.order_products.height
 else:
     from pipeline.ingest import ingest

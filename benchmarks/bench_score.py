@@ -7,7 +7,8 @@ Measured in one process, in this order:
    ``--repeat`` runs (the first one also pages the memory-mapped snapshot in);
 2. the limit: the full feature matrix of every candidate row built once with ``model.features``,
    then ``model.rank_scores(X)`` alone on it, best of ``--repeat`` — raw onnxruntime, the most any
-   batch path could do with the same single-threaded session.
+   batch path could do with the same session (``--threads`` onnxruntime threads, all cores by
+   default, as ``basketcast score``).
 
 The ratio batch / limit (rows/s) says how much the batch path adds around the model (target
 ≥ 0.5). Peak RSS is read after step 1 (the batch's own peak: model, memory-mapped pages it read,
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--chunk-users", type=int, default=5_000, help="score_users' chunk size.")
     parser.add_argument("--repeat", type=int, default=2, help="Runs of each measurement; the best is kept.")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="onnxruntime threads, as `basketcast score --threads` (0 = all cores)."
+    )
     parser.add_argument("--out", type=Path, default=None, help="Where the batch writes (default: a temp folder).")
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures to this JSON file.")
     args = parser.parse_args(argv)
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         f"load average {load[0]:.2f} (above ~0.3: other jobs, noisy figures)"
     )
     t0 = time.perf_counter()
-    model = ServingModel.load(args.model)
+    model = ServingModel.load(args.model, threads=args.threads or os.cpu_count() or 1)
     load_s = time.perf_counter() - t0
     ctx = Context(dow=2, hour=10)  # fixed: the same work on every run
     n_users = int(model.users.size)

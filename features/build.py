@@ -7,6 +7,8 @@ FEATURE_NAMES in this order; ``to_matrix`` turns the frame into the float32 matr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 
@@ -33,37 +35,88 @@ BASE_FEATURES: tuple[str, ...] = (
 FEATURE_NAMES: tuple[str, ...] = (*BASE_FEATURES, *context.FEATURES)
 
 
+@dataclass(frozen=True)
+class FeatureTables:
+    """Every feature group of one history, computed once and joined onto any candidate pairs.
+
+    Building the tables is the costly part (group-bys over all order lines, the TIFU space);
+    :meth:`base_frame` then only joins, so candidates can be featurised in chunks.
+    """
+
+    history: History
+    user_product: pl.DataFrame
+    product: pl.DataFrame
+    user: pl.DataFrame
+    aisle: pl.DataFrame
+    department: pl.DataFrame
+    tifu: tifu.TifuIndex
+
+    @classmethod
+    def of(cls, h: History, config: FeatureConfig) -> FeatureTables:
+        """Every table of ``h``; the per-user ones sorted by user (see :meth:`base_frame`)."""
+        return cls(
+            history=h,
+            user_product=user_product.user_product_features(h).sort(S.USER),
+            product=product.product_features(h),
+            user=user.user_features(h).sort(S.USER),
+            aisle=taste.aisle_features(h).sort(S.USER),
+            department=taste.department_features(h).sort(S.USER),
+            tifu=tifu.TifuIndex.of(h, config.tifu_neighbors, config.tifu_reference_users),
+        )
+
+    def base_frame(self, cands: pl.DataFrame) -> pl.DataFrame:
+        """``cands`` (USER, PRODUCT, candidate signals, …) + BASE_FEATURES as Float32, same row order.
+
+        Each per-user table is first cut to the users range of ``cands`` (a zero-copy slice of
+        the sorted table), so featurising a chunk of users costs in proportion to the chunk.
+        """
+        first, last = cands[S.USER].min(), cands[S.USER].max()
+
+        def of_users(table: pl.DataFrame) -> pl.DataFrame:
+            if first is None:
+                return table.clear()
+            keys = table[S.USER]
+            lo = int(keys.search_sorted(first, side="left"))  # type: ignore[arg-type]
+            hi = int(keys.search_sorted(last, side="right"))  # type: ignore[arg-type]
+            return table.slice(lo, hi - lo)
+
+        knn = self.tifu.features(cands).select(tifu.FEATURES)
+        frame = (
+            cands.join(of_users(self.user_product), on=[S.USER, S.PRODUCT], how="left", maintain_order="left")
+            .join(self.product, on=S.PRODUCT, how="left", maintain_order="left")
+            .join(of_users(self.user), on=S.USER, how="left", maintain_order="left")
+            .with_columns(pl.col("p_aisle").alias(S.AISLE), pl.col("p_department").alias(S.DEPARTMENT))
+            .join(of_users(self.aisle), on=[S.USER, S.AISLE], how="left", maintain_order="left")
+            .join(of_users(self.department), on=[S.USER, S.DEPARTMENT], how="left", maintain_order="left")
+            .drop(S.AISLE, S.DEPARTMENT)
+            .with_columns(
+                pl.col(
+                    *user_product.COUNTS,
+                    "ua_share",
+                    "ud_share",
+                    "ua_distinct_products",
+                    "ua_orders_share",
+                    "ud_orders_share",
+                ).fill_null(0)
+            )
+            .hstack(knn)
+            .with_columns(
+                # How much of the user's buying in this aisle is this very product (loyalty vs substitutes).
+                (pl.col("up_orders") / (pl.col("ua_share") * pl.col("u_lines"))).alias("up_aisle_share"),
+                # Orders since the last purchase against the product's usual cycle across all buyers.
+                ((pl.col("up_orders_since_last") + 1) / pl.col("p_mean_gap_orders")).alias("up_due_vs_product"),
+            )
+        )
+        return frame.with_columns(pl.col(*BASE_FEATURES).cast(pl.Float32))
+
+    def frame(self, cands: pl.DataFrame) -> pl.DataFrame:
+        """Candidates with every feature in FEATURE_NAMES (Float32, NaN/null = missing)."""
+        return add_context(self.base_frame(cands), self.history)
+
+
 def base_feature_frame(h: History, cands: pl.DataFrame, config: FeatureConfig) -> pl.DataFrame:
     """``cands`` (USER, PRODUCT, candidate signals, …) + BASE_FEATURES as Float32, same row order."""
-    up = user_product.user_product_features(h)
-    knn = tifu.tifu_features(h, cands, config.tifu_neighbors).select(tifu.FEATURES)
-    frame = (
-        cands.join(up, on=[S.USER, S.PRODUCT], how="left", maintain_order="left")
-        .join(product.product_features(h), on=S.PRODUCT, how="left", maintain_order="left")
-        .join(user.user_features(h), on=S.USER, how="left", maintain_order="left")
-        .with_columns(pl.col("p_aisle").alias(S.AISLE), pl.col("p_department").alias(S.DEPARTMENT))
-        .join(taste.aisle_features(h), on=[S.USER, S.AISLE], how="left", maintain_order="left")
-        .join(taste.department_features(h), on=[S.USER, S.DEPARTMENT], how="left", maintain_order="left")
-        .drop(S.AISLE, S.DEPARTMENT)
-        .with_columns(
-            pl.col(
-                *user_product.COUNTS,
-                "ua_share",
-                "ud_share",
-                "ua_distinct_products",
-                "ua_orders_share",
-                "ud_orders_share",
-            ).fill_null(0)
-        )
-        .hstack(knn)
-        .with_columns(
-            # How much of the user's buying in this aisle is this very product (loyalty vs substitutes).
-            (pl.col("up_orders") / (pl.col("ua_share") * pl.col("u_lines"))).alias("up_aisle_share"),
-            # Orders since the last purchase against the product's usual cycle across all buyers.
-            ((pl.col("up_orders_since_last") + 1) / pl.col("p_mean_gap_orders")).alias("up_due_vs_product"),
-        )
-    )
-    return frame.with_columns(pl.col(*BASE_FEATURES).cast(pl.Float32))
+    return FeatureTables.of(h, config).base_frame(cands)
 
 
 def add_context(frame: pl.DataFrame, h: History) -> pl.DataFrame:

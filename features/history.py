@@ -22,6 +22,7 @@ BASKET_SIZE = "basket_size"  # lines in a visible order
 FROM_END = "orders_from_end"  # 0 for the user's last visible order, 1 for the one before, ...
 LAST_ORDER_NUMBER = "last_order_number"  # the user's last visible order number
 LAST_CUM_DAYS = "last_cum_days"  # cum_days of the user's last visible order
+_STREAK_BITS = 64  # purchase runs up to this long are counted from a bit pattern, longer ones by sorting
 
 CUTOFF_SCHEMA: dict[str, pl.DataType] = {
     S.USER: pl.UInt32(),
@@ -77,7 +78,7 @@ class History:
     @cached_property
     def user_products(self) -> pl.DataFrame:
         """One row per (user, product) ever bought in the visible history, with base counts."""
-        return self.lines.group_by(S.USER, S.PRODUCT).agg(
+        up = self.lines.group_by(S.USER, S.PRODUCT).agg(
             pl.len().cast(pl.UInt16).alias("up_orders"),
             pl.col(S.ORDER_NUMBER).min().alias("up_first_order"),
             pl.col(S.ORDER_NUMBER).max().alias("up_last_order"),
@@ -98,11 +99,34 @@ class History:
             pl.lit(0.9, pl.Float32).pow(pl.col(FROM_END)).sum().alias("up_decay_09"),
             pl.lit(0.7, pl.Float32).pow(pl.col(FROM_END)).sum().alias("up_decay_07"),
             # Length of the run of consecutive orders, ending with the last visible one, that
-            # contain the product: line j (0 = most recent purchase) is in it iff from_end == j.
-            (pl.col(FROM_END).sort() == pl.int_range(pl.len(), dtype=pl.UInt16))
+            # contain the product: the trailing ones of the bit pattern of the last 64 orders
+            # (exact below 64; longer runs are counted below).
+            pl.lit(2, pl.UInt64)
+            .pow(pl.col(FROM_END))
+            .filter(pl.col(FROM_END) < _STREAK_BITS)
             .sum()
+            .bitwise_trailing_ones()
             .cast(pl.UInt16)
             .alias("up_streak"),
+        )
+        long_runs = up.filter(pl.col("up_streak") == _STREAK_BITS).select(S.USER, S.PRODUCT)
+        if long_runs.height == 0:
+            return up
+        # Line j (0 = most recent purchase) is in the run iff from_end == j: sort each such group.
+        exact = (
+            self.lines.join(long_runs, on=[S.USER, S.PRODUCT], how="semi")
+            .group_by(S.USER, S.PRODUCT)
+            .agg(
+                (pl.col(FROM_END).sort() == pl.int_range(pl.len(), dtype=pl.UInt16))
+                .sum()
+                .cast(pl.UInt16)
+                .alias("_exact")
+            )
+        )
+        return (
+            up.join(exact, on=[S.USER, S.PRODUCT], how="left", maintain_order="left")
+            .with_columns(pl.coalesce("_exact", "up_streak").alias("up_streak"))
+            .drop("_exact")
         )
 
 

@@ -3,41 +3,99 @@ mean vector of their nearest users (Hu et al., SIGIR 2020), read at each candida
 
 The ranker thereby sees both halves of the strongest simple baseline and can weigh them with
 everything else, instead of the fixed blend alpha = 0.9 of TIFU-KNN itself.
+
+Neighbours are the ``n_neighbors`` nearest of all users while there are at most
+``max_reference`` users; beyond that they are searched among a seeded sample of
+``max_reference`` users and the same share of them is averaged (see
+``pipeline.baselines.TifuSpace.neighbourhood``), so the cost stays linear in users.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
-from features.history import History
+from features.history import BASKET_SIZE, History
 from pipeline import schema as S
-from pipeline.baselines import TifuSpace
+from pipeline.baselines import Neighbourhood, TifuSpace, nearest
 from pipeline.ids import index_of
 
 FEATURES = ("tifu_own", "tifu_neighbours")
+REFERENCE_SEED = 0  # the reference sample depends on the history only, not on the run's seed
 
 
-def tifu_features(h: History, cands: pl.DataFrame, n_neighbors: int) -> pl.DataFrame:
-    """USER, PRODUCT + FEATURES for every candidate pair (0 where the vector has no entry).
+# Largest dense copy of the reference vectors (cells) the neighbour gather may hold (512 MB).
+DENSE_REFERENCE_CELLS = 1 << 27
 
-    ``cands`` needs USER and PRODUCT; the output keeps its row order.
-    """
-    space = TifuSpace.build(h.lines.select(S.USER, S.ORDER_NUMBER, S.PRODUCT))
-    pairs = cands.select(S.USER, S.PRODUCT).with_row_index("_i")
-    pairs = pairs.sort(S.USER, maintain_order=True)
-    users = pairs[S.USER].to_numpy()
-    products = pairs[S.PRODUCT].to_numpy()
-    col = index_of(space.product_ids, products)
-    known = col >= 0
-    own = np.zeros(users.size, np.float32)
-    neighbours = np.zeros(users.size, np.float32)
-    for rows, own_vecs, neighbour_vecs in space.blocks(np.unique(users), n_neighbors):
-        block_users = space.user_ids[rows]
-        lo, hi = np.searchsorted(users, block_users[0]), np.searchsorted(users, block_users[-1], side="right")
-        sel = np.arange(lo, hi)[known[lo:hi]]
-        r = np.searchsorted(block_users, users[sel])
-        own[sel] = np.asarray(own_vecs[r, col[sel]]).ravel()
-        assert neighbour_vecs is not None
-        neighbours[sel] = np.asarray(neighbour_vecs[r, col[sel]]).ravel()
-    return pairs.with_columns(pl.Series(FEATURES[0], own), pl.Series(FEATURES[1], neighbours)).sort("_i").drop("_i")
+
+@dataclass(frozen=True)
+class TifuIndex:
+    """The user vectors of one history and the neighbourhood searched for every query user."""
+
+    space: TifuSpace
+    neighbourhood: Neighbourhood
+
+    @classmethod
+    def of(cls, h: History, n_neighbors: int, max_reference: int | None = None) -> TifuIndex:
+        baskets = h.orders.filter(pl.col(BASKET_SIZE) > 0).select(S.USER, S.ORDER_NUMBER)
+        space = TifuSpace.build(h.lines.select(S.USER, S.ORDER_NUMBER, S.PRODUCT), orders=baskets)
+        return cls(space=space, neighbourhood=space.neighbourhood(n_neighbors, max_reference, REFERENCE_SEED))
+
+    def features(self, cands: pl.DataFrame) -> pl.DataFrame:
+        """USER, PRODUCT + FEATURES for every candidate pair (0 where the vector has no entry).
+
+        ``cands`` needs USER and PRODUCT; the output keeps its row order. Only the candidate
+        cells are read: the own value by a binary search in the sorted CSR entries, the
+        neighbour mean by gathering the neighbours' values from a dense copy of the reference
+        vectors (pairs × neighbours reads; the product of the two stays bounded as users grow,
+        since fewer neighbours are averaged from a sampled reference).
+        """
+        space, hood = self.space, self.neighbourhood
+        users = cands[S.USER].cast(pl.UInt32).to_numpy()
+        row = index_of(space.user_ids, users)
+        col = index_of(space.product_ids, cands[S.PRODUCT].cast(pl.UInt32).to_numpy())
+        known = (row >= 0) & (col >= 0)
+        own = np.zeros(users.size, np.float32)
+        own[known] = _csr_values(space.X, row[known], col[known])
+        neighbours = np.zeros(users.size, np.float32)
+        n_ref, n_products = hood.X.shape
+        if n_ref * n_products <= DENSE_REFERENCE_CELLS:
+            dense = hood.X.astype(np.float32).toarray()
+            order = np.flatnonzero(known)[np.argsort(row[known], kind="stable")]
+            sorted_rows = row[order]
+            for rows in space.block_rows(space.user_ids[np.unique(sorted_rows)], hood):
+                idx = nearest(hood, space.X[rows])  # (block users, m)
+                lo, hi = np.searchsorted(sorted_rows, [rows[0], rows[-1] + 1])
+                pairs = order[lo:hi]
+                who = np.searchsorted(rows, row[pairs])
+                vals = dense[idx[who], col[pairs][:, None]].sum(axis=1, dtype=np.float64)
+                neighbours[pairs] = vals / idx.shape[1]
+        else:  # an exact search over too many users for a dense copy: sparse means per block
+            for rows, _, means in space.blocks(space.user_ids[np.unique(row[known])], hood):
+                assert means is not None
+                sel = np.flatnonzero(known & (row >= rows[0]) & (row <= rows[-1]))
+                neighbours[sel] = _csr_values(means.tocsr(), np.searchsorted(rows, row[sel]), col[sel])
+        return pl.DataFrame(
+            {S.USER: cands[S.USER], S.PRODUCT: cands[S.PRODUCT], FEATURES[0]: own, FEATURES[1]: neighbours}
+        )
+
+
+def _csr_values(X: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """X[rows[i], cols[i]] for every i (0 where X has no entry), by binary search over X's entries."""
+    X = X.tocsr()
+    X.sum_duplicates()  # canonical: sorted columns within rows
+    n_cols = np.int64(X.shape[1])
+    entry_rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
+    keys = entry_rows * n_cols + X.indices  # ascending
+    want = rows.astype(np.int64) * n_cols + cols.astype(np.int64)
+    pos = np.minimum(np.searchsorted(keys, want), max(keys.size - 1, 0))
+    hit = keys[pos] == want if keys.size else np.zeros(want.size, bool)
+    return np.where(hit, X.data[pos] if keys.size else 0.0, 0.0)
+
+
+def tifu_features(h: History, cands: pl.DataFrame, n_neighbors: int, max_reference: int | None = None) -> pl.DataFrame:
+    """USER, PRODUCT + FEATURES of ``cands`` from a fresh :class:`TifuIndex` of ``h``."""
+    return TifuIndex.of(h, n_neighbors, max_reference).features(cands)

@@ -28,6 +28,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from pipeline import schema as S
+from pipeline.ids import index_of
 
 # Internal column names (never leave this module).
 _N: Final = "_n"  # a user's number of visible orders
@@ -51,13 +52,15 @@ KNN_BLOCK: Final = 512
 _KNN_MAX_CELLS: Final = 1 << 24  # 16M float64 = 128 MB per block-sized array
 
 
-def _lines(history: pl.DataFrame) -> pl.DataFrame:
-    """Distinct (user, order number, product) lines with canonical dtypes."""
-    return history.select(
+def _lines(history: pl.DataFrame, distinct: bool = False) -> pl.DataFrame:
+    """Distinct (user, order number, product) lines with canonical dtypes (``distinct``: the caller
+    guarantees it, as for ingested data, and the costly de-duplication is skipped)."""
+    lines = history.select(
         pl.col(S.USER).cast(pl.UInt32),
         pl.col(S.ORDER_NUMBER).cast(pl.Int64),
         pl.col(S.PRODUCT).cast(pl.UInt32),
-    ).unique()
+    )
+    return lines if distinct else lines.unique()
 
 
 def _user_series(users: Sequence[int] | pl.Series | np.ndarray) -> pl.Series:
@@ -113,13 +116,15 @@ def _rank_top_k(scored: pl.DataFrame, k: int, by: list[str], descending: list[bo
     )
 
 
-def global_popularity(history: pl.DataFrame, users: Sequence[int] | pl.Series | np.ndarray, k: int) -> pl.DataFrame:
+def global_popularity(
+    history: pl.DataFrame, users: Sequence[int] | pl.Series | np.ndarray, k: int, *, distinct: bool = False
+) -> pl.DataFrame:
     """The k products with the most order lines in ``history``, the same list for every user.
 
     Score: number of order lines of the product (as Float32). Ties: smaller product id first.
     Output as described in the module doc.
     """
-    lines = _lines(history)
+    lines = _lines(history, distinct)
     popular = _popularity(lines)
     u = _user_series(users)
     ranked = (
@@ -131,14 +136,16 @@ def global_popularity(history: pl.DataFrame, users: Sequence[int] | pl.Series | 
     return _finish(ranked, u, k, popular)
 
 
-def top_frequency(history: pl.DataFrame, users: Sequence[int] | pl.Series | np.ndarray, k: int) -> pl.DataFrame:
+def top_frequency(
+    history: pl.DataFrame, users: Sequence[int] | pl.Series | np.ndarray, k: int, *, distinct: bool = False
+) -> pl.DataFrame:
     """Each user's own most frequently bought products ("personal top-k").
 
     Score: number of the user's visible orders containing the product (Float32). Ties: more
     recent last purchase (larger order number) first, then smaller product id. Padded with
     popular products (score 0) as described in the module doc.
     """
-    lines = _lines(history)
+    lines = _lines(history, distinct)
     popular = _popularity(lines)
     u = _user_series(users)
     scored = (
@@ -173,87 +180,106 @@ def tifu_user_vectors(
     return _tifu_vectors(_lines(history), within_decay, group_decay, n_groups)
 
 
-def _tifu_vectors(lines: pl.DataFrame, within_decay: float, group_decay: float, n_groups: int) -> pl.DataFrame:
-    """``tifu_user_vectors`` of already distinct lines (see ``_lines``)."""
+def _order_weights(orders: pl.DataFrame, within_decay: float, group_decay: float, n_groups: int) -> pl.DataFrame:
+    """TIFU-KNN weight of every basket: USER, ORDER_NUMBER, _W (see ``tifu_user_vectors``).
+
+    Args:
+        orders: the distinct (USER, ORDER_NUMBER) baskets that have lines.
+    """
     G = int(n_groups)
     if G < 1:
         raise ValueError(f"n_groups must be >= 1, got {n_groups}")
-    orders = (
-        lines.select(S.USER, S.ORDER_NUMBER)
-        .unique()
-        .sort(S.USER, S.ORDER_NUMBER)
-        .with_columns(
-            pl.int_range(pl.len(), dtype=pl.Int64).over(S.USER).alias(_T),
-            pl.len().cast(pl.Int64).over(S.USER).alias(_N),
-        )
+    orders = orders.sort(S.USER, S.ORDER_NUMBER).with_columns(
+        pl.int_range(pl.len(), dtype=pl.Int64).over(S.USER).alias(_T),
+        pl.len().cast(pl.Int64).over(S.USER).alias(_N),
     )
     q = pl.col(_N) // G
     r = pl.col(_N) % G
     small_end = (G - r) * q  # baskets [0, small_end) sit in the groups of size q
-    orders = orders.with_columns(
-        pl.when(pl.col(_N) < G)
-        .then(pl.col(_T))
-        .when(pl.col(_T) < small_end)
-        .then(pl.col(_T) // q)
-        .otherwise(G - r + (pl.col(_T) - small_end) // (q + 1))
-        .alias(_G),
-        pl.when(pl.col(_N) < G).then(1).when(pl.col(_T) < small_end).then(q).otherwise(q + 1).alias(_G_LEN),
-        pl.min_horizontal(pl.col(_N), pl.lit(G, dtype=pl.Int64)).alias(_G_REAL),
-    ).with_columns(
-        (
-            pl.lit(float(within_decay)).pow(pl.col(_N) - 1 - pl.col(_T))
-            * pl.lit(float(group_decay)).pow(G - 1 - pl.col(_G))
-            / pl.col(_G_LEN).cast(pl.Float64)
-            / pl.col(_G_REAL).cast(pl.Float64)
-        ).alias(_W)
-    )
     return (
-        lines.join(orders.select(S.USER, S.ORDER_NUMBER, _W), on=[S.USER, S.ORDER_NUMBER])
+        orders.with_columns(
+            pl.when(pl.col(_N) < G)
+            .then(pl.col(_T))
+            .when(pl.col(_T) < small_end)
+            .then(pl.col(_T) // q)
+            .otherwise(G - r + (pl.col(_T) - small_end) // (q + 1))
+            .alias(_G),
+            pl.when(pl.col(_N) < G).then(1).when(pl.col(_T) < small_end).then(q).otherwise(q + 1).alias(_G_LEN),
+            pl.min_horizontal(pl.col(_N), pl.lit(G, dtype=pl.Int64)).alias(_G_REAL),
+        )
+        .with_columns(
+            (
+                pl.lit(float(within_decay)).pow(pl.col(_N) - 1 - pl.col(_T))
+                * pl.lit(float(group_decay)).pow(G - 1 - pl.col(_G))
+                / pl.col(_G_LEN).cast(pl.Float64)
+                / pl.col(_G_REAL).cast(pl.Float64)
+            ).alias(_W)
+        )
+        .select(S.USER, S.ORDER_NUMBER, _W)
+    )
+
+
+def _tifu_vectors(lines: pl.DataFrame, within_decay: float, group_decay: float, n_groups: int) -> pl.DataFrame:
+    """``tifu_user_vectors`` of already distinct lines (see ``_lines``)."""
+    weights = _order_weights(lines.select(S.USER, S.ORDER_NUMBER).unique(), within_decay, group_decay, n_groups)
+    return (
+        lines.join(weights, on=[S.USER, S.ORDER_NUMBER])
         .group_by(S.USER, S.PRODUCT)
         .agg(pl.col(_W).sum().alias(S.SCORE))
         .sort(S.USER, S.PRODUCT)
     )
 
 
-def _nearest_mean(
-    X: sp.csr_matrix, XT: sp.csr_matrix, sq_norms: np.ndarray, rows: np.ndarray, n_neighbors: int
-) -> sp.csr_matrix:
-    """Mean of the ``n_neighbors`` nearest rows of X (Euclidean, self included) of X[rows].
+def nearest(ref: Neighbourhood, queries: sp.csr_matrix) -> np.ndarray:
+    """Indices (into ``ref.X``) of the min(``ref.n_neighbors``, N) nearest reference rows (Euclidean)
+    of each query row: an int64 array (q, m), each row ascending.
 
     Squared distances are ‖a‖² + ‖b‖² − 2a·b in float64 (as scikit-learn's brute force); the
     query's own ‖a‖² is the same for all candidates, so rows are ranked by ‖b‖² − 2a·b. Among
-    equal values at the boundary the rows with the smaller index (smaller user id) win, so the
-    neighbour set is deterministic.
-
-    Args:
-        X: (N, P) CSR user vectors; XT: its transpose as CSR; sq_norms: (N,) squared norms.
-        rows: indices of the query rows.
-
-    Returns:
-        CSR matrix (len(rows), P).
+    equal values at the boundary the reference rows with the smaller index (smaller user id) win,
+    so the neighbour set is deterministic. A query that is itself a reference row is its own
+    nearest neighbour (distance 0).
     """
-    N = X.shape[0]
-    m = min(n_neighbors, N)
-    d2 = (X[rows] @ XT).toarray()
+    N = ref.X.shape[0]
+    q = queries.shape[0]
+    m = min(ref.n_neighbors, N)
+    if m == N:
+        return np.tile(np.arange(N, dtype=np.int64), (q, 1))
+    d2 = (queries @ ref.XT).toarray()
     d2 *= -2.0
-    d2 += sq_norms[None, :]
-    if m < N:
-        thr = np.partition(d2, m - 1, axis=1)[:, m - 1 : m]
-        selected = d2 < thr
-        need = m - selected.sum(axis=1)
-        equal = d2 == thr
-        n_equal = equal.sum(axis=1)
-        # Where more rows tie at the threshold than slots are left, keep the smallest indices.
-        for i in np.flatnonzero(n_equal > need):
-            tied = np.flatnonzero(equal[i])
-            equal[i, tied[need[i] :]] = False
-        selected |= equal
-        sel_r, sel_c = np.nonzero(selected)
-    else:
-        sel_r = np.repeat(np.arange(len(rows)), N)
-        sel_c = np.tile(np.arange(N), len(rows))
-    W = sp.csr_matrix((np.full(sel_r.size, 1.0 / m), (sel_r, sel_c)), shape=(len(rows), N))
-    return sp.csr_matrix(W @ X)
+    d2 += ref.sq_norms[None, :]
+    thr = np.partition(d2, m - 1, axis=1)[:, m - 1 : m]
+    selected = d2 < thr
+    need = m - selected.sum(axis=1)
+    equal = d2 == thr
+    n_equal = equal.sum(axis=1)
+    # Where more rows tie at the threshold than slots are left, keep the smallest indices.
+    for i in np.flatnonzero(n_equal > need):
+        tied = np.flatnonzero(equal[i])
+        equal[i, tied[need[i] :]] = False
+    selected |= equal
+    return np.nonzero(selected)[1].reshape(q, m).astype(np.int64)
+
+
+def _nearest_mean(ref: Neighbourhood, queries: sp.csr_matrix) -> sp.csr_matrix:
+    """Mean vector of the nearest reference rows (see :func:`nearest`) of each query row: CSR (q, P)."""
+    idx = nearest(ref, queries)
+    q, m = idx.shape
+    W = sp.csr_matrix(
+        (np.full(idx.size, 1.0 / m), (np.repeat(np.arange(q), m), idx.ravel())), shape=(q, ref.X.shape[0])
+    )
+    return sp.csr_matrix(W @ ref.X)
+
+
+@dataclass(frozen=True)
+class Neighbourhood:
+    """Who neighbours are searched among (their vectors, its transpose, squared norms) and how
+    many of the nearest are averaged."""
+
+    X: sp.csr_matrix
+    XT: sp.csr_matrix
+    sq_norms: np.ndarray
+    n_neighbors: int
 
 
 def _dense_rank(r: np.ndarray) -> np.ndarray:
@@ -299,58 +325,81 @@ class TifuSpace:
     """
 
     X: sp.csr_matrix
-    XT: sp.csr_matrix
-    sq_norms: np.ndarray
     user_ids: np.ndarray
     product_ids: np.ndarray
 
     @classmethod
     def build(
-        cls, history: pl.DataFrame, *, within_decay: float = 0.9, group_decay: float = 0.7, n_groups: int = 3
+        cls,
+        history: pl.DataFrame,
+        *,
+        within_decay: float = 0.9,
+        group_decay: float = 0.7,
+        n_groups: int = 3,
+        orders: pl.DataFrame | None = None,
     ) -> TifuSpace:
-        """From the visible history (USER, ORDER_NUMBER, PRODUCT; see the module doc)."""
-        vecs = _tifu_vectors(_lines(history), within_decay, group_decay, n_groups)
-        all_users = (
-            vecs.select(S.USER).unique().sort(S.USER).with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(_ROW))
+        """From the visible history (USER, ORDER_NUMBER, PRODUCT; see the module doc).
+
+        ``orders`` (the distinct USER, ORDER_NUMBER baskets with lines) marks ``history`` as
+        already distinct, as ingested data is; without it duplicates are dropped first.
+        """
+        if orders is None:
+            history = _lines(history)
+            orders = history.select(S.USER, S.ORDER_NUMBER).unique()
+        weighted = history.select(S.USER, S.ORDER_NUMBER, S.PRODUCT).join(
+            _order_weights(orders, within_decay, group_decay, n_groups), on=[S.USER, S.ORDER_NUMBER]
         )
-        products = (
-            vecs.select(S.PRODUCT)
-            .unique()
-            .sort(S.PRODUCT)
-            .with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias(_COL))
-        )
-        entries = vecs.join(all_users, on=S.USER).join(products, on=S.PRODUCT)
-        shape = (all_users.height, products.height)
+        users = weighted[S.USER].cast(pl.UInt32).to_numpy()
+        products = weighted[S.PRODUCT].cast(pl.UInt32).to_numpy()
+        user_ids = np.sort(weighted[S.USER].unique().cast(pl.UInt32).to_numpy())
+        product_ids = np.sort(weighted[S.PRODUCT].unique().cast(pl.UInt32).to_numpy())
+        # COO → CSR sums the weights of each (user, product) and sorts the columns of every row.
         X = sp.csr_matrix(
-            (entries[S.SCORE].to_numpy(), (entries[_ROW].to_numpy(), entries[_COL].to_numpy())), shape=shape
+            (weighted[_W].to_numpy(), (index_of(user_ids, users), index_of(product_ids, products))),
+            shape=(user_ids.size, product_ids.size),
         )
         X.sum_duplicates()
         X.sort_indices()
-        return cls(
-            X=X,
-            XT=sp.csr_matrix(X.T),
-            sq_norms=np.asarray(X.multiply(X).sum(axis=1)).ravel(),
-            user_ids=all_users[S.USER].to_numpy(),
-            product_ids=products[S.PRODUCT].to_numpy(),
-        )
+        return cls(X=X, user_ids=user_ids, product_ids=product_ids)
+
+    def neighbourhood(self, n_neighbors: int, max_reference: int | None = None, seed: int = 0) -> Neighbourhood:
+        """The users neighbours are searched among and how many of them to average.
+
+        All N users with ``n_neighbors`` neighbours (exact TIFU-KNN) when ``max_reference`` is
+        None or N ≤ ``max_reference``. Otherwise a seeded sample of ``max_reference`` users, of
+        whom the nearest ``round(n_neighbors · max_reference / N)`` (at least 1) are averaged:
+        the same share of the population as the exact search, at a cost linear in N.
+        """
+        N = self.X.shape[0]
+        if max_reference is None or max_reference >= N:
+            X, m = self.X, n_neighbors
+        else:
+            rows = np.sort(np.random.default_rng(seed).choice(N, size=max_reference, replace=False))
+            X, m = self.X[rows], max(1, round(n_neighbors * max_reference / N))
+        sq_norms = np.asarray(X.multiply(X).sum(axis=1)).ravel()
+        return Neighbourhood(X=X, XT=sp.csr_matrix(X.T), sq_norms=sq_norms, n_neighbors=m)
+
+    def block_rows(self, users: np.ndarray, neighbourhood: Neighbourhood | None) -> Iterator[np.ndarray]:
+        """Row indices of the known ``users`` (sorted), in blocks of at most KNN_BLOCK users and
+        at most 2^24 distances or vector entries."""
+        N, P = self.X.shape
+        rows_all = np.flatnonzero(np.isin(self.user_ids, np.asarray(users)))
+        width = max(N if neighbourhood is None else neighbourhood.X.shape[0], P, 1)
+        block = max(1, min(KNN_BLOCK, _KNN_MAX_CELLS // width))
+        for start in range(0, len(rows_all), block):
+            yield rows_all[start : start + block]
 
     def blocks(
-        self, users: np.ndarray, n_neighbors: int | None
+        self, users: np.ndarray, neighbourhood: Neighbourhood | None
     ) -> Iterator[tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix | None]]:
         """For blocks of the known ``users`` (sorted): (row indices, own vectors, neighbour means).
 
-        A block holds at most KNN_BLOCK users and at most 2^24 distances. Neighbour means are
-        None when ``n_neighbors`` is None (no search).
+        A block holds at most KNN_BLOCK users and at most 2^24 distances or vector entries.
+        Neighbour means are None without a ``neighbourhood`` (no search).
         """
-        N, P = self.X.shape
-        rows_all = np.flatnonzero(np.isin(self.user_ids, np.asarray(users)))
-        block = max(1, min(KNN_BLOCK, _KNN_MAX_CELLS // max(N, P, 1)))
-        for start in range(0, len(rows_all), block):
-            rows = rows_all[start : start + block]
-            neighbours = (
-                None if n_neighbors is None else _nearest_mean(self.X, self.XT, self.sq_norms, rows, n_neighbors)
-            )
-            yield rows, self.X[rows], neighbours
+        for rows in self.block_rows(users, neighbourhood):
+            own = self.X[rows]
+            yield rows, own, None if neighbourhood is None else _nearest_mean(neighbourhood, own)
 
 
 def tifu_knn(
@@ -363,6 +412,7 @@ def tifu_knn(
     n_groups: int = 3,
     alpha: float = 0.9,
     n_neighbors: int = 900,
+    distinct: bool = False,
 ) -> pl.DataFrame:
     """TIFU-KNN (Hu, He, Gao and Zhang, SIGIR 2020) as in the authors' TIFUKNN.py.
 
@@ -379,12 +429,19 @@ def tifu_knn(
 
     Output as described in the module doc.
     """
-    lines = _lines(history)
+    lines = _lines(history, distinct)
     popular = _popularity(lines)
     u = _user_series(users)
-    space = TifuSpace.build(history, within_decay=within_decay, group_decay=group_decay, n_groups=n_groups)
+    space = TifuSpace.build(
+        lines,
+        within_decay=within_decay,
+        group_decay=group_decay,
+        n_groups=n_groups,
+        orders=lines.select(S.USER, S.ORDER_NUMBER).unique(),
+    )
     parts: list[pl.DataFrame] = []
-    for rows, own, neighbours in space.blocks(u.to_numpy(), n_neighbors=n_neighbors if alpha != 1.0 else None):
+    hood = space.neighbourhood(n_neighbors) if alpha != 1.0 else None
+    for rows, own, neighbours in space.blocks(u.to_numpy(), hood):
         pred = own if neighbours is None else alpha * own + (1.0 - alpha) * neighbours
         r, c, v = _top_k_rows(np.asarray(pred.toarray()), k)
         parts.append(

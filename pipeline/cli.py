@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -154,6 +155,36 @@ def evaluate(data_dir: Path, run_dir: Path, folds: int | None, out: Path | None)
 
 
 @main.command()
+@click.option("--users", type=click.IntRange(min=100), default=206_209, show_default=True, help="Synthetic users.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Work folder, kept (data, model, scores, bench.json); default: a temporary folder, removed.",
+)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--config", type=click.Path(path_type=Path), default=None, help="JSON TrainConfig (any subset of keys).")
+def bench(users: int, out: Path | None, seed: int, config: Path | None) -> None:
+    """Whole pipeline at N users: generate → ingest → train → export → batch scoring; time and peak RSS per stage."""
+    import shutil
+    import tempfile
+
+    from pipeline.bench import run_bench
+    from pipeline.config import load_config
+
+    cfg = load_config(config)
+    work = out if out is not None else Path(tempfile.mkdtemp(prefix="basketcast-bench-"))
+    try:
+        result = run_bench(users, work, seed=seed, config=cfg)
+    finally:
+        if out is None:
+            shutil.rmtree(work, ignore_errors=True)
+    click.echo(result.table())
+    if out is not None:
+        click.echo(f"results: {out / 'bench.json'}")
+
+
+@main.command()
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--model", "run_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--eval-set", type=click.Choice(["train", "test"]), default="test", show_default=True)
@@ -215,6 +246,9 @@ def export(run_dir: Path, data_dir: Path | None) -> None:
     default=None,
     help="Days since each user's last order (default: the user's usual gap).",
 )
+@click.option(
+    "--threads", type=click.IntRange(min=0), default=0, show_default=True, help="onnxruntime threads (0 = all cores)."
+)
 def score(
     run_dir: Path,
     users_path: Path | None,
@@ -225,6 +259,7 @@ def score(
     dow: int | None,
     hour: int | None,
     days: int | None,
+    threads: int,
 ) -> None:
     """Batch-score users from the serving bundle into Parquet (user_id, product_id, score, rank)."""
     import datetime as dt
@@ -233,7 +268,7 @@ def score(
     from serving.model import Context, ServingModel
 
     ctx = Context.at(dt.datetime.now(dt.UTC), dow=dow, hour=hour, days=days)
-    model = ServingModel.load(run_dir)
+    model = ServingModel.load(run_dir, threads=threads or os.cpu_count() or 1)
     users = read_user_ids(users_path) if users_path else None
 
     def progress(done: int, total: int) -> None:
@@ -256,6 +291,35 @@ def score(
     if r.unknown_users:
         what = "skipped" if skip_unknown else "given the cold-start list"
         click.echo(f"{r.unknown_users:,} unknown user ids {what}, e.g. {r.unknown_examples}")
+
+
+@main.command()
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--model", "run_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="HTML file to write.")
+@click.option(
+    "--segments-out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Parquet file of the segment labels (default: segments.parquet next to --out).",
+)
+@click.option(
+    "--explorer-users",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Users whose history and recommendations the page embeds.",
+)
+def report(data_dir: Path, run_dir: Path, out: Path, segments_out: Path | None, explorer_users: int) -> None:
+    """Insights dashboard: shopping patterns, customer segments, model performance, user explorer (one HTML file)."""
+    from pipeline.report import build_report
+
+    r = build_report(data_dir, run_dir, out, segments_out=segments_out, explorer_users=explorer_users)
+    click.echo(r.timings.table())
+    click.echo(
+        f"wrote {out} ({r.html_bytes / 1e6:.1f} MB, {r.charts} charts, {r.segments} segments, "
+        f"{r.explorer_users} users in the explorer) and the segment labels to {r.segments_out}"
+    )
 
 
 main.add_command(serve_command, name="serve")

@@ -33,7 +33,7 @@ class ALSConfig(_Config):
 class CandidateConfig(_Config):
     """Candidate set = the user's past products (optionally capped) ∪ top-``als_new`` unseen ALS products."""
 
-    als_new: int = Field(30, ge=0, description="unseen products proposed by ALS per user")
+    als_new: int = Field(10, ge=0, description="unseen products proposed by ALS per user")
     max_history: int | None = Field(
         None, ge=1, description="keep only this many past products per user, by time-decayed frequency"
     )
@@ -43,6 +43,12 @@ class FeatureConfig(_Config):
     """Feature store options."""
 
     tifu_neighbors: int = Field(900, ge=1, description="nearest users behind the tifu_neighbours feature")
+    tifu_reference_users: int | None = Field(
+        2000,
+        ge=1,
+        description="search neighbours among a seeded sample of this many users when there are more "
+        "(averaging the same share of them); null = exact search among all users",
+    )
 
 
 class WindowConfig(_Config):
@@ -57,8 +63,8 @@ class LightGBMConfig(_Config):
     on validation NDCG@10 for ranking; the binary model always supplies the basket probabilities."""
 
     objective: Literal["auto", "lambdarank", "binary"] = "auto"
-    n_estimators: int = Field(800, ge=1)
-    learning_rate: float = Field(0.05, gt=0)
+    n_estimators: int = Field(500, ge=1)
+    learning_rate: float = Field(0.1, gt=0)
     num_leaves: int = Field(31, ge=2)
     min_child_samples: int = Field(200, ge=1)
     feature_fraction: float = Field(0.6, gt=0, le=1)
@@ -74,8 +80,8 @@ class XGBoostConfig(_Config):
     """The offline baseline ranker: a binary XGBoost classifier (hist)."""
 
     enabled: bool = True
-    n_estimators: int = Field(600, ge=1)
-    learning_rate: float = Field(0.05, gt=0)
+    n_estimators: int = Field(400, ge=1)
+    learning_rate: float = Field(0.1, gt=0)
     max_depth: int = Field(7, ge=1)
     min_child_weight: float = Field(5.0, ge=0)
     subsample: float = Field(0.8, gt=0, le=1)
@@ -87,6 +93,12 @@ class XGBoostConfig(_Config):
 class EvaluationConfig(_Config):
     ks: tuple[int, ...] = (5, 10, 20)
     tifu_neighbors: int = Field(900, ge=1)
+    max_users: int | None = Field(
+        5000,
+        ge=1,
+        description="validation users every method is evaluated on (a seeded sample when there are more; "
+        "null = all): exact TIFU-KNN costs time quadratic in users",
+    )
 
     def model_post_init(self, _context: object) -> None:
         if not self.ks or min(self.ks) <= 0:
@@ -104,11 +116,19 @@ class TrainConfig(_Config):
     xgboost: XGBoostConfig = XGBoostConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     valid_share: float = Field(0.2, gt=0, lt=1, description="share of users held out for validation")
+    max_training_groups: int | None = Field(
+        40_000,
+        ge=1,
+        description="(window, user) groups the rankers train on at most: label windows are added from the "
+        "most recent back until this many fit users are used, the last window's fit users sampled (seeded); "
+        "null = every fit user of every window",
+    )
     negative_sample_rate: float = Field(
-        1.0,
+        0.3,
         gt=0,
         le=1,
-        description="share of negative candidate rows kept for training (validation keeps all)",
+        description="share of negative candidate rows kept for training, reweighted by 1/rate so the basket "
+        "probabilities stay calibrated (early stopping and validation keep all rows)",
     )
     seed: int = 42
     mlflow: bool = True

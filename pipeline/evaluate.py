@@ -40,9 +40,10 @@ def baseline_rankings(window: Window, users: pl.Series, k: int, config: TrainCon
     als = window.als.top_items(users.sort().to_numpy(), k)
     als = als.with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.UInt16).over(S.USER).alias(S.RANK))
     return {
-        "popularity": baselines.global_popularity(hist, users, k),
-        "top_frequency": baselines.top_frequency(hist, users, k),
-        "tifu_knn": baselines.tifu_knn(hist, users, k, n_neighbors=config.evaluation.tifu_neighbors),
+        # History lines are distinct (ingest guarantees unique (order, product) lines).
+        "popularity": baselines.global_popularity(hist, users, k, distinct=True),
+        "top_frequency": baselines.top_frequency(hist, users, k, distinct=True),
+        "tifu_knn": baselines.tifu_knn(hist, users, k, n_neighbors=config.evaluation.tifu_neighbors, distinct=True),
         "als": als,
     }
 

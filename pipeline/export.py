@@ -25,11 +25,12 @@ import numpy as np
 import polars as pl
 
 from features import cutoffs as C
-from features.build import BASE_FEATURES, FEATURE_NAMES, base_feature_frame
+from features.build import BASE_FEATURES, FEATURE_NAMES, FeatureTables
 from features.history import History, as_of, order_lines
 from pipeline import schema as S
 from pipeline.candidates import IS_REPEAT, ALSModel, candidates
 from pipeline.config import TrainConfig
+from pipeline.progress import Timings
 from pipeline.storage import DataError, Dataset, publishing_dir, read_dataset, write_json
 from pipeline.training import Rankers
 from serving.model import BASKET, BUNDLE, CATALOG, MANIFEST, RANKER, Context, ServingModel
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 TOLERANCE = 1e-4
 PARITY_ROWS = 10_000
 POPULAR = 100
+SNAPSHOT_CHUNK_USERS = 20_000
 PARITY_CONTEXT = Context(dow=0, hour=10)  # any fixed context: parity is per row
 
 
@@ -84,26 +86,48 @@ def latest_history(data: Dataset, lines: pl.DataFrame) -> History:
     return as_of(data, C.next_order(data.orders), lines)
 
 
-def snapshot_frame(h: History, als: ALSModel, config: TrainConfig) -> pl.DataFrame:
-    """Every known user's candidates and base features as of ``h`` (see ``latest_history``)."""
-    cands = candidates(h, als, h.cutoffs[S.USER], config.candidates)
-    return base_feature_frame(h, cands, config.features).sort(S.USER, maintain_order=True)
+def _write_snapshot(
+    folder: Path, h: History, als: ALSModel, config: TrainConfig, timings: Timings
+) -> dict[str, np.ndarray]:
+    """Every known user's candidates and base features as of ``h`` (see ``latest_history``).
 
-
-def _write_arrays(folder: Path, frame: pl.DataFrame, data: Dataset, lines: pl.DataFrame) -> dict[str, list[int]]:
-    users, counts = np.unique(frame[S.USER].to_numpy(), return_counts=True)
-    popular = lines.group_by(S.PRODUCT).len().sort(["len", S.PRODUCT], descending=[True, False]).head(POPULAR)
-    arrays = {
-        "base": np.ascontiguousarray(
-            frame.select(pl.col(n).fill_null(float("nan")) for n in BASE_FEATURES).to_numpy(), dtype=np.float32
-        ),
-        "products": frame[S.PRODUCT].to_numpy().astype(np.uint32),
-        "repeat": frame[IS_REPEAT].to_numpy().astype(np.bool_),
+    Candidates are made for all users at once (a few columns), then featurised
+    SNAPSHOT_CHUNK_USERS users at a time straight into ``base.npy``: memory stays bounded by the
+    chunk, whatever the number of users. Returns the small arrays.
+    """
+    with timings.stage(f"snapshot: candidates ({h.cutoffs.height:,} users)"):
+        cands = candidates(h, als, h.cutoffs[S.USER], config.candidates)  # sorted by user
+    users, counts = np.unique(cands[S.USER].to_numpy(), return_counts=True)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    with timings.stage(f"snapshot: features ({cands.height:,} rows, one cutoff)"):
+        tables = FeatureTables.of(h, config.features)
+        # Appended chunk by chunk behind a .npy header: written pages go to the page cache, not
+        # to this process's resident memory (as a writable memory map's would).
+        with (folder / "base.npy").open("wb") as fh:
+            header = {"descr": "<f4", "fortran_order": False, "shape": (cands.height, len(BASE_FEATURES))}
+            np.lib.format.write_array_header_1_0(fh, header)
+            for first in range(0, users.size, SNAPSHOT_CHUNK_USERS):
+                lo, hi = int(offsets[first]), int(offsets[min(first + SNAPSHOT_CHUNK_USERS, users.size)])
+                frame = tables.base_frame(cands.slice(lo, hi - lo))  # keeps the row order
+                block = frame.select(pl.col(n).fill_null(float("nan")) for n in BASE_FEATURES).to_numpy()
+                fh.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
+        del tables
+    return {
+        "products": cands[S.PRODUCT].to_numpy().astype(np.uint32),
+        "repeat": cands[IS_REPEAT].to_numpy().astype(np.bool_),
         "users": users.astype(np.uint32),
-        "offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-        "popular_products": popular[S.PRODUCT].to_numpy().astype(np.uint32),
-        "popular_scores": (popular["len"] / lines.height).to_numpy().astype(np.float32),
+        "offsets": offsets,
     }
+
+
+def _write_arrays(
+    folder: Path, h: History, als: ALSModel, config: TrainConfig, data: Dataset, timings: Timings
+) -> dict[str, list[int]]:
+    arrays = _write_snapshot(folder, h, als, config, timings)
+    lines = h.lines
+    popular = lines.group_by(S.PRODUCT).len().sort(["len", S.PRODUCT], descending=[True, False]).head(POPULAR)
+    arrays["popular_products"] = popular[S.PRODUCT].to_numpy().astype(np.uint32)
+    arrays["popular_scores"] = (popular["len"] / lines.height).to_numpy().astype(np.float32)
     for name, arr in arrays.items():
         np.save(folder / f"{name}.npy", arr, allow_pickle=False)
     catalog = (
@@ -112,7 +136,9 @@ def _write_arrays(folder: Path, frame: pl.DataFrame, data: Dataset, lines: pl.Da
         .select(S.PRODUCT, S.PRODUCT_NAME, S.AISLE_NAME, S.DEPARTMENT_NAME)
     )
     catalog.write_parquet(folder / CATALOG)
-    return {name: list(arr.shape) for name, arr in arrays.items()}
+    shapes = {name: list(arr.shape) for name, arr in arrays.items()}
+    shapes["base"] = list(np.load(folder / "base.npy", mmap_mode="r").shape)
+    return shapes
 
 
 def parity(bundle: ServingModel, rankers: Rankers, min_rows: int = PARITY_ROWS) -> dict[str, Any]:
@@ -144,35 +170,45 @@ def parity(bundle: ServingModel, rankers: Rankers, min_rows: int = PARITY_ROWS) 
 
 
 def write_bundle(
-    folder: Path, data: Dataset, h: History, rankers: Rankers, als: ALSModel, config: TrainConfig
+    folder: Path,
+    data: Dataset,
+    h: History,
+    rankers: Rankers,
+    als: ALSModel,
+    config: TrainConfig,
+    timings: Timings | None = None,
 ) -> dict[str, Any]:
-    """Write the serving bundle into ``folder`` (created); returns its manifest. Raises on failed parity."""
+    """Write the serving bundle into ``folder`` (created); returns its manifest. Raises on failed parity.
+
+    ``timings`` records the snapshot's candidates, its features and the ONNX export + parity check.
+    """
     folder.mkdir(parents=True)
     start = time.perf_counter()
-    frame = snapshot_frame(h, als, config)
-    shapes = _write_arrays(folder, frame, data, h.lines)
-    ranker_bytes = to_onnx(rankers.ranking)
-    (folder / RANKER).write_bytes(ranker_bytes)
-    (folder / BASKET).write_bytes(to_onnx(rankers.basket))
-    created = dt.datetime.now(dt.UTC)
-    manifest: dict[str, Any] = {
-        # Sortable and unique per publish: time to the microsecond + the ranking model's hash.
-        "version": created.strftime("%Y%m%dT%H%M%S%fZ") + "-" + hashlib.sha256(ranker_bytes).hexdigest()[:8],
-        "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "features": list(FEATURE_NAMES),
-        "base_features": list(BASE_FEATURES),
-        "shapes": shapes,
-        "users": shapes["users"][0],
-        "rows": shapes["base"][0],
-        "ranking_objective": rankers.ranking_objective,
-        "onnx_bytes": {RANKER: len(ranker_bytes), BASKET: (folder / BASKET).stat().st_size},
-        "snapshot_bytes": sum((folder / f"{n}.npy").stat().st_size for n in shapes),
-    }
-    write_json(folder / MANIFEST, manifest)
-    check = parity(ServingModel.load(folder), rankers)
-    manifest["parity"] = check
-    manifest["seconds"] = round(time.perf_counter() - start, 2)
-    write_json(folder / MANIFEST, manifest)
+    timings = timings or Timings()
+    shapes = _write_arrays(folder, h, als, config, data, timings)
+    with timings.stage("ONNX export + parity check"):
+        ranker_bytes = to_onnx(rankers.ranking)
+        (folder / RANKER).write_bytes(ranker_bytes)
+        (folder / BASKET).write_bytes(to_onnx(rankers.basket))
+        created = dt.datetime.now(dt.UTC)
+        manifest: dict[str, Any] = {
+            # Sortable and unique per publish: time to the microsecond + the ranking model's hash.
+            "version": created.strftime("%Y%m%dT%H%M%S%fZ") + "-" + hashlib.sha256(ranker_bytes).hexdigest()[:8],
+            "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "features": list(FEATURE_NAMES),
+            "base_features": list(BASE_FEATURES),
+            "shapes": shapes,
+            "users": shapes["users"][0],
+            "rows": shapes["base"][0],
+            "ranking_objective": rankers.ranking_objective,
+            "onnx_bytes": {RANKER: len(ranker_bytes), BASKET: (folder / BASKET).stat().st_size},
+            "snapshot_bytes": sum((folder / f"{n}.npy").stat().st_size for n in shapes),
+        }
+        write_json(folder / MANIFEST, manifest)
+        check = parity(ServingModel.load(folder), rankers)
+        manifest["parity"] = check
+        manifest["seconds"] = round(time.perf_counter() - start, 2)
+        write_json(folder / MANIFEST, manifest)
     if check["max_abs_diff_ranking"] > TOLERANCE or check["max_abs_diff_basket"] > TOLERANCE:
         raise DataError(f"ONNX export differs from LightGBM by more than {TOLERANCE}: {check}")
     if check["users_with_different_top10"]:

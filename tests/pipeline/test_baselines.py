@@ -193,3 +193,13 @@ def test_tifu_matches_naive_port(monkeypatch: pytest.MonkeyPatch, G: int, alpha:
         np.testing.assert_allclose(scores[scored], expected[user][products[scored]], rtol=1e-6)
         top = np.sort(expected[user][expected[user] > 0])[::-1][:k]
         np.testing.assert_allclose(scores[scored], top, rtol=1e-6)
+
+
+def test_distinct_flag_skips_deduplication_only() -> None:
+    users = [1, 2]
+    assert global_popularity(HISTORY, users, 3, distinct=True).equals(global_popularity(HISTORY, users, 3))
+    assert top_frequency(HISTORY, users, 3, distinct=True).equals(top_frequency(HISTORY, users, 3))
+    assert tifu_knn(HISTORY, users, 3, n_neighbors=1, distinct=True).equals(tifu_knn(HISTORY, users, 3, n_neighbors=1))
+    # Without the flag a duplicated line still counts once.
+    doubled = pl.concat([HISTORY, HISTORY])
+    assert top_frequency(doubled, users, 3).equals(top_frequency(HISTORY, users, 3))

@@ -7,7 +7,21 @@ import polars as pl
 import pytest
 
 from pipeline import schema as S
-from pipeline.training import FIT, ROLE, STOP, VALID, group_sizes, sample_negatives, split_users, top_k, user_weights
+from pipeline.config import TrainConfig
+from pipeline.training import (
+    FIT,
+    ROLE,
+    SAMPLING_WEIGHT,
+    STOP,
+    VALID,
+    evaluation_users,
+    group_sizes,
+    sample_negatives,
+    sample_users,
+    split_users,
+    top_k,
+    user_weights,
+)
 
 
 def test_split_users_is_by_user_deterministic_and_sized() -> None:
@@ -47,7 +61,35 @@ def test_negative_sampling_keeps_every_positive() -> None:
     assert kept.filter(pl.col(S.LABEL) == 1).height == rows.filter(pl.col(S.LABEL) == 1).height
     negatives = kept.filter(pl.col(S.LABEL) == 0).height
     assert 0.15 * 150 < negatives < 0.45 * 150
-    assert sample_negatives(rows, 1.0, seed=1).equals(rows)
+    assert sample_negatives(rows, 1.0, seed=1).drop(SAMPLING_WEIGHT).equals(rows)
+
+
+def test_negative_sampling_weights_keep_the_expected_negative_mass() -> None:
+    rows = pl.concat([_rows()] * 2000)  # 6,000 negatives
+    kept = sample_negatives(rows, 0.25, seed=3)
+    w = kept[SAMPLING_WEIGHT]
+    assert set(w.filter(kept[S.LABEL] == 1).to_list()) == {1.0}
+    assert set(w.filter(kept[S.LABEL] == 0).to_list()) == {4.0}
+    negative_mass = float(w.filter(kept[S.LABEL] == 0).sum())
+    assert negative_mass == pytest.approx(6000, rel=0.05)  # about as many as before sampling
+
+
+def test_sample_users_is_seeded_sorted_and_a_subset() -> None:
+    users = pl.Series(S.USER, np.arange(1000, 0, -1), dtype=pl.UInt32)
+    a = sample_users(users, 100, seed=7)
+    assert a.len() == 100 and a.is_sorted() and a.is_in(users.implode()).all()
+    assert a.equals(sample_users(users, 100, seed=7))
+    assert not a.equals(sample_users(users, 100, seed=8))
+    assert sample_users(users, None, seed=7).equals(users.sort())
+    assert sample_users(users, 5000, seed=7).equals(users.sort())
+
+
+def test_evaluation_users_are_a_capped_sample_of_the_valid_users() -> None:
+    roles = split_users(np.arange(1, 2001), 0.2, seed=1)
+    valid = roles.filter(pl.col(ROLE) == VALID)[S.USER]
+    capped = evaluation_users(roles, TrainConfig.model_validate({"evaluation": {"max_users": 50}}))
+    assert capped.len() == 50 and capped.is_in(valid.implode()).all()
+    assert evaluation_users(roles, TrainConfig.model_validate({"evaluation": {"max_users": None}})).equals(valid.sort())
 
 
 def test_top_k_orders_by_score_then_product() -> None:
