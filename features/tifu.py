@@ -13,6 +13,7 @@ Neighbours are the ``n_neighbors`` nearest of all users while there are at most
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -59,15 +60,15 @@ class TifuIndex:
         col = index_of(space.product_ids, cands[S.PRODUCT].cast(pl.UInt32).to_numpy())
         known = (row >= 0) & (col >= 0)
         own = np.zeros(users.size, np.float32)
-        own[known] = _csr_values(space.X, row[known], col[known])
+        own[known] = self._own.values(row[known], col[known])
         neighbours = np.zeros(users.size, np.float32)
-        n_ref, n_products = hood.X.shape
-        if n_ref * n_products <= DENSE_REFERENCE_CELLS:
-            dense = hood.X.astype(np.float32).toarray()
+        dense = self._dense_reference
+        if dense is not None:
             order = np.flatnonzero(known)[np.argsort(row[known], kind="stable")]
             sorted_rows = row[order]
             for rows in space.block_rows(space.user_ids[np.unique(sorted_rows)], hood):
-                idx = nearest(hood, space.X[rows])  # (block users, m)
+                contiguous = rows[-1] - rows[0] + 1 == rows.size  # a row slice is far cheaper than fancy indexing
+                idx = nearest(hood, space.X[rows[0] : rows[-1] + 1] if contiguous else space.X[rows])  # (users, m)
                 lo, hi = np.searchsorted(sorted_rows, [rows[0], rows[-1] + 1])
                 pairs = order[lo:hi]
                 who = np.searchsorted(rows, row[pairs])
@@ -77,23 +78,42 @@ class TifuIndex:
             for rows, _, means in space.blocks(space.user_ids[np.unique(row[known])], hood):
                 assert means is not None
                 sel = np.flatnonzero(known & (row >= rows[0]) & (row <= rows[-1]))
-                neighbours[sel] = _csr_values(means.tocsr(), np.searchsorted(rows, row[sel]), col[sel])
+                neighbours[sel] = _CsrLookup(means).values(np.searchsorted(rows, row[sel]), col[sel])
         return pl.DataFrame(
             {S.USER: cands[S.USER], S.PRODUCT: cands[S.PRODUCT], FEATURES[0]: own, FEATURES[1]: neighbours}
         )
 
+    @cached_property
+    def _own(self) -> _CsrLookup:
+        return _CsrLookup(self.space.X)
 
-def _csr_values(X: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """X[rows[i], cols[i]] for every i (0 where X has no entry), by binary search over X's entries."""
-    X = X.tocsr()
-    X.sum_duplicates()  # canonical: sorted columns within rows
-    n_cols = np.int64(X.shape[1])
-    entry_rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
-    keys = entry_rows * n_cols + X.indices  # ascending
-    want = rows.astype(np.int64) * n_cols + cols.astype(np.int64)
-    pos = np.minimum(np.searchsorted(keys, want), max(keys.size - 1, 0))
-    hit = keys[pos] == want if keys.size else np.zeros(want.size, bool)
-    return np.where(hit, X.data[pos] if keys.size else 0.0, 0.0)
+    @cached_property
+    def _dense_reference(self) -> np.ndarray | None:
+        """The reference vectors as a dense float32 array, None when that would be too large."""
+        n_ref, n_products = self.neighbourhood.X.shape
+        if n_ref * n_products > DENSE_REFERENCE_CELLS:
+            return None
+        return self.neighbourhood.X.astype(np.float32).toarray()
+
+
+class _CsrLookup:
+    """Element reads X[rows[i], cols[i]] of a sparse matrix by binary search over its entries."""
+
+    def __init__(self, X: sp.csr_matrix) -> None:
+        X = X.tocsr()
+        X.sum_duplicates()  # canonical: sorted columns within rows
+        self.n_cols = np.int64(X.shape[1])
+        entry_rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
+        self.keys = entry_rows * self.n_cols + X.indices  # ascending
+        self.data = X.data
+
+    def values(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """The entries (0 where X has none)."""
+        if self.keys.size == 0:
+            return np.zeros(rows.size)
+        want = rows.astype(np.int64) * self.n_cols + cols.astype(np.int64)
+        pos = np.minimum(np.searchsorted(self.keys, want), self.keys.size - 1)
+        return np.where(self.keys[pos] == want, self.data[pos], 0.0)
 
 
 def tifu_features(h: History, cands: pl.DataFrame, n_neighbors: int, max_reference: int | None = None) -> pl.DataFrame:
