@@ -12,6 +12,8 @@ Neighbours are the ``n_neighbors`` nearest of all users while there are at most
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -66,14 +68,19 @@ class TifuIndex:
         if dense is not None:
             order = np.flatnonzero(known)[np.argsort(row[known], kind="stable")]
             sorted_rows = row[order]
-            for rows in space.block_rows(space.user_ids[np.unique(sorted_rows)], hood):
+
+            def block(rows: np.ndarray) -> None:
                 contiguous = rows[-1] - rows[0] + 1 == rows.size  # a row slice is far cheaper than fancy indexing
                 idx = nearest(hood, space.X[rows[0] : rows[-1] + 1] if contiguous else space.X[rows])  # (users, m)
                 lo, hi = np.searchsorted(sorted_rows, [rows[0], rows[-1] + 1])
                 pairs = order[lo:hi]
                 who = np.searchsorted(rows, row[pairs])
                 vals = dense[idx[who], col[pairs][:, None]].sum(axis=1, dtype=np.float64)
-                neighbours[pairs] = vals / idx.shape[1]
+                neighbours[pairs] = vals / idx.shape[1]  # blocks write disjoint pairs
+
+            # SciPy's sparse products and NumPy's partition release the GIL: one thread per core.
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+                list(pool.map(block, space.block_rows(space.user_ids[np.unique(sorted_rows)], hood)))
         else:  # an exact search over too many users for a dense copy: sparse means per block
             for rows, _, means in space.blocks(space.user_ids[np.unique(row[known])], hood):
                 assert means is not None
