@@ -34,21 +34,19 @@ from typing import Any, Final
 import numpy as np
 import polars as pl
 
-from features import cutoffs as C
 from features.build import FEATURE_NAMES
 from features.history import order_lines
 from pipeline import figures as F
 from pipeline import insights as I
 from pipeline import schema as S
 from pipeline import segments as G
-from pipeline.candidates import ALSModel
 from pipeline.evaluate import BASELINES, RANKER, baseline_rankings
 from pipeline.metrics import per_key_metrics
 from pipeline.progress import Timings
 from pipeline.report_page import chart, render_page
-from pipeline.run import Run, load_run
+from pipeline.run import Run, evaluation_window, load_run
 from pipeline.storage import DataError, Dataset, atomic_write_bytes, read_dataset, read_json, read_manifest
-from pipeline.training import build_window, evaluation_users, rows_of, top_k
+from pipeline.training import rows_of, top_k
 from serving.model import BUNDLE, Context, ServingModel
 
 log = logging.getLogger(__name__)
@@ -113,17 +111,7 @@ def validation_metrics(data: Dataset, lines: pl.DataFrame, run: Run, baseline: s
     ``ranker_recall@10``, ``baseline_ndcg@10``, ``baseline_recall@10``; one row per valid user
     with a target order, sorted by user.
     """
-    roles = pl.read_parquet(run.path / "roles.parquet")
-    users = evaluation_users(roles, run.config)  # the users the run's report was computed on
-    window = build_window(
-        data,
-        lines,
-        C.label_window(data.orders, 0, run.config.windows.min_history),
-        0,
-        run.config,
-        als=ALSModel.load(run.path / "als_eval.npz"),
-        users=users,
-    )
+    window, users = evaluation_window(data, lines, run)  # the users the run's report was computed on
     truth = window.truth.filter(pl.col(S.USER).is_in(users.implode()))
     users = users.filter(users.is_in(truth[S.USER].unique().implode()))
     rows = rows_of([window], users)

@@ -253,6 +253,15 @@ def load_run(run_dir: Path) -> Run:
     return Run(path=run_dir, config=config, manifest=manifest, rankers=rankers)
 
 
+def evaluation_window(data: Dataset, lines: pl.DataFrame, run: Run) -> tuple[Window, pl.Series]:
+    """The run's window-0 evaluation rebuilt: features cut before each user's last labelled order,
+    the run's evaluation ALS, rows for the users its report was computed on (returned too)."""
+    users = evaluation_users(pl.read_parquet(run.path / "roles.parquet"), run.config)
+    cutoffs = C.label_window(data.orders, 0, run.config.windows.min_history)
+    als = ALSModel.load(run.path / "als_eval.npz")
+    return build_window(data, lines, cutoffs, 0, run.config, als=als, users=users), users
+
+
 def evaluate(data_dir: Path, run_dir: Path, *, folds: int | None = None, out: Path | None = None) -> dict[str, Any]:
     """Re-evaluate a run on its validation users, or k-fold over all users with its config.
 
@@ -273,18 +282,8 @@ def evaluate(data_dir: Path, run_dir: Path, *, folds: int | None = None, out: Pa
                 f"{data_dir}: not the data {run_dir} was trained on (fingerprint {fingerprint} vs "
                 f"{run.manifest['data']['fingerprint']}); use --folds to cross-validate on new data"
             )
-        roles = pl.read_parquet(run.path / "roles.parquet")
-        users = evaluation_users(roles, run.config)
         with timings.stage("window 0 features"):
-            window = build_window(
-                data,
-                lines,
-                C.label_window(data.orders, 0, run.config.windows.min_history),
-                0,
-                run.config,
-                als=ALSModel.load(run.path / "als_eval.npz"),
-                users=users,
-            )
+            window, users = evaluation_window(data, lines, run)
         with timings.stage("evaluation"):
             rows = rows_of([window], users)
             report = evaluation_report(window, users, rows, run.rankers.score(rows), run.config)
