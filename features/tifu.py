@@ -121,8 +121,3 @@ class _CsrLookup:
         want = rows.astype(np.int64) * self.n_cols + cols.astype(np.int64)
         pos = np.minimum(np.searchsorted(self.keys, want), self.keys.size - 1)
         return np.where(self.keys[pos] == want, self.data[pos], 0.0)
-
-
-def tifu_features(h: History, cands: pl.DataFrame, n_neighbors: int, max_reference: int | None = None) -> pl.DataFrame:
-    """USER, PRODUCT + FEATURES of ``cands`` from a fresh :class:`TifuIndex` of ``h``."""
-    return TifuIndex.of(h, n_neighbors, max_reference).features(cands)
