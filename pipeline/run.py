@@ -132,21 +132,20 @@ def build_windows(
         )  # type: ignore[arg-type]
         windows.append(window)
     if not windows or windows[0].window != 0:
-        raise DataError(
-            "no user has enough orders to train on (need at least "
-            f"{config.windows.min_history + 1} orders with products)"
-        )
+        raise _not_enough_orders(config)
     return windows
+
+
+def _not_enough_orders(config: TrainConfig) -> DataError:
+    need = config.windows.min_history + 1
+    return DataError(f"no user has enough orders to train on (need at least {need} orders with products)")
 
 
 def _roles(data: Dataset, config: TrainConfig) -> pl.DataFrame:
     """fit / stop / valid for every user with a window-0 cutoff."""
     cutoffs = C.label_window(data.orders, 0, config.windows.min_history)
     if cutoffs.height == 0:
-        raise DataError(
-            "no user has enough orders to train on (need at least "
-            f"{config.windows.min_history + 1} orders with products)"
-        )
+        raise _not_enough_orders(config)
     return split_users(cutoffs[S.USER].to_numpy(), config.valid_share, config.seed)
 
 

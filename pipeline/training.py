@@ -33,7 +33,7 @@ ROLE = "role"
 FIT, STOP, VALID = "fit", "stop", "valid"
 STOP_SHARE = 0.1  # of the non-validation users, held out for early stopping
 SAMPLING_WEIGHT = "sampling_weight"
-_USER_WEIGHT = "_user_weight"
+USER_WEIGHT = "user_weight"
 
 
 @dataclass
@@ -160,21 +160,20 @@ class Matrix:
     sampling_weight: np.ndarray  # 1 / negative sampling rate on negatives, else 1
 
     @classmethod
-    def of(cls, rows: pl.DataFrame, equal_user_weight: bool, user_weight: np.ndarray | None = None) -> Matrix:
-        """From candidate rows sorted by (window, user), optionally with SAMPLING_WEIGHT.
-
-        ``user_weight``: each row's equal-user weight computed before negative sampling
-        (default: from the rows' own group sizes).
-        """
+    def of(cls, rows: pl.DataFrame, equal_user_weight: bool) -> Matrix:
+        """From candidate rows sorted by (window, user), optionally with SAMPLING_WEIGHT and
+        USER_WEIGHT (equal-user weights computed before negative sampling; default: from the
+        rows' own group sizes)."""
         sizes = group_sizes(rows)
-        sampling = (
-            rows[SAMPLING_WEIGHT].to_numpy().astype(np.float32)
-            if SAMPLING_WEIGHT in rows.columns
-            else np.ones(rows.height, np.float32)
-        )
-        if not equal_user_weight:
-            user_weight = np.ones(rows.height, np.float32)
-        elif user_weight is None:
+
+        def column(name: str) -> np.ndarray | None:
+            return rows[name].to_numpy().astype(np.float32) if name in rows.columns else None
+
+        sampling = column(SAMPLING_WEIGHT)
+        if sampling is None:
+            sampling = np.ones(rows.height, np.float32)
+        user_weight = column(USER_WEIGHT) if equal_user_weight else np.ones(rows.height, np.float32)
+        if user_weight is None:
             user_weight = user_weights(sizes)
         return cls(
             X=to_matrix(rows),
@@ -334,7 +333,7 @@ def fit_rankers(windows: list[Window], roles: pl.DataFrame, config: TrainConfig)
     cfg = config.lightgbm
     train_rows = rows_of(windows, fit_users)
     # Equal-user weights from the full groups, so sampling negatives does not reweigh users.
-    train_rows = train_rows.with_columns(pl.Series(_USER_WEIGHT, user_weights(group_sizes(train_rows))))
+    train_rows = train_rows.with_columns(pl.Series(USER_WEIGHT, user_weights(group_sizes(train_rows))))
     train_rows = sample_negatives(train_rows, config.negative_sample_rate, config.seed)
     stop_rows = rows_of(windows, stop_users, window0_only=True)
     stop_truth = windows[0].truth.filter(pl.col(S.USER).is_in(stop_users.implode()))
@@ -344,7 +343,7 @@ def fit_rankers(windows: list[Window], roles: pl.DataFrame, config: TrainConfig)
         100 * train_rows[S.LABEL].mean(),
         stop_rows.height,
     )  # type: ignore[operator]
-    train = Matrix.of(train_rows, cfg.equal_user_weight, train_rows[_USER_WEIGHT].to_numpy())
+    train = Matrix.of(train_rows, cfg.equal_user_weight)
     stop = Matrix.of(stop_rows, cfg.equal_user_weight)
     del train_rows
     objectives = ["lambdarank", "binary"] if cfg.objective == "auto" else [cfg.objective]
