@@ -20,12 +20,12 @@ import numpy as np
 import polars as pl
 
 from features.history import order_lines
-from pipeline import schema as S
 from pipeline.config import TrainConfig
+from pipeline.data import schema as S
+from pipeline.data.storage import read_dataset
+from pipeline.model.training import evaluation_users, fit_rankers, ndcg_at_10, rows_of
 from pipeline.progress import Timings
-from pipeline.run import _roles, build_windows
-from pipeline.storage import read_dataset
-from pipeline.training import evaluation_users, fit_rankers, ndcg_at_10, rows_of
+from pipeline.workflows.run import _roles, build_windows
 
 
 def main() -> None:

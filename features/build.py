@@ -1,7 +1,7 @@
 """Assemble the feature rows of candidate pairs: one row per (user, product), FEATURE_NAMES columns.
 
 ``feature_frame(h, cands)`` joins every feature group onto the candidate pairs (the output of
-``pipeline.candidates.candidates``). The ranker, the ONNX export and the server all use
+``pipeline.model.candidates.candidates``). The ranker, the ONNX export and the server all use
 FEATURE_NAMES in this order; ``to_matrix`` turns the frame into the float32 matrix they score.
 """
 
@@ -14,10 +14,11 @@ import polars as pl
 
 from features import context, product, taste, tifu, user, user_product
 from features.history import History
-from pipeline import schema as S
-from pipeline.candidates import FEATURES as CANDIDATE_FEATURES
 from pipeline.config import FeatureConfig
+from pipeline.data import schema as S
 
+# The candidate generator's own signals, carried into the rows (see pipeline.model.candidates).
+CANDIDATE_FEATURES: tuple[str, ...] = (S.ALS_SCORE, S.ALS_RANK)
 # Ratios across groups, computed once the groups are joined.
 CROSS_FEATURES: tuple[str, ...] = ("up_aisle_share", "up_due_vs_product")
 

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from pipeline.data import schema as S
+
 FEATURES = (
     "ctx_dow",
     "ctx_hour",
@@ -22,7 +24,7 @@ FEATURES = (
     "up_gap_ratio",
 )
 # Columns of the base feature rows that the context features are derived from.
-INPUTS = ("u_days_mean", "u_hour_mean", "up_days_before_last_order", "up_mean_gap_days")
+INPUTS = (S.U_DAYS_MEAN, S.U_HOUR_MEAN, S.UP_DAYS_BEFORE_LAST, S.UP_MEAN_GAP_DAYS)
 
 
 def context_features(
@@ -39,14 +41,14 @@ def context_features(
     hour_ = np.broadcast_to(np.asarray(hour, dtype=np.float32), (n,))
     days_ = np.broadcast_to(np.asarray(days, dtype=np.float32), (n,))
     with np.errstate(divide="ignore", invalid="ignore"):
-        since_last = base["up_days_before_last_order"] + days_
+        since_last = base[S.UP_DAYS_BEFORE_LAST] + days_
         out = {
             "ctx_dow": dow_,
             "ctx_hour": hour_,
             "ctx_days_prior": days_,
-            "ctx_days_ratio": days_ / np.maximum(base["u_days_mean"], 1.0),
-            "ctx_hour_gap": np.abs(hour_ - base["u_hour_mean"]),
+            "ctx_days_ratio": days_ / np.maximum(base[S.U_DAYS_MEAN], 1.0),
+            "ctx_hour_gap": np.abs(hour_ - base[S.U_HOUR_MEAN]),
             "up_days_since_last": since_last,
-            "up_gap_ratio": since_last / np.maximum(base["up_mean_gap_days"], 1.0),
+            "up_gap_ratio": since_last / np.maximum(base[S.UP_MEAN_GAP_DAYS], 1.0),
         }
     return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import polars as pl
 
 from features.history import CUTOFF_SCHEMA
-from pipeline import schema as S
+from pipeline.data import schema as S
 
 _CONTEXT = (S.DOW, S.HOUR, S.DAYS_PRIOR)
 

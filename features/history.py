@@ -15,8 +15,8 @@ from functools import cached_property
 
 import polars as pl
 
-from pipeline import schema as S
-from pipeline.storage import Dataset
+from pipeline.data import schema as S
+from pipeline.data.storage import Dataset
 
 BASKET_SIZE = "basket_size"  # lines in a visible order
 FROM_END = "orders_from_end"  # 0 for the user's last visible order, 1 for the one before, ...
@@ -96,7 +96,7 @@ class History:
             .sum()
             .cast(pl.UInt8)
             .alias("up_last5_pattern"),
-            pl.lit(0.9, pl.Float32).pow(pl.col(FROM_END)).sum().alias("up_decay_09"),
+            pl.lit(0.9, pl.Float32).pow(pl.col(FROM_END)).sum().alias(S.UP_DECAY_09),
             pl.lit(0.7, pl.Float32).pow(pl.col(FROM_END)).sum().alias("up_decay_07"),
             # Length of the run of consecutive orders, ending with the last visible one, that
             # contain the product: the trailing ones of the bit pattern of the last 64 orders

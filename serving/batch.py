@@ -25,8 +25,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import schema as S
-from pipeline.ids import index_of
+from pipeline.data import schema as S
+from pipeline.data.ids import index_of
 from serving.model import Context, ServingModel
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class ScoreReport:
 
 def read_user_ids(path: Path) -> np.ndarray:
     """The ``user_id`` column of a Parquet file as sorted unique uint32; clear errors otherwise."""
-    from pipeline.storage import DataError
+    from pipeline.errors import DataError
 
     try:
         frame = pl.read_parquet(path, columns=[S.USER])

@@ -1,6 +1,6 @@
 """The served model: ONNX rankers + the online feature snapshot, no training libraries.
 
-A serving bundle is the folder ``RUN_DIR/serving`` written by ``pipeline.export`` (as the last step
+A serving bundle is the folder ``RUN_DIR/serving`` written by ``pipeline.workflows.export`` (as the last step
 of ``basketcast train`` or by ``basketcast export``), published together with the rest of the run:
 
 - ``ranker.onnx`` (orders candidates), ``basket.onnx`` (calibrated probabilities for baskets);
@@ -30,9 +30,10 @@ import numpy as np
 import polars as pl
 
 from features import context
-from pipeline import schema as S
-from pipeline.basket import optimal_basket
-from pipeline.ids import index_of
+from pipeline.data import schema as S
+from pipeline.data.ids import index_of
+from pipeline.errors import BundleError
+from pipeline.model.basket import optimal_basket
 
 BUNDLE = "serving"
 ARRAYS = {
@@ -51,10 +52,6 @@ MANIFEST = "manifest.json"
 RANKER_STRATEGY = "ranker"
 POPULAR_STRATEGY = "popular"
 MAX_DAYS = 30.0
-
-
-class BundleError(RuntimeError):
-    """A serving bundle is missing, incomplete or corrupt; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -214,7 +211,7 @@ class ServingModel:
         base = np.asarray(self.base[rows], dtype=np.float32)
         inputs = {n: base[:, i] for n, i in zip(context.INPUTS, self._ctx_inputs, strict=True)}
         if ctx.days is None:
-            days = np.clip(np.rint(inputs["u_days_mean"]), 0, MAX_DAYS)
+            days = np.clip(np.rint(inputs[S.U_DAYS_MEAN]), 0, MAX_DAYS)
         else:
             days = np.float32(ctx.days)
         extra = context.context_features(inputs, np.float32(ctx.dow), np.float32(ctx.hour), days)

@@ -8,7 +8,7 @@ model (its memory maps and ONNX sessions) lives until the last request holding i
 ``reload()`` re-opens the model folder: same manifest version → "unchanged" (nothing loaded);
 a new version that loads → swapped in, "reloaded"; a version that fails to load (``BundleError``
 or any other exception) → "refused", the old model keeps serving. Publishers must replace the
-folder by renaming (as ``pipeline.storage.publishing_dir`` and ``pipeline.export.export`` do); if
+folder by renaming (as ``pipeline.data.storage.publishing_dir`` and ``pipeline.workflows.export.export`` do); if
 the folder is swapped while it is being read, the load is discarded and retried, so a reload
 never mixes files of two versions.
 """
@@ -146,7 +146,7 @@ def peek_version(model_dir: Path) -> str | None:
 
 def describe_error(exc: BaseException) -> str:
     """A one-line message for a load failure (BundleError messages already name the file)."""
-    from serving.model import BundleError
+    from pipeline.errors import BundleError
 
     if isinstance(exc, BundleError | ValueError):
         return str(exc)

@@ -111,8 +111,8 @@ FAST_TRAIN = {
 def excerpt_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A run folder (with its serving bundle) trained on the real excerpt: {"data": …, "run": …}."""
     from pipeline.config import TrainConfig
-    from pipeline.ingest import ingest
-    from pipeline.run import train
+    from pipeline.data.ingest import ingest
+    from pipeline.workflows.run import train
 
     root = tmp_path_factory.mktemp("excerpt-run")
     ingest(EXCERPT, root / "data")

@@ -16,10 +16,10 @@ from features.product import product_features
 from features.taste import aisle_features
 from features.user import user_features
 from features.user_product import user_product_features
-from pipeline import schema as S
 from pipeline.config import TrainConfig
-from pipeline.ingest import ingest
-from pipeline.storage import Dataset, read_dataset
+from pipeline.data import schema as S
+from pipeline.data.ingest import ingest
+from pipeline.data.storage import Dataset, read_dataset
 
 CONFIG = TrainConfig(mlflow=False)
 

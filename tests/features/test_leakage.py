@@ -16,12 +16,12 @@ import pytest
 from features import cutoffs as C
 from features.build import FEATURE_NAMES
 from features.history import as_of, order_lines
-from pipeline import schema as S
-from pipeline.candidates import ALSModel, candidates
 from pipeline.config import TrainConfig
-from pipeline.ingest import ingest
-from pipeline.storage import Dataset, read_dataset
-from pipeline.training import build_window
+from pipeline.data import schema as S
+from pipeline.data.ingest import ingest
+from pipeline.data.storage import Dataset, read_dataset
+from pipeline.model.candidates import ALSModel, candidates
+from pipeline.model.training import build_window
 from tests.conftest import EXCERPT
 
 CONFIG = TrainConfig(mlflow=False)

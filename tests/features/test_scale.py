@@ -13,13 +13,12 @@ import pytest
 from features import cutoffs as C
 from features.build import FeatureTables, base_feature_frame
 from features.history import History, as_of, order_lines
-from features.tifu import TifuIndex
-from pipeline import schema as S
-from pipeline.baselines import TifuSpace, tifu_user_vectors
-from pipeline.candidates import ALSModel, candidates
+from features.tifu import TifuIndex, TifuSpace, tifu_user_vectors
 from pipeline.config import TrainConfig
-from pipeline.ingest import ingest
-from pipeline.storage import read_dataset
+from pipeline.data import schema as S
+from pipeline.data.ingest import ingest
+from pipeline.data.storage import read_dataset
+from pipeline.model.candidates import ALSModel, candidates
 from tests.conftest import EXCERPT
 
 CONFIG = TrainConfig(mlflow=False)
@@ -97,8 +96,8 @@ def test_snapshot_written_in_chunks_equals_one_pass(
     history: History, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from features.build import BASE_FEATURES
-    from pipeline import export
     from pipeline.progress import Timings
+    from pipeline.workflows import export
 
     als = ALSModel.fit(history.lines, CONFIG.als)
     monkeypatch.setattr(export, "SNAPSHOT_CHUNK_USERS", 7)  # many chunks, uneven last one

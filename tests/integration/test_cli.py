@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline import schema as S
+from pipeline.data import schema as S
 from tests.conftest import EXCERPT
 
 pytestmark = pytest.mark.integration

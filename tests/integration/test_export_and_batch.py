@@ -13,11 +13,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline import schema as S
-from pipeline.export import export, float32_thresholds, parity, to_onnx
-from pipeline.run import load_run
+from pipeline.data import schema as S
+from pipeline.errors import BundleError
+from pipeline.workflows.export import export, float32_thresholds, parity, to_onnx
+from pipeline.workflows.run import load_run
 from serving.batch import score_users, top_k_per_group
-from serving.model import BundleError, Context, ServingModel
+from serving.model import Context, ServingModel
 
 pytestmark = pytest.mark.integration
 CTX = Context(dow=2, hour=14)

@@ -13,11 +13,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline import schema as S
 from pipeline.config import TrainConfig
-from pipeline.generate import generate
-from pipeline.run import predict, train
-from pipeline.storage import Dataset, write_dataset
+from pipeline.data import schema as S
+from pipeline.data.generate import generate
+from pipeline.data.storage import Dataset, write_dataset
+from pipeline.workflows.run import predict, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

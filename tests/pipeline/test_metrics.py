@@ -7,8 +7,7 @@ import math
 import polars as pl
 import pytest
 
-from pipeline import schema as S
-from pipeline.basket import BASKET_NONE, BASKET_PRODUCTS, choose_baskets
+from pipeline.data import schema as S
 from pipeline.metrics import (
     F1,
     HIT_RATE,
@@ -32,6 +31,7 @@ from pipeline.metrics import (
     ranking_metrics,
     repeat_new_hits,
 )
+from pipeline.model.basket import choose_baskets
 
 L2 = math.log2
 
@@ -145,10 +145,10 @@ def test_kaggle_f1_hand_computed() -> None:
     baskets = pl.DataFrame(
         {
             S.ORDER: [1, 2, 3, 4, 5, 6],
-            BASKET_PRODUCTS: [[1, 2], [], [5], [6], [7], []],
-            BASKET_NONE: [False, True, True, False, True, False],
+            S.BASKET_PRODUCTS: [[1, 2], [], [5], [6], [7], []],
+            S.BASKET_NONE: [False, True, True, False, True, False],
         },
-        schema={S.ORDER: pl.UInt32, BASKET_PRODUCTS: pl.List(pl.UInt32), BASKET_NONE: pl.Boolean},
+        schema={S.ORDER: pl.UInt32, S.BASKET_PRODUCTS: pl.List(pl.UInt32), S.BASKET_NONE: pl.Boolean},
     )
     truth = pl.DataFrame(
         {S.ORDER: [1, 1, 4, 5, 5, 6, 99], S.PRODUCT: [1, 3, 6, 7, 8, 9, 1]},

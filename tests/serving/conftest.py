@@ -92,8 +92,8 @@ def truncate(name: str) -> Callable[[Path], None]:
 
 
 def republish(run_dir: Path) -> str:
-    """Re-export the run (pipeline.export: a real new bundle, published atomically); its version."""
-    from pipeline.export import export
+    """Re-export the run (pipeline.workflows.export: a real new bundle, published atomically); its version."""
+    from pipeline.workflows.export import export
 
     before = version_of(run_dir)
     for _ in range(3):

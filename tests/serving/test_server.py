@@ -105,7 +105,7 @@ def test_real_server_reloads_under_load_without_losing_a_request(model_dir: Path
         futures = [pool.submit(fire, w) for w in range(3)]
         try:
             time.sleep(0.5)
-            v2 = republish(model_dir)  # pipeline.export: a real new bundle, the run folder swapped atomically
+            v2 = republish(model_dir)  # pipeline.workflows.export: a real new bundle, the run folder swapped atomically
             r = httpx.post(f"{url}/admin/reload", timeout=30)
             reloaded_at = time.monotonic()
             assert r.status_code == 200, r.text

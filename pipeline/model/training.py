@@ -1,0 +1,364 @@
+"""Labels, training rows and the stage-2 rankers.
+
+A :class:`Window` is everything for one label window: the cutoffs, the history before them,
+the ALS model fitted on that history, and the feature frame of every candidate with its label
+(1 when the product is in the target order). Training uses windows 0..W of the *fit* users;
+early stopping and the choice of objective use window 0 of the *stop* users; the report uses
+window 0 of the *valid* users, whom no model ever trained on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+
+from features import cutoffs as C
+from features.build import FEATURE_NAMES, feature_frame, to_matrix
+from features.history import History, as_of
+from pipeline.config import LightGBMConfig, TrainConfig, XGBoostConfig
+from pipeline.data import schema as S
+from pipeline.data.storage import Dataset
+from pipeline.metrics import ranking_metrics
+from pipeline.model.candidates import ALSModel, candidates
+from pipeline.progress import Timings
+
+log = logging.getLogger(__name__)
+
+FIT, STOP, VALID = "fit", "stop", "valid"
+STOP_SHARE = 0.1  # of the non-validation users, held out for early stopping
+
+
+@dataclass
+class Window:
+    """One label window: cutoffs, visible history, its ALS, candidate features with labels, truth."""
+
+    window: int
+    history: History
+    als: ALSModel
+    frame: pl.DataFrame  # USER, PRODUCT, S.IS_REPEAT, FEATURE_NAMES…, LABEL; sorted by user
+    truth: pl.DataFrame  # USER, PRODUCT, REORDERED of the target orders
+
+
+def build_window(
+    data: Dataset,
+    lines: pl.DataFrame,
+    cutoffs: pl.DataFrame,
+    window: int,
+    config: TrainConfig,
+    als: ALSModel | None = None,
+    users: pl.Series | None = None,
+    timings: Timings | None = None,
+) -> Window:
+    """Candidates, features and labels for ``cutoffs`` (ALS fitted here unless given).
+
+    The history, ALS and every feature see all users with a cutoff; candidate rows and labels
+    are made for ``users`` only (default: all of them). ``timings`` records the three steps.
+    """
+    timings = timings or Timings()
+    with timings.stage(f"window {window}: history + ALS"):
+        h = as_of(data, cutoffs, lines)
+        als = ALSModel.fit(h.lines, config.als) if als is None else als
+    chosen = h.cutoffs[S.USER]
+    if users is not None:
+        chosen = chosen.filter(chosen.is_in(users.cast(pl.UInt32).implode()))
+    with timings.stage(f"window {window}: candidates ({chosen.len():,} users)"):
+        cands = candidates(h, als, chosen, config.candidates)
+    with timings.stage(f"window {window}: features ({cands.height:,} rows)"):
+        frame = feature_frame(h, cands, config.features)
+    truth = C.labels(lines, h.cutoffs.join(pl.DataFrame(chosen), on=S.USER, how="semi"))
+    frame = frame.join(
+        truth.select(S.USER, S.PRODUCT, pl.lit(1, pl.UInt8).alias(S.LABEL)),
+        on=[S.USER, S.PRODUCT],
+        how="left",
+        maintain_order="left",
+    ).with_columns(pl.col(S.LABEL).fill_null(0), pl.lit(window, pl.UInt8).alias(S.WINDOW))
+    return Window(window=window, history=h, als=als, frame=frame, truth=truth)
+
+
+def split_users(users: np.ndarray, valid_share: float, seed: int) -> pl.DataFrame:
+    """Assign each user a role — fit, stop (early stopping) or valid — by a seeded permutation.
+
+    ``valid_share`` of the users are valid (none when 0); STOP_SHARE of the rest stop; others fit.
+    """
+    users = np.sort(np.asarray(users, dtype=np.uint32))
+    order = np.random.default_rng(seed).permutation(users.size)
+    n_valid = max(1, round(users.size * valid_share)) if valid_share > 0 else 0
+    n_stop = max(1, round((users.size - n_valid) * STOP_SHARE))
+    roles = np.empty(users.size, dtype=object)
+    roles[order[:n_valid]] = VALID
+    roles[order[n_valid : n_valid + n_stop]] = STOP
+    roles[order[n_valid + n_stop :]] = FIT
+    return pl.DataFrame({S.USER: users, S.ROLE: roles.astype(str)})
+
+
+def sample_users(users: pl.Series, n: int | None, seed: int) -> pl.Series:
+    """``users`` sorted, or a seeded sample of ``n`` of them (sorted) when there are more."""
+    users = users.sort()
+    if n is None or users.len() <= n:
+        return users
+    keep = np.sort(np.random.default_rng(seed).choice(users.len(), size=n, replace=False))
+    return users.gather(keep)
+
+
+def evaluation_users(roles: pl.DataFrame, config: TrainConfig) -> pl.Series:
+    """The validation users every method is evaluated on (``evaluation.max_users`` of them at most)."""
+    valid = roles.filter(pl.col(S.ROLE) == VALID)[S.USER]
+    return sample_users(valid, config.evaluation.max_users, config.seed)
+
+
+def rows_of(windows: list[Window], users: pl.Series, window0_only: bool = False) -> pl.DataFrame:
+    """The candidate rows of ``users`` across windows, sorted by (window, user)."""
+    picked = [w.frame for w in windows if not window0_only or w.window == 0]
+    return pl.concat(picked).filter(pl.col(S.USER).is_in(users.implode())).sort(S.WINDOW, S.USER, maintain_order=True)
+
+
+def sample_negatives(rows: pl.DataFrame, rate: float, seed: int) -> pl.DataFrame:
+    """Keep every positive and a seeded ``rate`` share of negatives (rate 1 keeps all).
+
+    Adds S.SAMPLING_WEIGHT: 1 / ``rate`` on the kept negatives, 1 on positives, so weighted sums
+    (the binary loss, hence its probabilities) keep their expectation.
+    """
+    rows = rows.with_columns(
+        pl.when(pl.col(S.LABEL) == 1).then(1.0).otherwise(1.0 / rate).cast(pl.Float32).alias(S.SAMPLING_WEIGHT)
+    )
+    if rate >= 1.0:
+        return rows
+    keep = np.random.default_rng(seed).random(rows.height) < rate
+    return rows.filter(pl.Series(keep) | (pl.col(S.LABEL) == 1))
+
+
+def group_sizes(rows: pl.DataFrame) -> np.ndarray:
+    """Sizes of consecutive (window, user) groups of rows sorted by them."""
+    return rows.group_by(S.WINDOW, S.USER, maintain_order=True).len()["len"].to_numpy()
+
+
+def user_weights(sizes: np.ndarray) -> np.ndarray:
+    """Row weights giving every (window, user) group of ``sizes`` the same total weight (mean row
+    weight 1), so the loss counts users the way per-user averaged metrics do."""
+    return np.repeat(sizes.mean() / sizes, sizes).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """Training rows as the rankers take them: features, labels and (window, user) group sizes.
+
+    Built once per row set and shared by every model fitted on it.
+    """
+
+    X: np.ndarray  # float32 (rows, len(FEATURE_NAMES))
+    label: np.ndarray
+    sizes: np.ndarray
+    weight: np.ndarray  # row weights of the binary objective
+    sampling_weight: np.ndarray  # 1 / negative sampling rate on negatives, else 1
+
+    @classmethod
+    def of(cls, rows: pl.DataFrame, equal_user_weight: bool) -> Matrix:
+        """From candidate rows sorted by (window, user), optionally with S.SAMPLING_WEIGHT and
+        S.USER_WEIGHT (equal-user weights computed before negative sampling; default: from the
+        rows' own group sizes)."""
+        sizes = group_sizes(rows)
+
+        def column(name: str) -> np.ndarray | None:
+            return rows[name].to_numpy().astype(np.float32) if name in rows.columns else None
+
+        sampling = column(S.SAMPLING_WEIGHT)
+        if sampling is None:
+            sampling = np.ones(rows.height, np.float32)
+        user_weight = column(S.USER_WEIGHT) if equal_user_weight else np.ones(rows.height, np.float32)
+        if user_weight is None:
+            user_weight = user_weights(sizes)
+        return cls(
+            X=to_matrix(rows),
+            label=rows[S.LABEL].to_numpy(),
+            sizes=sizes,
+            weight=(user_weight * sampling).astype(np.float32),
+            sampling_weight=sampling,
+        )
+
+
+@dataclass
+class Rankers:
+    """The trained stage-2 models.
+
+    ``ranking`` orders candidates (lambdarank or binary, whichever won on the stop users);
+    ``basket`` is the binary model whose probabilities feed the F1-optimal basket;
+    ``xgboost`` is the offline baseline (binary XGBoost), absent when disabled.
+    """
+
+    ranking: lgb.Booster
+    ranking_objective: str
+    basket: lgb.Booster
+    xgboost: object | None = None
+    selection: dict[str, float] = field(default_factory=dict)
+    training_rows: int = 0  # rows the models were fitted on (after negative sampling)
+
+    def score(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
+        """Scores of every row: ``ranking``, ``basket`` (probability) and ``xgboost`` (probability)."""
+        X = to_matrix(frame)
+        out = {"ranking": self.ranking.predict(X).astype(np.float32)}
+        out["basket"] = out["ranking"] if self.basket is self.ranking else self.basket.predict(X).astype(np.float32)
+        if self.xgboost is not None:
+            import xgboost as xgb
+
+            booster: xgb.Booster = self.xgboost  # type: ignore[assignment]
+            out["xgboost"] = booster.predict(xgb.DMatrix(X, feature_names=list(FEATURE_NAMES))).astype(np.float32)
+        return out
+
+    def save(self, run_dir: Path) -> None:
+        self.ranking.save_model(run_dir / "ranker.txt")
+        self.basket.save_model(run_dir / "basket_model.txt")
+        if self.xgboost is not None:
+            self.xgboost.save_model(run_dir / "xgboost.json")  # type: ignore[attr-defined]
+
+    @classmethod
+    def load(cls, run_dir: Path, ranking_objective: str) -> Rankers:
+        ranking = lgb.Booster(model_file=str(run_dir / "ranker.txt"))
+        basket = lgb.Booster(model_file=str(run_dir / "basket_model.txt"))
+        xgb_model = None
+        if (run_dir / "xgboost.json").exists():
+            import xgboost as xgb
+
+            xgb_model = xgb.Booster()
+            xgb_model.load_model(run_dir / "xgboost.json")
+        return cls(ranking=ranking, ranking_objective=ranking_objective, basket=basket, xgboost=xgb_model)
+
+
+def _lgb_params(cfg: LightGBMConfig, objective: str) -> dict[str, object]:
+    params: dict[str, object] = {
+        "objective": objective,
+        "learning_rate": cfg.learning_rate,
+        "num_leaves": cfg.num_leaves,
+        "min_data_in_leaf": cfg.min_child_samples,
+        "feature_fraction": cfg.feature_fraction,
+        "bagging_fraction": cfg.bagging_fraction,
+        "bagging_freq": 1,
+        "lambda_l2": cfg.lambda_l2,
+        "num_threads": cfg.num_threads,
+        "seed": cfg.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "verbose": -1,
+    }
+    if objective == "lambdarank":
+        params.update({"metric": "ndcg", "eval_at": [10], "lambdarank_truncation_level": 20})
+    else:
+        params["metric"] = "binary_logloss"
+    return params
+
+
+def fit_lightgbm(train: Matrix, stop: Matrix, cfg: LightGBMConfig, objective: str) -> lgb.Booster:
+    """One LightGBM model with early stopping on the ``stop`` rows."""
+    weighted = objective == "binary"
+
+    def dataset(m: Matrix, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+        return lgb.Dataset(
+            m.X,
+            label=m.label,
+            weight=m.weight if weighted else None,
+            group=m.sizes,
+            feature_name=list(FEATURE_NAMES),
+            reference=reference,
+            free_raw_data=False,  # the matrix is shared with the other models
+        )
+
+    dtrain = dataset(train)
+    dstop = dataset(stop, reference=dtrain)
+    return lgb.train(
+        _lgb_params(cfg, objective),
+        dtrain,
+        num_boost_round=cfg.n_estimators,
+        valid_sets=[dstop],
+        valid_names=["stop"],
+        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
+    )
+
+
+def fit_xgboost(train: Matrix, stop: Matrix, cfg: XGBoostConfig, threads: int) -> object:
+    """The XGBoost baseline: binary logistic trees (hist), early stopping on the ``stop`` rows."""
+    import xgboost as xgb
+
+    names = list(FEATURE_NAMES)
+    dtrain = xgb.DMatrix(train.X, label=train.label, weight=train.sampling_weight, feature_names=names)
+    dstop = xgb.DMatrix(stop.X, label=stop.label, feature_names=names)
+    params = {
+        "objective": "binary:logistic",
+        "eval_metric": "logloss",
+        "tree_method": "hist",
+        "eta": cfg.learning_rate,
+        "max_depth": cfg.max_depth,
+        "min_child_weight": cfg.min_child_weight,
+        "subsample": cfg.subsample,
+        "colsample_bytree": cfg.colsample_bytree,
+        "seed": cfg.seed,
+        "nthread": threads,
+    }
+    return xgb.train(
+        params,
+        dtrain,
+        num_boost_round=cfg.n_estimators,
+        evals=[(dstop, "stop")],
+        early_stopping_rounds=cfg.early_stopping_rounds,
+        verbose_eval=False,
+    )
+
+
+def top_k(frame: pl.DataFrame, scores: np.ndarray, k: int, key: str = S.USER) -> pl.DataFrame:
+    """Best ``k`` rows per key by score (ties: product id): key, PRODUCT, SCORE, RANK."""
+    return (
+        frame.select(key, S.PRODUCT)
+        .with_columns(pl.Series(S.SCORE, scores, dtype=pl.Float32))
+        .sort([key, S.SCORE, S.PRODUCT], descending=[False, True, False])
+        .group_by(key, maintain_order=True)
+        .head(k)
+        .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.UInt16).over(key).alias(S.RANK))
+    )
+
+
+def ndcg_at_10(frame: pl.DataFrame, scores: np.ndarray, truth: pl.DataFrame) -> float:
+    return ranking_metrics(top_k(frame, scores, 10), truth, ks=(10,))["ndcg@10"]
+
+
+def fit_rankers(windows: list[Window], roles: pl.DataFrame, config: TrainConfig) -> Rankers:
+    """Train the rankers on the fit users' windows; early-stop and select on the stop users."""
+    fit_users = roles.filter(pl.col(S.ROLE) == FIT)[S.USER]
+    stop_users = roles.filter(pl.col(S.ROLE) == STOP)[S.USER]
+    cfg = config.lightgbm
+    train_rows = rows_of(windows, fit_users)
+    # Equal-user weights from the full groups, so sampling negatives does not reweigh users.
+    train_rows = train_rows.with_columns(pl.Series(S.USER_WEIGHT, user_weights(group_sizes(train_rows))))
+    train_rows = sample_negatives(train_rows, config.negative_sample_rate, config.seed)
+    stop_rows = rows_of(windows, stop_users, window0_only=True)
+    stop_truth = windows[0].truth.filter(pl.col(S.USER).is_in(stop_users.implode()))
+    log.info(
+        "training rows: %d (%.1f%% positive), stop rows: %d",
+        train_rows.height,
+        100 * train_rows[S.LABEL].mean(),
+        stop_rows.height,
+    )  # type: ignore[operator]
+    train = Matrix.of(train_rows, cfg.equal_user_weight)
+    stop = Matrix.of(stop_rows, cfg.equal_user_weight)
+    del train_rows
+    objectives = ["lambdarank", "binary"] if cfg.objective == "auto" else [cfg.objective]
+    if "binary" not in objectives:
+        objectives.append("binary")  # the basket always needs probabilities
+    models = {obj: fit_lightgbm(train, stop, cfg, obj) for obj in objectives}
+    selection = {obj: ndcg_at_10(stop_rows, model.predict(stop.X), stop_truth) for obj, model in models.items()}
+    if cfg.objective == "auto":
+        best = max(selection, key=lambda o: (selection[o], o == "binary"))
+    else:
+        best = cfg.objective
+    log.info("stop-user NDCG@10 by objective: %s → ranking with %s", selection, best)
+    xgb_model = fit_xgboost(train, stop, config.xgboost, cfg.num_threads) if config.xgboost.enabled else None
+    return Rankers(
+        ranking=models[best],
+        ranking_objective=best,
+        basket=models["binary"],
+        xgboost=xgb_model,
+        selection={f"stop_ndcg@10_{k}": v for k, v in selection.items()},
+        training_rows=int(train.X.shape[0]),
+    )

@@ -1,0 +1,249 @@
+"""Export a run for serving: ONNX rankers checked against LightGBM, and the online snapshot.
+
+``write_bundle`` writes ``RUN_DIR/serving`` (format: ``serving.model``): the ranking and basket
+models converted with onnxmltools, every known user's candidates and base features as of "after
+their last known order" (the same feature code as training, cut by ``features.cutoffs.next_order``,
+candidates from the ALS fitted on all known orders), the cold-start list and the catalogue. It
+refuses to write a bundle whose ONNX scores differ from LightGBM's by more than ``TOLERANCE`` on
+at least ``PARITY_ROWS`` real feature rows (NaN included), or change any user's top-10 order.
+``export`` rebuilds the bundle of an existing run folder and republishes the folder atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+
+from features import cutoffs as C
+from features.build import BASE_FEATURES, FEATURE_NAMES, FeatureTables
+from features.history import History, as_of, order_lines
+from pipeline.config import TrainConfig
+from pipeline.data import schema as S
+from pipeline.data.storage import Dataset, publishing_dir, read_dataset, write_json
+from pipeline.errors import ExportError
+from pipeline.model.candidates import ALSModel, candidates
+from pipeline.model.training import Rankers
+from pipeline.progress import Timings
+from serving.model import BASKET, BUNDLE, CATALOG, MANIFEST, RANKER, Context, ServingModel
+
+log = logging.getLogger(__name__)
+
+TOLERANCE = 1e-4
+PARITY_ROWS = 10_000
+POPULAR = 100
+SNAPSHOT_CHUNK_USERS = 20_000
+PARITY_CONTEXT = Context(dow=0, hour=10)  # any fixed context: parity is per row
+
+
+def float32_thresholds(booster: lgb.Booster) -> lgb.Booster:
+    """The same model with every split threshold rounded down to the nearest float32.
+
+    LightGBM compares a feature value with a float64 threshold; ONNX's TreeEnsemble holds float32
+    thresholds, so a value between the two roundings would take the other branch. For float32
+    inputs x, ``x <= t`` ⟺ ``x <= t32`` where t32 is the largest float32 not above t — so the
+    rounded model predicts exactly like the original on float32 features, and converts exactly.
+    """
+    lines = booster.model_to_string().split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith("num_cat=") and line != "num_cat=0":
+            raise ExportError("categorical splits are not supported by the float32 threshold rounding")
+        if line.startswith("threshold="):
+            t = np.array(line.split("=", 1)[1].split(" "), dtype=np.float64)
+            t32 = t.astype(np.float32)
+            above = t32.astype(np.float64) > t
+            t32[above] = np.nextafter(t32[above], np.float32(-np.inf))
+            lines[i] = "threshold=" + " ".join(repr(float(v)) for v in t32)
+    # tree_sizes holds byte offsets of the tree blocks, which the new numbers change; without
+    # it LightGBM parses the trees one after another.
+    return lgb.Booster(model_str="\n".join(line for line in lines if not line.startswith("tree_sizes=")))
+
+
+def to_onnx(booster: lgb.Booster) -> bytes:
+    """Convert a LightGBM Booster (binary or lambdarank) to ONNX; input "input" float32 (n, features)."""
+    from onnxmltools import convert_lightgbm
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    model = convert_lightgbm(
+        float32_thresholds(booster),
+        initial_types=[("input", FloatTensorType([None, booster.num_feature()]))],
+        zipmap=False,
+        target_opset=15,
+    )
+    return model.SerializeToString()  # type: ignore[no-any-return]
+
+
+def latest_history(data: Dataset, lines: pl.DataFrame) -> History:
+    """The history of every user's next, unseen order: all known orders (cut by ``next_order``)."""
+    return as_of(data, C.next_order(data.orders), lines)
+
+
+def _write_snapshot(
+    folder: Path, h: History, als: ALSModel, config: TrainConfig, timings: Timings
+) -> dict[str, np.ndarray]:
+    """Every known user's candidates and base features as of ``h`` (see ``latest_history``).
+
+    Candidates are made for all users at once (a few columns), then featurised
+    SNAPSHOT_CHUNK_USERS users at a time straight into ``base.npy``: memory stays bounded by the
+    chunk, whatever the number of users. Returns the small arrays.
+    """
+    with timings.stage(f"snapshot: candidates ({h.cutoffs.height:,} users)"):
+        cands = candidates(h, als, h.cutoffs[S.USER], config.candidates)  # sorted by user
+    users, counts = np.unique(cands[S.USER].to_numpy(), return_counts=True)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    with timings.stage(f"snapshot: features ({cands.height:,} rows, one cutoff)"):
+        tables = FeatureTables.of(h, config.features)
+        # Appended chunk by chunk behind a .npy header: written pages go to the page cache, not
+        # to this process's resident memory (as a writable memory map's would).
+        with (folder / "base.npy").open("wb") as fh:
+            header = {"descr": "<f4", "fortran_order": False, "shape": (cands.height, len(BASE_FEATURES))}
+            np.lib.format.write_array_header_1_0(fh, header)
+            for first in range(0, users.size, SNAPSHOT_CHUNK_USERS):
+                lo, hi = int(offsets[first]), int(offsets[min(first + SNAPSHOT_CHUNK_USERS, users.size)])
+                frame = tables.base_frame(cands.slice(lo, hi - lo))  # keeps the row order
+                block = frame.select(pl.col(n).fill_null(float("nan")) for n in BASE_FEATURES).to_numpy()
+                fh.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
+        del tables
+    return {
+        "products": cands[S.PRODUCT].to_numpy().astype(np.uint32),
+        "repeat": cands[S.IS_REPEAT].to_numpy().astype(np.bool_),
+        "users": users.astype(np.uint32),
+        "offsets": offsets,
+    }
+
+
+def _write_arrays(
+    folder: Path, h: History, als: ALSModel, config: TrainConfig, data: Dataset, timings: Timings
+) -> dict[str, list[int]]:
+    arrays = _write_snapshot(folder, h, als, config, timings)
+    lines = h.lines
+    popular = lines.group_by(S.PRODUCT).len().sort(["len", S.PRODUCT], descending=[True, False]).head(POPULAR)
+    arrays["popular_products"] = popular[S.PRODUCT].to_numpy().astype(np.uint32)
+    arrays["popular_scores"] = (popular["len"] / lines.height).to_numpy().astype(np.float32)
+    for name, arr in arrays.items():
+        np.save(folder / f"{name}.npy", arr, allow_pickle=False)
+    catalog = (
+        data.products.join(data.aisles, on=S.AISLE, how="left")
+        .join(data.departments, on=S.DEPARTMENT, how="left")
+        .select(S.PRODUCT, S.PRODUCT_NAME, S.AISLE_NAME, S.DEPARTMENT_NAME)
+    )
+    catalog.write_parquet(folder / CATALOG)
+    shapes = {name: list(arr.shape) for name, arr in arrays.items()}
+    shapes["base"] = list(np.load(folder / "base.npy", mmap_mode="r").shape)
+    return shapes
+
+
+def parity(bundle: ServingModel, rankers: Rankers, min_rows: int = PARITY_ROWS) -> dict[str, Any]:
+    """ONNX vs LightGBM on the first users' snapshot rows (≥ ``min_rows`` rows, all if fewer).
+
+    Returns max abs differences and the number of users whose top-10 order differs.
+    """
+    n_users = int(np.searchsorted(bundle.offsets, min_rows)) + 1
+    stop = int(bundle.offsets[min(n_users, bundle.users.size)])
+    X = bundle.features(np.arange(stop), PARITY_CONTEXT)
+    native_rank = rankers.ranking.predict(X)
+    native_basket = rankers.basket.predict(X)
+    onnx_rank = bundle.rank_scores(X)
+    onnx_basket = bundle.basket_probabilities(X)
+    mismatched = 0
+    for i in range(min(n_users, bundle.users.size)):
+        lo, hi = int(bundle.offsets[i]), int(bundle.offsets[i + 1])
+        products = bundle.products[lo:hi]
+        a = np.lexsort((products, -native_rank[lo:hi]))[:10]
+        b = np.lexsort((products, -onnx_rank[lo:hi]))[:10]
+        mismatched += int(not np.array_equal(a, b))
+    return {
+        "rows": int(stop),
+        "rows_with_nan": int(np.isnan(X).any(axis=1).sum()),
+        "max_abs_diff_ranking": float(np.max(np.abs(native_rank - onnx_rank))) if stop else 0.0,
+        "max_abs_diff_basket": float(np.max(np.abs(native_basket - onnx_basket))) if stop else 0.0,
+        "users_with_different_top10": mismatched,
+    }
+
+
+def write_bundle(
+    folder: Path,
+    data: Dataset,
+    h: History,
+    rankers: Rankers,
+    als: ALSModel,
+    config: TrainConfig,
+    timings: Timings | None = None,
+) -> dict[str, Any]:
+    """Write the serving bundle into ``folder`` (created); returns its manifest. Raises on failed parity.
+
+    ``timings`` records the snapshot's candidates, its features and the ONNX export + parity check.
+    """
+    folder.mkdir(parents=True)
+    start = time.perf_counter()
+    timings = timings or Timings()
+    shapes = _write_arrays(folder, h, als, config, data, timings)
+    with timings.stage("ONNX export + parity check"):
+        ranker_bytes = to_onnx(rankers.ranking)
+        (folder / RANKER).write_bytes(ranker_bytes)
+        (folder / BASKET).write_bytes(to_onnx(rankers.basket))
+        created = dt.datetime.now(dt.UTC)
+        manifest: dict[str, Any] = {
+            # Sortable and unique per publish: time to the microsecond + the ranking model's hash.
+            "version": created.strftime("%Y%m%dT%H%M%S%fZ") + "-" + hashlib.sha256(ranker_bytes).hexdigest()[:8],
+            "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "features": list(FEATURE_NAMES),
+            "base_features": list(BASE_FEATURES),
+            "shapes": shapes,
+            "users": shapes["users"][0],
+            "rows": shapes["base"][0],
+            "ranking_objective": rankers.ranking_objective,
+            "onnx_bytes": {RANKER: len(ranker_bytes), BASKET: (folder / BASKET).stat().st_size},
+            "snapshot_bytes": sum((folder / f"{n}.npy").stat().st_size for n in shapes),
+        }
+        write_json(folder / MANIFEST, manifest)
+        check = parity(ServingModel.load(folder), rankers)
+        manifest["parity"] = check
+        manifest["seconds"] = round(time.perf_counter() - start, 2)
+        write_json(folder / MANIFEST, manifest)
+    if check["max_abs_diff_ranking"] > TOLERANCE or check["max_abs_diff_basket"] > TOLERANCE:
+        raise ExportError(f"ONNX export differs from LightGBM by more than {TOLERANCE}: {check}")
+    if check["users_with_different_top10"]:
+        raise ExportError(f"ONNX export changes the top-10 order of some users: {check}")
+    log.info(
+        "serving bundle %s: %d users, %d rows, ONNX %.1f MB, parity %s",
+        manifest["version"],
+        manifest["users"],
+        manifest["rows"],
+        len(ranker_bytes) / 1e6,
+        check,
+    )
+    return manifest
+
+
+def export(run_dir: Path, data_dir: Path | None = None) -> dict[str, Any]:
+    """Rebuild ``RUN_DIR/serving`` from the run's models and republish the run folder atomically.
+
+    Unchanged files are hard-linked into the new folder, so this costs only the new bundle.
+    ``data_dir`` defaults to the data the run was trained on.
+    """
+    from pipeline.workflows.run import load_run
+
+    run = load_run(run_dir)
+    data_path = Path(data_dir) if data_dir else Path(run.manifest["data"]["path"])
+    data = read_dataset(data_path)
+    als = ALSModel.load(run.path / "als.npz")
+    with publishing_dir(run.path) as tmp:
+        for item in run.path.iterdir():
+            if item.name == BUNDLE:
+                continue
+            if item.is_dir():
+                shutil.copytree(item, tmp / item.name, copy_function=os.link)
+            else:
+                os.link(item, tmp / item.name)
+        h = latest_history(data, order_lines(data))
+        return write_bundle(tmp / BUNDLE, data, h, run.rankers, als, run.config)

@@ -1,0 +1,74 @@
+"""Dashboard fixtures: one report built per session from the suite's excerpt run, and a headless
+Chromium (Debian's ``/usr/bin/chromium``, driven by Playwright; never ``playwright install``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.dashboard.report import ReportResult, build_report
+from serving.routers.dashboard import DASHBOARD_FILE
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Headless and quiet: no sandbox (root in CI), no GPU, and nothing that reaches for the network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@dataclass(frozen=True)
+class BuiltReport:
+    data: Path
+    run: Path  # a private copy of the excerpt run, with the dashboard at run/dashboard.html
+    html: Path
+    segments: Path
+    result: ReportResult
+
+    def embedded(self, element_id: str) -> Any:
+        """The JSON block ``element_id`` of the page."""
+        text = self.html.read_text()
+        match = re.search(rf'<script type="application/json" id="{element_id}">(.*?)</script>', text, re.S)
+        assert match, element_id
+        return json.loads(match.group(1))
+
+
+@pytest.fixture(scope="session")
+def built_report(excerpt_run: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> BuiltReport:
+    """``build_report`` on the excerpt run (a copy of it), written where ``make dashboard`` writes it."""
+    run = tmp_path_factory.mktemp("dashboard") / "run"
+    shutil.copytree(excerpt_run["run"], run)
+    html = run / DASHBOARD_FILE
+    result = build_report(excerpt_run["data"], run, html)
+    return BuiltReport(data=excerpt_run["data"], run=run, html=html, segments=result.segments_out, result=result)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """A headless Chromium (each page gets a fresh context; Playwright gives the browser a new,
+    temporary --user-data-dir). Skipped only where Chromium is not installed, never in CI."""
+    if not CHROMIUM.exists():
+        message = f"Debian's chromium is not installed ({CHROMIUM}); `apt-get install chromium` (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
