@@ -23,9 +23,9 @@ from features.history import order_lines
 from pipeline.config import TrainConfig
 from pipeline.data import schema as S
 from pipeline.data.storage import read_dataset
-from pipeline.model.training import evaluation_users, fit_rankers, ndcg_at_10, rows_of
+from pipeline.model.training import fit_rankers, ndcg_at_10
+from pipeline.model.windows import build_windows, evaluation_users, roles_of, rows_of
 from pipeline.progress import Timings
-from pipeline.workflows.run import _roles, build_windows
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     lines = order_lines(data)
     base = {"max_training_groups": args.budget, "mlflow": False, "xgboost": {"enabled": False}}
     config = TrainConfig.model_validate(base)
-    roles = _roles(data, config)
+    roles = roles_of(data, config)
     windows = build_windows(data, lines, config, Timings(), roles)
     valid = evaluation_users(roles, config)
     rows = rows_of(windows, valid, window0_only=True)

@@ -141,8 +141,8 @@ def train(data_dir: Path, out: Path, config: Path | None) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Report folder (default inside the run).")
 def evaluate(data_dir: Path, run_dir: Path, folds: int | None, out: Path | None) -> None:
     """Metrics of the ranker and every baseline on held-out users."""
-    from pipeline.workflows.run import evaluate as run_evaluate
     from pipeline.workflows.summary import report_summary
+    from pipeline.workflows.validation import evaluate as run_evaluate
 
     report = run_evaluate(data_dir, run_dir, folds=folds, out=out)
     click.echo(report_summary(report))
@@ -187,7 +187,7 @@ def bench(users: int, out: Path | None, seed: int, config: Path | None) -> None:
 @click.option("--submission", type=click.Path(path_type=Path), default=None, help="Kaggle submission CSV.")
 def predict(data_dir: Path, run_dir: Path, eval_set: str, k: int, out: Path, submission: Path | None) -> None:
     """Top-k products per order of an eval set (+ F1-optimal Kaggle submission)."""
-    from pipeline.workflows.run import predict as run_predict
+    from pipeline.workflows.predict import predict as run_predict
 
     preds = run_predict(data_dir, run_dir, eval_set=eval_set, k=k, out=out, submission=submission)
     click.echo(
@@ -208,14 +208,19 @@ def predict(data_dir: Path, run_dir: Path, eval_set: str, k: int, out: Path, sub
 def export(run_dir: Path, data_dir: Path | None) -> None:
     """Rebuild RUN_DIR/serving: ONNX models (parity-checked) and the online snapshot; republish atomically."""
     from pipeline.workflows.export import export as run_export
+    from serving.bundle import RANKER
 
     m = run_export(run_dir, data_dir)
-    p = m["parity"]
+    p = m.parity
+    parity = (
+        f"parity on {p.rows:,} rows ({p.rows_with_nan:,} with NaN): max |diff| {p.max_abs_diff_ranking:.2e} "
+        f"(ranker), {p.max_abs_diff_basket:.2e} (basket), top-10 changed for {p.users_with_different_top10} users"
+        if p is not None
+        else "no parity check"
+    )
     click.echo(
-        f"serving bundle {m['version']}: {m['users']:,} users, {m['rows']:,} candidate rows, "
-        f"ONNX {m['onnx_bytes']['ranker.onnx'] / 1e6:.2f} MB; parity on {p['rows']:,} rows "
-        f"({p['rows_with_nan']:,} with NaN): max |diff| {p['max_abs_diff_ranking']:.2e} (ranker), "
-        f"{p['max_abs_diff_basket']:.2e} (basket), top-10 changed for {p['users_with_different_top10']} users"
+        f"serving bundle {m.version}: {m.users:,} users, {m.rows:,} candidate rows, "
+        f"ONNX {m.onnx_bytes[RANKER] / 1e6:.2f} MB; {parity}"
     )
 
 

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from pipeline.data import schema as S
 from pipeline.data.ids import index_of
+from pipeline.ranking import best_first
 from serving.model import Context, ServingModel
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def read_user_ids(path: Path) -> np.ndarray:
 
 def top_k_per_group(groups: np.ndarray, scores: np.ndarray, products: np.ndarray, k: int) -> np.ndarray:
     """Indices of the best ``k`` rows of each contiguous group (score desc, then product id asc)."""
-    order = np.lexsort((products, -scores, groups))
+    order = best_first(products, scores, groups)
     g = groups[order]
     starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
     rank = np.arange(g.size) - np.repeat(starts, np.diff(np.r_[starts, g.size]))

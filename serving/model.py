@@ -1,26 +1,15 @@
 """The served model: ONNX rankers + the online feature snapshot, no training libraries.
 
-A serving bundle is the folder ``RUN_DIR/serving`` written by ``pipeline.workflows.export`` (as the last step
-of ``basketcast train`` or by ``basketcast export``), published together with the rest of the run:
-
-- ``ranker.onnx`` (orders candidates), ``basket.onnx`` (calibrated probabilities for baskets);
-- ``base.npy`` float32 (rows × base features): every known user's candidates with the features
-  known once their history is cut after their last order; ``products.npy`` uint32 and
-  ``repeat.npy`` bool per row; ``users.npy`` uint32 (sorted) and ``offsets.npy`` int64
-  (users + 1): the rows of ``users[i]`` are ``offsets[i]:offsets[i + 1]``;
-- ``popular_products.npy`` / ``popular_scores.npy``: the cold-start list;
-- ``catalog.parquet``: product id, name, aisle, department;
-- ``manifest.json``: version, feature names, shapes.
-
-The arrays are memory-mapped (``np.load(mmap_mode="r")``): loading takes a fraction of a second
-at any size and worker processes share the same pages. At request time only the context
-features (day, hour, days since the last order) are added, by the same function training uses.
+:class:`ServingModel` opens a serving bundle (its files: ``serving.bundle``) and answers
+recommendation and basket queries. The arrays are memory-mapped (``np.load(mmap_mode="r")``):
+loading takes a fraction of a second at any size and worker processes share the same pages. At
+request time only the context features (day, hour, days since the last order) are added, by the
+same function training uses.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,21 +23,9 @@ from pipeline.data import schema as S
 from pipeline.data.ids import index_of
 from pipeline.errors import BundleError
 from pipeline.model.basket import optimal_basket
+from pipeline.ranking import best_first
+from serving.bundle import ARRAYS, BASKET, CATALOG, RANKER, BundleManifest, bundle_dir, read_manifest
 
-BUNDLE = "serving"
-ARRAYS = {
-    "base": np.float32,
-    "products": np.uint32,
-    "repeat": np.bool_,
-    "users": np.uint32,
-    "offsets": np.int64,
-    "popular_products": np.uint32,
-    "popular_scores": np.float32,
-}
-RANKER = "ranker.onnx"
-BASKET = "basket.onnx"
-CATALOG = "catalog.parquet"
-MANIFEST = "manifest.json"
 RANKER_STRATEGY = "ranker"
 POPULAR_STRATEGY = "popular"
 MAX_DAYS = 30.0
@@ -121,7 +98,7 @@ class ServingModel:
     def __init__(
         self,
         path: Path,
-        manifest: dict[str, Any],
+        manifest: BundleManifest,
         arrays: dict[str, np.ndarray],
         catalog: pl.DataFrame,
         ranker: Any,
@@ -129,7 +106,7 @@ class ServingModel:
     ) -> None:
         self.path = path
         self.manifest = manifest
-        self.version: str = manifest["version"]
+        self.version: str = manifest.version
         self.base = arrays["base"]
         self.products = arrays["products"]
         self.repeat = arrays["repeat"]
@@ -142,9 +119,9 @@ class ServingModel:
         self._basket = basket
         self._ranker_input = ranker.get_inputs()[0].name
         self._basket_input = basket.get_inputs()[0].name
-        names = list(manifest["base_features"])
+        names = manifest.base_features
         self._ctx_inputs = [names.index(n) for n in context.INPUTS]
-        self.n_features = len(manifest["features"])
+        self.n_features = len(manifest.features)
         names_all = catalog[S.PRODUCT_NAME].to_list()
         aisles = catalog[S.AISLE_NAME].to_list()
         depts = catalog[S.DEPARTMENT_NAME].to_list()
@@ -159,19 +136,11 @@ class ServingModel:
         ``threads``: onnxruntime intra-op threads per model (1 for serving workers; batch
         scoring passes the number of cores).
         """
-        path = Path(run_dir)
-        if not path.is_dir():
-            raise BundleError(f"{path}: model folder not found")
-        if (path / BUNDLE).is_dir():
-            path = path / BUNDLE
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
-            raise BundleError(f"{manifest_path}: not found (export the model with `basketcast export`)")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise BundleError(f"{manifest_path}: corrupt ({exc})") from exc
-        shapes = manifest.get("shapes", {})
+        if not Path(run_dir).is_dir():
+            raise BundleError(f"{run_dir}: model folder not found")
+        path = bundle_dir(run_dir)
+        manifest = read_manifest(path)
+        shapes = manifest.shapes
         arrays = {}
         for name, dtype in ARRAYS.items():
             file = path / f"{name}.npy"
@@ -273,7 +242,7 @@ class ServingModel:
         repeat = np.asarray(self.repeat[rows])
         probs = self.basket_probabilities(self.features(rows, ctx))[repeat]
         products = np.asarray(self.products[rows])[repeat]
-        order = np.lexsort((products, -probs))
+        order = best_first(products, probs)
         k, none, f1 = optimal_basket(probs[order])
         chosen = order[:k]
         return Basket(user_id, products[chosen], probs[chosen], bool(none), float(f1), RANKER_STRATEGY)
@@ -290,7 +259,7 @@ class ServingModel:
         products = np.asarray(products)
         keep = ~np.isin(products, np.fromiter(exclude, np.uint32)) if exclude else np.ones(products.size, bool)
         products, scores, repeat = products[keep], scores[keep], np.asarray(repeat)[keep]
-        order = np.lexsort((products, -scores))[:k]  # best score first; ties by product id
+        order = best_first(products, scores)[:k]
         return Recommendation(user_id, products[order], scores[order], repeat[order], RANKER_STRATEGY)
 
     def _popular(self, user_id: int, k: int, exclude: Collection[int]) -> Recommendation:

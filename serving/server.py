@@ -40,6 +40,7 @@ from typing import Any
 
 import click
 
+from serving.bundle import is_bundle, is_run_folder
 from serving.metrics import MULTIPROC_ENV
 from serving.settings import MODEL_DIR_ENV, SUPERVISOR_PID_ENV, get_settings
 
@@ -180,6 +181,6 @@ def serve_command(model_dir: Path, host: str, port: int, workers: int, log_level
 
     Reload a newly published model with POST /admin/reload or `kill -HUP <pid>`.
     """
-    if not (model_dir / "serving").is_dir() and not (model_dir / "manifest.json").is_file():
+    if not is_run_folder(model_dir) and not is_bundle(model_dir):
         log.warning("%s holds no serving bundle yet: /ready will say 503 until a reload finds one", model_dir)
     serve(model_dir, host=host, port=port, workers=workers, log_level=log_level, access_log=not no_access_log)

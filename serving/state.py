@@ -29,8 +29,9 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 
+from serving.bundle import MANIFEST, bundle_dir
 from serving.errors import ApiError
-from serving.model import BUNDLE, MANIFEST, ServingModel
+from serving.model import ServingModel
 
 log = logging.getLogger(__name__)
 
@@ -128,11 +129,6 @@ class ModelHolder:
                 return model
             time.sleep(RETRY_SECONDS)  # swapped while loading: the files may be of two versions
         raise RuntimeError(f"{model_dir}: kept changing while being loaded ({LOAD_ATTEMPTS} attempts)")
-
-
-def bundle_dir(model_dir: Path) -> Path:
-    """The serving bundle of a run folder (``RUN_DIR/serving``), or the folder itself."""
-    return model_dir / BUNDLE if (model_dir / BUNDLE).is_dir() else model_dir
 
 
 def peek_version(model_dir: Path) -> str | None:

@@ -2,7 +2,8 @@
 
 Each function takes the small frames of ``pipeline.dashboard.insights`` / ``pipeline.dashboard.segments`` or the run's
 ``report.json`` and returns a ``plotly.graph_objects.Figure`` without a title (the page titles and
-explains each chart) and without a template (the page applies one shared template to all).
+explains each chart) and without a template (the page applies one shared template to all). The
+model-performance charts are the run report's own (``pipeline.evaluation.figures``).
 """
 
 from __future__ import annotations
@@ -17,42 +18,38 @@ from plotly.subplots import make_subplots
 from pipeline.dashboard import insights as I
 from pipeline.dashboard import segments as G
 from pipeline.data import schema as S
+from pipeline.evaluation import figures as EF
+from pipeline.evaluation.figures import BAR_ROW_PX, BASELINE_COLOR, RANKER_COLOR, method_label, ordered_methods
 
-RANKER_COLOR: Final = "#d62728"
-BASELINE_COLOR: Final = "#7f7f7f"
+__all__ = [
+    "BAR_COLOR",
+    "NEW_COLOR",
+    "REPEAT_COLOR",
+    "basket_size_histogram",
+    "days_between_histogram",
+    "dow_hour_heatmap",
+    "feature_label",
+    "method_label",
+    "model_figures",
+    "ordered_methods",
+    "product_label",
+    "reorder_decay_line",
+    "reorder_rate_bars",
+    "segment_label",
+    "segment_profile_heatmap",
+    "segment_quality_bars",
+    "segment_sizes",
+    "short",
+    "silhouette_line",
+    "top_products_bars",
+]
+
 BAR_COLOR: Final = "#1f77b4"
 REPEAT_COLOR: Final = "#1f77b4"
 NEW_COLOR: Final = "#ff7f0e"
-METHOD_LABELS: Final[dict[str, str]] = {
-    "popularity": "Global popularity",
-    "top_frequency": "Personal top-frequency",
-    "tifu_knn": "TIFU-KNN",
-    "als": "ALS",
-    "lightgbm": "LightGBM ranker",
-    "xgboost": "XGBoost ranker",
-}
-METHOD_COLORS: Final[dict[str, str]] = {
-    "popularity": "#bcbd22",
-    "top_frequency": "#2ca02c",
-    "tifu_knn": "#9467bd",
-    "als": "#8c564b",
-    "lightgbm": RANKER_COLOR,
-    "xgboost": "#ff7f0e",
-}
 LABEL_CHARS: Final = 34  # longer product / aisle names are cut on the axis (full name on hover)
-BAR_ROW_PX: Final = 22
 
-
-def _fig(height: int = 360, **layout: Any) -> go.Figure:
-    fig = go.Figure()
-    fig.update_layout(
-        template=None,
-        height=height,
-        margin={"l": 10, "r": 20, "t": 10, "b": 10},
-        hoverlabel={"namelength": -1},
-        **layout,
-    )
-    return fig
+_fig = EF.new_figure
 
 
 def short(text: str, n: int = LABEL_CHARS) -> str:
@@ -62,16 +59,6 @@ def short(text: str, n: int = LABEL_CHARS) -> str:
 def product_label(name: str, product_id: int) -> str:
     """A product on an axis: its (shortened) name and id, once when the name is only the id."""
     return short(name) if name == f"product {product_id}" else f"{short(name)} ·{product_id}"
-
-
-def method_label(name: str) -> str:
-    return METHOD_LABELS.get(name, name)
-
-
-def ordered_methods(methods: Mapping[str, Any]) -> dict[str, Any]:
-    """The methods of a report in reading order: baselines (simplest first), then the rankers."""
-    order = {name: i for i, name in enumerate(METHOD_LABELS)}
-    return {name: methods[name] for name in sorted(methods, key=lambda n: (order.get(n, len(order)), n))}
 
 
 # --- shopping patterns --------------------------------------------------------------------
@@ -358,117 +345,14 @@ def segment_quality_bars(quality: pl.DataFrame, baseline: str) -> go.Figure:
 
 
 # --- model performance --------------------------------------------------------------------
-METRICS_AT_10: Final = ("ndcg@10", "recall@10", "precision@10", "map@10")
-
-
-def methods_bars(methods: Mapping[str, Mapping[str, float]]) -> go.Figure:
-    """The evaluation table at K = 10 as grouped bars: one group per metric, one bar per method."""
-    fig = _fig(340, barmode="group")
-    for name, metrics in methods.items():
-        fig.add_trace(
-            go.Bar(
-                x=list(METRICS_AT_10),
-                y=[metrics[m] for m in METRICS_AT_10],
-                name=method_label(name),
-                marker_color=METHOD_COLORS.get(name, BASELINE_COLOR),
-                text=[f"{metrics[m]:.3f}" for m in METRICS_AT_10],
-                textposition="outside",
-                textfont={"size": 9},
-                cliponaxis=False,
-                hovertemplate=f"{method_label(name)}: %{{x}} %{{y:.4f}}<extra></extra>",
-            )
-        )
-    top = max(metrics[m] for metrics in methods.values() for m in METRICS_AT_10)
-    fig.update_yaxes(title_text="mean over held-out users", range=[0, top * 1.15])
-    fig.update_layout(legend={"orientation": "h", "y": -0.12, "x": 0})
-    return fig
-
-
-def curves(report: Mapping[str, Any], metric: str) -> go.Figure:
-    """``metric``@K for K = 1..20 of every method (report["curves"])."""
-    fig = _fig(320)
-    for name, curve in ordered_methods(report["curves"]).items():
-        ks = sorted(int(key.split("@")[1]) for key in curve if key.startswith(f"{metric}@"))
-        fig.add_trace(
-            go.Scatter(
-                x=ks,
-                y=[curve[f"{metric}@{k}"] for k in ks],
-                mode="lines+markers",
-                marker={"size": 4},
-                line={"color": METHOD_COLORS.get(name, BASELINE_COLOR), "width": 3 if name == "lightgbm" else 1.5},
-                name=method_label(name),
-                hovertemplate=f"{method_label(name)}: {metric}@%{{x}} = %{{y:.3f}}<extra></extra>",
-            )
-        )
-    fig.update_xaxes(title_text="K (products recommended)", dtick=2)
-    fig.update_yaxes(title_text=f"{metric}@K", rangemode="tozero")
-    fig.update_layout(legend={"font": {"size": 10}})
-    return fig
-
-
-def calibration(report: Mapping[str, Any]) -> go.Figure:
-    bins = report["calibration"]
-    pred = [b["predicted"] for b in bins]
-    top = max([*pred, *(b["observed"] for b in bins), 0.05]) * 1.08
-    fig = _fig(320)
-    fig.add_trace(
-        go.Scatter(x=[0, top], y=[0, top], mode="lines", line={"color": BASELINE_COLOR, "dash": "dash"}, name="perfect")
-    )
-    fig.add_trace(
-        go.Scatter(
-            x=pred,
-            y=[b["observed"] for b in bins],
-            mode="lines+markers",
-            marker={"size": 8, "color": RANKER_COLOR},
-            line={"color": RANKER_COLOR},
-            name="basket model",
-            customdata=[b["count"] for b in bins],
-            hovertemplate="predicted %{x:.3f} → observed %{y:.3f} (%{customdata:,} candidates)<extra></extra>",
-        )
-    )
-    fig.update_xaxes(title_text="predicted probability (decile mean)", range=[0, top])
-    fig.update_yaxes(title_text="observed share bought", range=[0, top])
-    fig.update_layout(legend={"x": 0.02, "y": 0.98})
-    return fig
-
-
-def importance_bars(importance: Mapping[str, float], top: int = 20) -> go.Figure:
-    items = sorted(importance.items(), key=lambda kv: kv[1])[-top:]
-    total = sum(importance.values()) or 1.0
-    fig = _fig(BAR_ROW_PX * len(items) + 70)
-    fig.add_trace(
-        go.Bar(
-            y=[k for k, _ in items],
-            x=[v / total for _, v in items],
-            orientation="h",
-            marker_color=RANKER_COLOR,
-            hovertemplate="%{y}: %{x:.1%} of the total gain<extra></extra>",
-        )
-    )
-    fig.update_xaxes(title_text="share of the ranker's total split gain", tickformat=".0%")
-    fig.update_yaxes(automargin=True, tickfont={"size": 11})
-    return fig
-
-
-def kaggle_f1_bars(kaggle: Mapping[str, float]) -> go.Figure:
-    labels = {
-        "lightgbm_f1_optimal": "LightGBM, F1-optimal basket",
-        "xgboost_f1_optimal": "XGBoost, F1-optimal basket",
-        "top_frequency_best_fixed_size": "Top-frequency, best fixed size (k={k:.0f})",
+def model_figures(report: Mapping[str, Any], importance: Mapping[str, float]) -> dict[str, go.Figure]:
+    """The model-performance charts of the run's ``report.json`` (``pipeline.evaluation.figures``,
+    the run report's charts) and of the ranker's feature ``importance``, by chart id."""
+    return {
+        "model_methods": EF.methods_at_10(ordered_methods(report["methods"])),
+        "model_precision": EF.metric_at_k(report["curves"], "precision"),
+        "model_recall": EF.metric_at_k(report["curves"], "recall"),
+        "model_calibration": EF.calibration(report["calibration"]),
+        "model_kaggle_f1": EF.kaggle_f1(report["kaggle_f1"]),
+        "model_importance": EF.feature_importance(importance, top=20),
     }
-    names = [n for n in labels if n in kaggle]
-    fig = _fig(200)
-    fig.add_trace(
-        go.Bar(
-            y=[labels[n].format(k=kaggle.get("top_frequency_best_k", 0)) for n in names][::-1],
-            x=[kaggle[n] for n in names][::-1],
-            orientation="h",
-            marker_color=[RANKER_COLOR if n.startswith("lightgbm") else BASELINE_COLOR for n in names][::-1],
-            text=[f"{kaggle[n]:.4f}" for n in names][::-1],
-            textposition="auto",
-            hovertemplate="%{y}: %{x:.4f}<extra></extra>",
-        )
-    )
-    fig.update_xaxes(title_text="Kaggle mean F1 (reordered products, 'None' as a token)", rangemode="tozero")
-    fig.update_yaxes(automargin=True)
-    return fig

@@ -4,6 +4,9 @@ Every function takes canonical tables (or the order lines of ``features.history.
 returns a small Polars frame with the columns named below; nothing here plots. "Lines" are the
 products of orders whose contents are known (the Kaggle ``prior`` and ``train`` files); ``test``
 orders count for the time of ordering but have no lines.
+
+The statistics shared with ``pipeline.data.describe`` (reorder rate, basket size, days between
+orders, orders by day × hour) use its single definitions.
 """
 
 from __future__ import annotations
@@ -14,13 +17,34 @@ import numpy as np
 import polars as pl
 
 from pipeline.data import schema as S
+from pipeline.data.describe import BASKET_SIZE, ORDERS, REORDERS, basket_sizes, days_between, orders_by_dow_hour
+from pipeline.data.describe import reorder_rate as reorder_rate_of_lines
 
-# Output columns (besides the canonical ones).
-ORDERS: Final = "orders"  # number of orders
+__all__ = [
+    "AT_RISK",
+    "BASKET_SIZE",
+    "DOW_LABELS",
+    "LINES",
+    "NAME",
+    "ORDERS",
+    "ORDERS_SINCE",
+    "PROBABILITY",
+    "REBOUGHT",
+    "REORDERS",
+    "REORDER_RATE",
+    "WEEKEND_DOWS",
+    "basket_size_distribution",
+    "days_between_distribution",
+    "headline",
+    "orders_by_dow_hour",
+    "reorder_decay",
+    "reorder_rate",
+    "top_products",
+]
+
+# Output columns (besides the canonical ones and ``describe``'s ORDERS, BASKET_SIZE, REORDERS).
 LINES: Final = "lines"  # number of order lines
-REORDERS: Final = "reorders"  # lines with reordered = 1
-REORDER_RATE: Final = "reorder_rate"  # reorders / lines
-BASKET_SIZE: Final = "basket_size"  # products in an order
+REORDER_RATE: Final = "reorder_rate"  # reorders / lines (``describe.reorder_rate``)
 ORDERS_SINCE: Final = "orders_since_last"  # orders since the user last bought the product
 AT_RISK: Final = "at_risk"  # (user, product) pairs that reached that many orders without a rebuy
 REBOUGHT: Final = "rebought"  # of those, the ones bought again exactly then
@@ -33,27 +57,12 @@ DOW_LABELS: Final = tuple(f"day {d}" for d in range(7))
 WEEKEND_DOWS: Final = (0, 1)
 
 
-def orders_by_dow_hour(orders: pl.DataFrame) -> pl.DataFrame:
-    """Orders per (day of week, hour): all 7 × 24 cells, zeros included, sorted by day then hour.
-
-    Columns ``S.DOW`` (UInt8), ``S.HOUR`` (UInt8), ``ORDERS`` (UInt32). Every order counts,
-    ``test`` orders included (their time is known).
-    """
-    grid = pl.DataFrame(
-        {S.DOW: np.repeat(np.arange(7, dtype=np.uint8), 24), S.HOUR: np.tile(np.arange(24, dtype=np.uint8), 7)}
-    )
-    counts = orders.group_by(S.DOW, S.HOUR).agg(pl.len().cast(pl.UInt32).alias(ORDERS))
-    return (
-        grid.join(counts, on=[S.DOW, S.HOUR], how="left").with_columns(pl.col(ORDERS).fill_null(0)).sort(S.DOW, S.HOUR)
-    )
-
-
 def basket_size_distribution(order_products: pl.DataFrame) -> pl.DataFrame:
     """Number of orders of each basket size (products per order), over orders with lines.
 
     Columns ``BASKET_SIZE`` (UInt32), ``ORDERS`` (UInt32), sorted by size; only sizes that occur.
     """
-    sizes = order_products.group_by(S.ORDER).agg(pl.len().cast(pl.UInt32).alias(BASKET_SIZE))
+    sizes = basket_sizes(order_products)
     return sizes.group_by(BASKET_SIZE).agg(pl.len().cast(pl.UInt32).alias(ORDERS)).sort(BASKET_SIZE)
 
 
@@ -64,7 +73,7 @@ def days_between_distribution(orders: pl.DataFrame) -> pl.DataFrame:
     """
     lo, hi = S.DAYS_PRIOR_RANGE
     grid = pl.DataFrame({S.DAYS_PRIOR: np.arange(lo, hi + 1, dtype=np.uint8)})
-    counts = orders.drop_nulls(S.DAYS_PRIOR).group_by(S.DAYS_PRIOR).agg(pl.len().cast(pl.UInt32).alias(ORDERS))
+    counts = days_between(orders).to_frame().group_by(S.DAYS_PRIOR).agg(pl.len().cast(pl.UInt32).alias(ORDERS))
     return grid.join(counts, on=S.DAYS_PRIOR, how="left").with_columns(pl.col(ORDERS).fill_null(0)).sort(S.DAYS_PRIOR)
 
 
@@ -82,14 +91,13 @@ def reorder_rate(lines: pl.DataFrame, by: str, names: pl.DataFrame, name_col: st
         ``REORDERS``, ``REORDER_RATE``; sorted by lines (most first), ties by ``by``.
     """
     agg = lines.group_by(by).agg(
-        pl.len().cast(pl.UInt32).alias(LINES), pl.col(S.REORDERED).cast(pl.UInt32).sum().alias(REORDERS)
+        pl.len().cast(pl.UInt32).alias(LINES),
+        pl.col(S.REORDERED).cast(pl.UInt32).sum().alias(REORDERS),
+        reorder_rate_of_lines().alias(REORDER_RATE),
     )
     return (
         agg.join(names.select(pl.col(by), pl.col(name_col).alias(NAME)), on=by, how="left")
-        .with_columns(
-            pl.col(NAME).fill_null(pl.format(f"{by} {{}}", pl.col(by))),
-            (pl.col(REORDERS) / pl.col(LINES)).alias(REORDER_RATE),
-        )
+        .with_columns(pl.col(NAME).fill_null(pl.format(f"{by} {{}}", pl.col(by))))
         .select(by, NAME, LINES, REORDERS, REORDER_RATE)
         .sort([LINES, by], descending=[True, False])
     )
@@ -158,15 +166,17 @@ def reorder_decay(lines: pl.DataFrame, max_orders: int = 30, min_at_risk: int = 
 
 def headline(orders: pl.DataFrame, order_products: pl.DataFrame) -> dict[str, float]:
     """A few numbers for the page header: users, orders, lines, products bought, mean basket,
-    reorder rate, median days between orders."""
-    sizes = order_products.group_by(S.ORDER).len()["len"]
-    days = orders[S.DAYS_PRIOR].drop_nulls()
+    reorder rate, median days between orders (the definitions of ``pipeline.data.describe``)."""
+    sizes = basket_sizes(order_products)[BASKET_SIZE]
+    days = days_between(orders)
     return {
         "users": float(orders[S.USER].n_unique()),
         "orders": float(orders.height),
         "lines": float(order_products.height),
         "products": float(order_products[S.PRODUCT].n_unique()),
         "basket_size": float(sizes.mean()) if sizes.len() else float("nan"),  # type: ignore[arg-type]
-        "reorder_rate": float(order_products[S.REORDERED].mean()) if order_products.height else float("nan"),  # type: ignore[arg-type]
+        "reorder_rate": float(order_products.select(reorder_rate_of_lines()).item())
+        if order_products.height
+        else float("nan"),
         "days_between_median": float(days.median()) if days.len() else float("nan"),  # type: ignore[arg-type]
     }

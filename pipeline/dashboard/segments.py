@@ -19,7 +19,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import polars as pl
@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.dashboard.insights import WEEKEND_DOWS
 from pipeline.data import schema as S
+from pipeline.data.describe import reorder_rate
 from pipeline.data.storage import Dataset, atomic_write_bytes
 from pipeline.errors import DataError
 
@@ -77,16 +78,16 @@ class SegmentConfig(BaseModel):
 
     # Silhouette nearly always prefers k = 2 on behavioural data (a "regulars vs the rest" split);
     # three or more segments are what a business can act on, so the search starts at 3.
-    k_min: int = Field(3, ge=2, description="smallest number of segments tried")
-    k_max: int = Field(8, ge=2, description="largest number of segments tried")
-    top_departments: int = Field(6, ge=0, description="department-share features: the largest departments")
-    fit_users: int = Field(50_000, ge=10, description="k-means is fitted on at most this many users (seeded)")
-    silhouette_users: int = Field(4_000, ge=10, description="silhouette scored on at most this many users")
-    n_init: int = Field(10, ge=1, description="k-means restarts per k")
+    k_min: int = Field(default=3, ge=2, description="smallest number of segments tried")
+    k_max: int = Field(default=8, ge=2, description="largest number of segments tried")
+    top_departments: int = Field(default=6, ge=0, description="department-share features: the largest departments")
+    fit_users: int = Field(default=50_000, ge=10, description="k-means is fitted on at most this many users (seeded)")
+    silhouette_users: int = Field(default=4_000, ge=10, description="silhouette scored on at most this many users")
+    n_init: int = Field(default=10, ge=1, description="k-means restarts per k")
     department_weight: float = Field(
-        2.0, ge=0, description="the department shares together weigh as this many features"
+        default=2.0, ge=0, description="the department shares together weigh as this many features"
     )
-    trait_threshold: float = Field(0.4, gt=0, description="|z| from which a feature is named in a profile")
+    trait_threshold: float = Field(default=0.4, gt=0, description="|z| from which a feature is named in a profile")
     seed: int = 42
 
     @model_validator(mode="after")
@@ -142,10 +143,8 @@ def behaviour(data: Dataset, top_departments: int = 6) -> pl.DataFrame:
     )
     per_line = lines.group_by(S.USER).agg(
         (pl.len() / pl.col(S.ORDER).n_unique()).cast(pl.Float64).alias(BASKET),
-        (
-            pl.col(S.REORDERED).filter(pl.col(S.ORDER_NUMBER) > 1).cast(pl.Float64).sum()
-            / (pl.col(S.ORDER_NUMBER) > 1).sum()
-        ).alias(REORDER_RATIO),
+        # The user's first order cannot hold a reorder: left out, so few orders do not read as "exploring".
+        reorder_rate(where=pl.col(S.ORDER_NUMBER) > 1).alias(REORDER_RATIO),
     )
     frame = per_order.join(per_line, on=S.USER, how="left")
     dept_lines = lines.join(data.products.select(S.PRODUCT, S.DEPARTMENT), on=S.PRODUCT, how="left").join(
@@ -184,10 +183,7 @@ def _design(features: pl.DataFrame) -> tuple[np.ndarray, tuple[str, ...]]:
 
 def segment_users(data: Dataset, config: SegmentConfig | None = None) -> Segmentation:
     """Segment every user of ``data`` (see the module doc). Raises DataError with fewer than 3 users."""
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import silhouette_score
     from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
 
     config = config or SegmentConfig()
     features = behaviour(data, config.top_departments)
@@ -203,6 +199,34 @@ def segment_users(data: Dataset, config: SegmentConfig | None = None) -> Segment
     if dept.any():
         weights[dept] = math.sqrt(config.department_weight / dept.sum())
     Xw = X * weights
+    model, scores = _best_kmeans(Xw, config)
+    segment, k = _number_by_size(model.predict(Xw), model.n_clusters)
+    profiles, zscores = _profiles(features, X, names, segment, k, config.trait_threshold)
+    labels = (
+        pl.DataFrame({S.USER: features[S.USER], SEGMENT: pl.Series(segment, dtype=pl.UInt8)})
+        .join(profiles.select(SEGMENT, SEGMENT_NAME), on=SEGMENT, how="left")
+        .sort(S.USER)
+    )
+    return Segmentation(
+        features=features,
+        labels=labels,
+        profiles=profiles,
+        zscores=zscores,
+        k=k,
+        silhouette=scores,
+        feature_names=names,
+    )
+
+
+def _best_kmeans(Xw: np.ndarray, config: SegmentConfig) -> tuple[Any, dict[int, float]]:
+    """k-means for every k of the config's range on a seeded subsample of the (weighted, standardised)
+    rows, each scored by silhouette on a smaller subsample: the model of the best k (ties: the smaller
+    k) and every score."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+    from threadpoolctl import threadpool_limits
+
+    n = Xw.shape[0]
     rng = np.random.default_rng(config.seed)
     fit_idx = np.sort(rng.permutation(n)[: config.fit_users])
     sil_idx = np.sort(rng.permutation(fit_idx.size)[: config.silhouette_users])
@@ -223,16 +247,26 @@ def segment_users(data: Dataset, config: SegmentConfig | None = None) -> Segment
             scores[k] = float(silhouette_score(X_fit[sil_idx], sample_labels))
         models[k] = model
         log.debug("k=%d: silhouette %.4f", k, scores[k])
-    k = max(ks, key=lambda c: (round(scores[c], 6), -c))  # ties: the smaller k
-    raw_labels = models[k].predict(Xw)
-    # Number segments by size (largest = 1), ties by k-means label: deterministic and readable.
+    best = max(ks, key=lambda c: (round(scores[c], 6), -c))  # ties: the smaller k
+    return models[best], scores
+
+
+def _number_by_size(raw_labels: np.ndarray, k: int) -> tuple[np.ndarray, int]:
+    """Segments numbered by size (largest = 1), ties by k-means label: deterministic and readable.
+    Returns the segment of every row (UInt8) and the number of segments that won a row (a centroid
+    fitted on a subsample could, in principle, win none)."""
     sizes = np.bincount(raw_labels, minlength=k)
     order = sorted((c for c in range(k) if sizes[c] > 0), key=lambda c: (-sizes[c], c))
     relabel = np.zeros(k, dtype=np.uint8)
     relabel[order] = np.arange(1, len(order) + 1, dtype=np.uint8)
-    segment = relabel[raw_labels]
-    k = len(order)  # (a centroid fitted on a subsample could, in principle, win no user at all)
+    return relabel[raw_labels], len(order)
 
+
+def _profiles(
+    features: pl.DataFrame, X: np.ndarray, names: tuple[str, ...], segment: np.ndarray, k: int, threshold: float
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(profiles, zscores) of the segments 1..k (see :class:`Segmentation`)."""
+    n = features.height
     zscores = pl.DataFrame({SEGMENT: np.arange(1, k + 1, dtype=np.uint8)}).with_columns(
         [pl.Series(name, [float(X[segment == s, j].mean()) for s in range(1, k + 1)]) for j, name in enumerate(names)]
     )
@@ -244,29 +278,15 @@ def segment_users(data: Dataset, config: SegmentConfig | None = None) -> Segment
     )
     overall = {c: float(features[c].mean()) for c in names}  # type: ignore[arg-type]
     texts = [
-        _describe(row, zrow, overall, n, config.trait_threshold)
+        _describe(row, zrow, overall, n, threshold)
         for row, zrow in zip(means.iter_rows(named=True), zscores.iter_rows(named=True), strict=True)
     ]
-    seg_names = _unique([t[0] for t in texts])
     profiles = means.with_columns(
-        pl.Series(SEGMENT_NAME, seg_names),
+        pl.Series(SEGMENT_NAME, _unique([t[0] for t in texts])),
         (pl.col(USERS) / n).alias(SHARE),
         pl.Series(DESCRIPTION, [t[1] for t in texts]),
     ).select(SEGMENT, SEGMENT_NAME, USERS, SHARE, DESCRIPTION, *names)
-    labels = (
-        pl.DataFrame({S.USER: features[S.USER], SEGMENT: pl.Series(segment, dtype=pl.UInt8)})
-        .join(profiles.select(SEGMENT, SEGMENT_NAME), on=SEGMENT, how="left")
-        .sort(S.USER)
-    )
-    return Segmentation(
-        features=features,
-        labels=labels,
-        profiles=profiles,
-        zscores=zscores,
-        k=k,
-        silhouette=scores,
-        feature_names=names,
-    )
+    return profiles, zscores
 
 
 def _traits(z: dict[str, float], threshold: float, most: int = 3) -> list[str]:

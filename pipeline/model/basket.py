@@ -32,6 +32,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.data import schema as S
+from pipeline.ranking import sort_best_first
 
 # At most this many candidates (the most probable ones) per order enter the optimisation. A
 # product ranked beyond 80 has a probability far too small to be worth predicting in practice,
@@ -160,7 +161,7 @@ def choose_baskets(
     cand = (
         scores.select(pl.col(key), pl.col(S.PRODUCT).cast(pl.UInt32), pl.col(S.SCORE).cast(pl.Float64))
         .drop_nulls()
-        .sort([key, S.SCORE, S.PRODUCT], descending=[False, True, False])
+        .pipe(sort_best_first, key)
         .with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).over(key).alias(_POS))
         .filter(pl.col(_POS) < max_candidates)
     )

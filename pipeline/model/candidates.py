@@ -21,6 +21,7 @@ from features.history import History
 from pipeline.config import ALSConfig, CandidateConfig
 from pipeline.data import schema as S
 from pipeline.data.ids import index_of
+from pipeline.ranking import best_first
 
 
 @dataclass
@@ -130,7 +131,7 @@ class ALSModel:
             keep = (top >= 0) & np.isfinite(top_scores) & (top_scores > np.finfo(np.float32).min)
             top = np.where(keep, top, 0)
             top_scores = np.where(keep, top_scores, -np.inf).astype(np.float32)
-            order = np.lexsort((self.item_ids[top], -top_scores), axis=1)
+            order = best_first(self.item_ids[top], top_scores, axis=1)
             top = np.take_along_axis(top, order, axis=1)
             top_scores = np.take_along_axis(top_scores, order, axis=1)
             keep = np.isfinite(top_scores)

@@ -1,10 +1,9 @@
-"""Labels, training rows and the stage-2 rankers.
+"""Stage 2 — the rankers: LightGBM (lambdarank and binary) and the XGBoost baseline.
 
-A :class:`Window` is everything for one label window: the cutoffs, the history before them,
-the ALS model fitted on that history, and the feature frame of every candidate with its label
-(1 when the product is in the target order). Training uses windows 0..W of the *fit* users;
-early stopping and the choice of objective use window 0 of the *stop* users; the report uses
-window 0 of the *valid* users, whom no model ever trained on.
+:func:`fit_rankers` trains on the candidate rows of the *fit* users across the label windows
+(``pipeline.model.windows``), early-stops and chooses the objective on window 0 of the *stop*
+users. Every positive row is kept and a seeded share of the negatives, reweighted so that the
+binary probabilities stay calibrated; each (window, user) group can weigh the same in total.
 """
 
 from __future__ import annotations
@@ -17,104 +16,14 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from features import cutoffs as C
-from features.build import FEATURE_NAMES, feature_frame, to_matrix
-from features.history import History, as_of
+from features.build import FEATURE_NAMES, to_matrix
 from pipeline.config import LightGBMConfig, TrainConfig, XGBoostConfig
 from pipeline.data import schema as S
-from pipeline.data.storage import Dataset
 from pipeline.metrics import ranking_metrics
-from pipeline.model.candidates import ALSModel, candidates
-from pipeline.progress import Timings
+from pipeline.model.windows import FIT, STOP, Window, rows_of
+from pipeline.ranking import top_k
 
 log = logging.getLogger(__name__)
-
-FIT, STOP, VALID = "fit", "stop", "valid"
-STOP_SHARE = 0.1  # of the non-validation users, held out for early stopping
-
-
-@dataclass
-class Window:
-    """One label window: cutoffs, visible history, its ALS, candidate features with labels, truth."""
-
-    window: int
-    history: History
-    als: ALSModel
-    frame: pl.DataFrame  # USER, PRODUCT, S.IS_REPEAT, FEATURE_NAMES…, LABEL; sorted by user
-    truth: pl.DataFrame  # USER, PRODUCT, REORDERED of the target orders
-
-
-def build_window(
-    data: Dataset,
-    lines: pl.DataFrame,
-    cutoffs: pl.DataFrame,
-    window: int,
-    config: TrainConfig,
-    als: ALSModel | None = None,
-    users: pl.Series | None = None,
-    timings: Timings | None = None,
-) -> Window:
-    """Candidates, features and labels for ``cutoffs`` (ALS fitted here unless given).
-
-    The history, ALS and every feature see all users with a cutoff; candidate rows and labels
-    are made for ``users`` only (default: all of them). ``timings`` records the three steps.
-    """
-    timings = timings or Timings()
-    with timings.stage(f"window {window}: history + ALS"):
-        h = as_of(data, cutoffs, lines)
-        als = ALSModel.fit(h.lines, config.als) if als is None else als
-    chosen = h.cutoffs[S.USER]
-    if users is not None:
-        chosen = chosen.filter(chosen.is_in(users.cast(pl.UInt32).implode()))
-    with timings.stage(f"window {window}: candidates ({chosen.len():,} users)"):
-        cands = candidates(h, als, chosen, config.candidates)
-    with timings.stage(f"window {window}: features ({cands.height:,} rows)"):
-        frame = feature_frame(h, cands, config.features)
-    truth = C.labels(lines, h.cutoffs.join(pl.DataFrame(chosen), on=S.USER, how="semi"))
-    frame = frame.join(
-        truth.select(S.USER, S.PRODUCT, pl.lit(1, pl.UInt8).alias(S.LABEL)),
-        on=[S.USER, S.PRODUCT],
-        how="left",
-        maintain_order="left",
-    ).with_columns(pl.col(S.LABEL).fill_null(0), pl.lit(window, pl.UInt8).alias(S.WINDOW))
-    return Window(window=window, history=h, als=als, frame=frame, truth=truth)
-
-
-def split_users(users: np.ndarray, valid_share: float, seed: int) -> pl.DataFrame:
-    """Assign each user a role — fit, stop (early stopping) or valid — by a seeded permutation.
-
-    ``valid_share`` of the users are valid (none when 0); STOP_SHARE of the rest stop; others fit.
-    """
-    users = np.sort(np.asarray(users, dtype=np.uint32))
-    order = np.random.default_rng(seed).permutation(users.size)
-    n_valid = max(1, round(users.size * valid_share)) if valid_share > 0 else 0
-    n_stop = max(1, round((users.size - n_valid) * STOP_SHARE))
-    roles = np.empty(users.size, dtype=object)
-    roles[order[:n_valid]] = VALID
-    roles[order[n_valid : n_valid + n_stop]] = STOP
-    roles[order[n_valid + n_stop :]] = FIT
-    return pl.DataFrame({S.USER: users, S.ROLE: roles.astype(str)})
-
-
-def sample_users(users: pl.Series, n: int | None, seed: int) -> pl.Series:
-    """``users`` sorted, or a seeded sample of ``n`` of them (sorted) when there are more."""
-    users = users.sort()
-    if n is None or users.len() <= n:
-        return users
-    keep = np.sort(np.random.default_rng(seed).choice(users.len(), size=n, replace=False))
-    return users.gather(keep)
-
-
-def evaluation_users(roles: pl.DataFrame, config: TrainConfig) -> pl.Series:
-    """The validation users every method is evaluated on (``evaluation.max_users`` of them at most)."""
-    valid = roles.filter(pl.col(S.ROLE) == VALID)[S.USER]
-    return sample_users(valid, config.evaluation.max_users, config.seed)
-
-
-def rows_of(windows: list[Window], users: pl.Series, window0_only: bool = False) -> pl.DataFrame:
-    """The candidate rows of ``users`` across windows, sorted by (window, user)."""
-    picked = [w.frame for w in windows if not window0_only or w.window == 0]
-    return pl.concat(picked).filter(pl.col(S.USER).is_in(users.implode())).sort(S.WINDOW, S.USER, maintain_order=True)
 
 
 def sample_negatives(rows: pl.DataFrame, rate: float, seed: int) -> pl.DataFrame:
@@ -209,23 +118,28 @@ class Rankers:
             out["xgboost"] = booster.predict(xgb.DMatrix(X, feature_names=list(FEATURE_NAMES))).astype(np.float32)
         return out
 
-    def save(self, run_dir: Path) -> None:
-        self.ranking.save_model(run_dir / "ranker.txt")
-        self.basket.save_model(run_dir / "basket_model.txt")
+    def save(self, ranking: Path, basket: Path, xgboost: Path) -> None:
+        """Write the models to the given files (``xgboost`` only when there is one)."""
+        self.ranking.save_model(ranking)
+        self.basket.save_model(basket)
         if self.xgboost is not None:
-            self.xgboost.save_model(run_dir / "xgboost.json")  # type: ignore[attr-defined]
+            self.xgboost.save_model(xgboost)  # type: ignore[attr-defined]
 
     @classmethod
-    def load(cls, run_dir: Path, ranking_objective: str) -> Rankers:
-        ranking = lgb.Booster(model_file=str(run_dir / "ranker.txt"))
-        basket = lgb.Booster(model_file=str(run_dir / "basket_model.txt"))
+    def load(cls, ranking: Path, basket: Path, xgboost: Path, ranking_objective: str) -> Rankers:
+        """Read the models written by :meth:`save` (no XGBoost model when ``xgboost`` is absent)."""
         xgb_model = None
-        if (run_dir / "xgboost.json").exists():
+        if xgboost.exists():
             import xgboost as xgb
 
             xgb_model = xgb.Booster()
-            xgb_model.load_model(run_dir / "xgboost.json")
-        return cls(ranking=ranking, ranking_objective=ranking_objective, basket=basket, xgboost=xgb_model)
+            xgb_model.load_model(xgboost)
+        return cls(
+            ranking=lgb.Booster(model_file=str(ranking)),
+            ranking_objective=ranking_objective,
+            basket=lgb.Booster(model_file=str(basket)),
+            xgboost=xgb_model,
+        )
 
 
 def _lgb_params(cfg: LightGBMConfig, objective: str) -> dict[str, object]:
@@ -304,18 +218,6 @@ def fit_xgboost(train: Matrix, stop: Matrix, cfg: XGBoostConfig, threads: int) -
         evals=[(dstop, "stop")],
         early_stopping_rounds=cfg.early_stopping_rounds,
         verbose_eval=False,
-    )
-
-
-def top_k(frame: pl.DataFrame, scores: np.ndarray, k: int, key: str = S.USER) -> pl.DataFrame:
-    """Best ``k`` rows per key by score (ties: product id): key, PRODUCT, SCORE, RANK."""
-    return (
-        frame.select(key, S.PRODUCT)
-        .with_columns(pl.Series(S.SCORE, scores, dtype=pl.Float32))
-        .sort([key, S.SCORE, S.PRODUCT], descending=[False, True, False])
-        .group_by(key, maintain_order=True)
-        .head(k)
-        .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.UInt16).over(key).alias(S.RANK))
     )
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import TrainConfig
+from pipeline.data import schema as S
+from pipeline.evaluation.report import RANKER, XGBOOST
 from pipeline.progress import Timings, overall_peak_rss_mb
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,7 @@ def run_bench(users: int, out: Path, *, seed: int = 42, config: TrainConfig | No
     from pipeline.data.sample import dataset_to_kaggle, write_kaggle_layout
     from pipeline.data.storage import write_dataset
     from pipeline.workflows.run import train
+    from pipeline.workflows.run_folder import RunFolder, RunManifest
     from serving.batch import score_users
     from serving.model import Context, ServingModel
 
@@ -110,28 +113,28 @@ def run_bench(users: int, out: Path, *, seed: int = 42, config: TrainConfig | No
     result.total_seconds = time.perf_counter() - started
     result.stages = timings.stages
     result.peak_rss_mb = overall_peak_rss_mb()
-    manifest = json.loads((out / "model" / "manifest.json").read_text())
+    manifest = RunManifest.load(RunFolder(out / "model").manifest)
     report = trained.report
     result.counts = {
         "users": users,
         "order_lines": lines,
-        "label_window_candidate_rows": int(sum(manifest["window_rows"])),
-        "training_rows": int(manifest["training_rows"]),
-        "training_groups": int(manifest["training_groups"]),
-        "label_windows_built": len(manifest["windows"]),
-        "evaluated_users": int(manifest["evaluated_users"]),
-        "snapshot_rows": int(manifest["serving"]["rows"]),
+        "label_window_candidate_rows": sum(manifest.window_rows),
+        "training_rows": manifest.training_rows,
+        "training_groups": manifest.training_groups,
+        "label_windows_built": len(manifest.windows),
+        "evaluated_users": manifest.evaluated_users,
+        "snapshot_rows": manifest.serving.rows if manifest.serving else 0,
         "scored_users": scored.scored_users,
         "scored_candidate_rows": scored.candidate_rows,
-        "best_iteration_ranking": int(manifest["best_iterations"]["ranking"]),
+        "best_iteration_ranking": manifest.best_iterations["ranking"],
     }
     result.metrics = {
-        name: {k: float(report["methods"][name][k]) for k in SHOWN_METRICS}
-        for name in ("lightgbm", "xgboost", "tifu_knn", "top_frequency")
-        if name in report["methods"]
+        name: {k: float(report.methods[name][k]) for k in SHOWN_METRICS}
+        for name in (RANKER, XGBOOST, "tifu_knn", "top_frequency")
+        if name in report.methods
     }
-    scores = pl.read_parquet(out / "scores.parquet", columns=["user_id"])
-    if scores["user_id"].n_unique() != model.users.size:
-        raise RuntimeError(f"batch scoring covered {scores['user_id'].n_unique()} of {model.users.size} users")
+    scores = pl.read_parquet(out / "scores.parquet", columns=[S.USER])
+    if scores[S.USER].n_unique() != model.users.size:
+        raise RuntimeError(f"batch scoring covered {scores[S.USER].n_unique()} of {model.users.size} users")
     (out / "bench.json").write_text(json.dumps(result.to_json(), indent=2))
     return result

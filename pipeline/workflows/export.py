@@ -1,6 +1,6 @@
 """Export a run for serving: ONNX rankers checked against LightGBM, and the online snapshot.
 
-``write_bundle`` writes ``RUN_DIR/serving`` (format: ``serving.model``): the ranking and basket
+``write_bundle`` writes ``RUN_DIR/serving`` (format: ``serving.bundle``): the ranking and basket
 models converted with onnxmltools, every known user's candidates and base features as of "after
 their last known order" (the same feature code as training, cut by ``features.cutoffs.next_order``,
 candidates from the ALS fitted on all known orders), the cold-start list and the catalogue. It
@@ -18,7 +18,6 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -34,7 +33,10 @@ from pipeline.errors import ExportError
 from pipeline.model.candidates import ALSModel, candidates
 from pipeline.model.training import Rankers
 from pipeline.progress import Timings
-from serving.model import BASKET, BUNDLE, CATALOG, MANIFEST, RANKER, Context, ServingModel
+from pipeline.ranking import best_first
+from pipeline.workflows.run_folder import load_run
+from serving.bundle import BASKET, BUNDLE, CATALOG, MANIFEST, RANKER, BundleManifest, Parity
+from serving.model import Context, ServingModel
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +144,7 @@ def _write_arrays(
     return shapes
 
 
-def parity(bundle: ServingModel, rankers: Rankers, min_rows: int = PARITY_ROWS) -> dict[str, Any]:
+def parity(bundle: ServingModel, rankers: Rankers, min_rows: int = PARITY_ROWS) -> Parity:
     """ONNX vs LightGBM on the first users' snapshot rows (≥ ``min_rows`` rows, all if fewer).
 
     Returns max abs differences and the number of users whose top-10 order differs.
@@ -158,16 +160,18 @@ def parity(bundle: ServingModel, rankers: Rankers, min_rows: int = PARITY_ROWS) 
     for i in range(min(n_users, bundle.users.size)):
         lo, hi = int(bundle.offsets[i]), int(bundle.offsets[i + 1])
         products = bundle.products[lo:hi]
-        a = np.lexsort((products, -native_rank[lo:hi]))[:10]
-        b = np.lexsort((products, -onnx_rank[lo:hi]))[:10]
+        a = best_first(products, native_rank[lo:hi])[:10]
+        b = best_first(products, onnx_rank[lo:hi])[:10]
         mismatched += int(not np.array_equal(a, b))
-    return {
-        "rows": int(stop),
-        "rows_with_nan": int(np.isnan(X).any(axis=1).sum()),
-        "max_abs_diff_ranking": float(np.max(np.abs(native_rank - onnx_rank))) if stop else 0.0,
-        "max_abs_diff_basket": float(np.max(np.abs(native_basket - onnx_basket))) if stop else 0.0,
-        "users_with_different_top10": mismatched,
-    }
+    return Parity(
+        rows=int(stop),
+        users=min(n_users, int(bundle.users.size)),
+        contexts=1,
+        rows_with_nan=int(np.isnan(X).any(axis=1).sum()),
+        max_abs_diff_ranking=float(np.max(np.abs(native_rank - onnx_rank))) if stop else 0.0,
+        max_abs_diff_basket=float(np.max(np.abs(native_basket - onnx_basket))) if stop else 0.0,
+        users_with_different_top10=mismatched,
+    )
 
 
 def write_bundle(
@@ -178,7 +182,7 @@ def write_bundle(
     als: ALSModel,
     config: TrainConfig,
     timings: Timings | None = None,
-) -> dict[str, Any]:
+) -> BundleManifest:
     """Write the serving bundle into ``folder`` (created); returns its manifest. Raises on failed parity.
 
     ``timings`` records the snapshot's candidates, its features and the ONNX export + parity check.
@@ -192,51 +196,52 @@ def write_bundle(
         (folder / RANKER).write_bytes(ranker_bytes)
         (folder / BASKET).write_bytes(to_onnx(rankers.basket))
         created = dt.datetime.now(dt.UTC)
-        manifest: dict[str, Any] = {
+        manifest = BundleManifest(
             # Sortable and unique per publish: time to the microsecond + the ranking model's hash.
-            "version": created.strftime("%Y%m%dT%H%M%S%fZ") + "-" + hashlib.sha256(ranker_bytes).hexdigest()[:8],
-            "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "features": list(FEATURE_NAMES),
-            "base_features": list(BASE_FEATURES),
-            "shapes": shapes,
-            "users": shapes["users"][0],
-            "rows": shapes["base"][0],
-            "ranking_objective": rankers.ranking_objective,
-            "onnx_bytes": {RANKER: len(ranker_bytes), BASKET: (folder / BASKET).stat().st_size},
-            "snapshot_bytes": sum((folder / f"{n}.npy").stat().st_size for n in shapes),
-        }
-        write_json(folder / MANIFEST, manifest)
+            version=created.strftime("%Y%m%dT%H%M%S%fZ") + "-" + hashlib.sha256(ranker_bytes).hexdigest()[:8],
+            created=created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            features=list(FEATURE_NAMES),
+            base_features=list(BASE_FEATURES),
+            shapes=shapes,
+            users=shapes["users"][0],
+            rows=shapes["base"][0],
+            ranking_objective=rankers.ranking_objective,
+            onnx_bytes={RANKER: len(ranker_bytes), BASKET: (folder / BASKET).stat().st_size},
+            snapshot_bytes=sum((folder / f"{n}.npy").stat().st_size for n in shapes),
+        )
+        _write_manifest(folder, manifest)
         check = parity(ServingModel.load(folder), rankers)
-        manifest["parity"] = check
-        manifest["seconds"] = round(time.perf_counter() - start, 2)
-        write_json(folder / MANIFEST, manifest)
-    if check["max_abs_diff_ranking"] > TOLERANCE or check["max_abs_diff_basket"] > TOLERANCE:
+        manifest = manifest.model_copy(update={"parity": check, "seconds": round(time.perf_counter() - start, 2)})
+        _write_manifest(folder, manifest)
+    if check.max_abs_diff_ranking > TOLERANCE or check.max_abs_diff_basket > TOLERANCE:
         raise ExportError(f"ONNX export differs from LightGBM by more than {TOLERANCE}: {check}")
-    if check["users_with_different_top10"]:
+    if check.users_with_different_top10:
         raise ExportError(f"ONNX export changes the top-10 order of some users: {check}")
     log.info(
         "serving bundle %s: %d users, %d rows, ONNX %.1f MB, parity %s",
-        manifest["version"],
-        manifest["users"],
-        manifest["rows"],
+        manifest.version,
+        manifest.users,
+        manifest.rows,
         len(ranker_bytes) / 1e6,
         check,
     )
     return manifest
 
 
-def export(run_dir: Path, data_dir: Path | None = None) -> dict[str, Any]:
+def _write_manifest(folder: Path, manifest: BundleManifest) -> None:
+    write_json(folder / MANIFEST, manifest.model_dump(exclude_none=True))
+
+
+def export(run_dir: Path, data_dir: Path | None = None) -> BundleManifest:
     """Rebuild ``RUN_DIR/serving`` from the run's models and republish the run folder atomically.
 
     Unchanged files are hard-linked into the new folder, so this costs only the new bundle.
     ``data_dir`` defaults to the data the run was trained on.
     """
-    from pipeline.workflows.run import load_run
-
     run = load_run(run_dir)
-    data_path = Path(data_dir) if data_dir else Path(run.manifest["data"]["path"])
+    data_path = Path(data_dir) if data_dir else Path(run.manifest.data.path)
     data = read_dataset(data_path)
-    als = ALSModel.load(run.path / "als.npz")
+    als = run.als(latest=True)
     with publishing_dir(run.path) as tmp:
         for item in run.path.iterdir():
             if item.name == BUNDLE:

@@ -15,6 +15,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.data.storage import read_json
+from pipeline.evaluation.report import EvaluationReport
+from pipeline.workflows.run_folder import RunFolder
+
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "basketcast-ranker"
@@ -49,10 +53,8 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
-def log_run(run_dir: Path, report: Mapping[str, Any]) -> str:
+def log_run(run_dir: Path, report: EvaluationReport) -> str:
     """Log a published run folder to MLflow; returns the MLflow run id."""
-    import json
-
     import lightgbm as lgb
     import mlflow
     from mlflow import MlflowClient
@@ -64,24 +66,25 @@ def log_run(run_dir: Path, report: Mapping[str, Any]) -> str:
         mlflow.create_experiment(EXPERIMENT, artifact_location=root.as_uri() if root else None)
     mlflow.set_experiment(EXPERIMENT)
     params: dict[str, Any] = {}
-    _flatten("", json.loads((run_dir / "config.json").read_text()), params)
+    folder = RunFolder(run_dir)
+    _flatten("", read_json(folder.config), params)
     metrics = {
         f"{method}.{name.replace('@', '_at_')}": value
-        for method, values in report["methods"].items()
+        for method, values in report.methods.items()
         for name, value in values.items()
     }
-    metrics.update({f"kaggle_f1.{k}": v for k, v in report["kaggle_f1"].items()})
-    metrics.update({f"candidate_recall.{k}": v for k, v in report["candidate_recall"].items()})
+    metrics.update({f"kaggle_f1.{k}": v for k, v in report.kaggle_f1.items()})
+    metrics.update({f"candidate_recall.{k}": v for k, v in report.candidate_recall.model_dump().items()})
     with mlflow.start_run(run_name=run_dir.name) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
-        mlflow.set_tags({"run_dir": str(run_dir.resolve()), "ranking_objective": str(report.get("ranking_objective"))})
-        mlflow.log_artifacts(str(run_dir / "report"), artifact_path="report")
-        mlflow.log_artifact(str(run_dir / "manifest.json"))
-        booster = lgb.Booster(model_file=str(run_dir / "ranker.txt"))
+        mlflow.set_tags({"run_dir": str(run_dir.resolve()), "ranking_objective": str(report.ranking_objective)})
+        mlflow.log_artifacts(str(folder.report), artifact_path="report")
+        mlflow.log_artifact(str(folder.manifest))
+        booster = lgb.Booster(model_file=str(folder.ranker_model))
         info = mlflow.lightgbm.log_model(booster, name="ranker", registered_model_name=MODEL_NAME)
         version = getattr(info, "registered_model_version", None)
-        if report.get("ranker_beats_all_baselines") and version is not None:
+        if report.ranker_beats_all_baselines and version is not None:
             MlflowClient().set_registered_model_alias(MODEL_NAME, CHAMPION, str(version))
             log.info("MLflow: %s version %s is now '%s'", MODEL_NAME, version, CHAMPION)
         log.info("MLflow run %s logged to %s", run.info.run_id, uri)

@@ -19,11 +19,9 @@ from fastapi.responses import FileResponse
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from serving.bundle import DASHBOARD, run_dir_of
 from serving.errors import ApiError
-from serving.model import BUNDLE
 from serving.settings import ENV_PREFIX, Settings, get_settings
-
-DASHBOARD_FILE = "dashboard.html"
 
 router = APIRouter(tags=["dashboard"])
 
@@ -48,8 +46,7 @@ def dashboard_path(settings: Settings, dashboard: DashboardSettings) -> Path | N
         return dashboard.dashboard_path
     if settings.model_dir is None:
         return None
-    run_dir = settings.model_dir.parent if settings.model_dir.name == BUNDLE else settings.model_dir
-    return run_dir / DASHBOARD_FILE
+    return run_dir_of(settings.model_dir) / DASHBOARD
 
 
 @router.get(
@@ -73,6 +70,6 @@ def dashboard(
             404,
             "not_found",
             f"no dashboard {where}; build it with `basketcast report --data DATA --model RUN --out "
-            f"RUN/{DASHBOARD_FILE}` (or `make dashboard`)",
+            f"RUN/{DASHBOARD}` (or `make dashboard`)",
         )
     return FileResponse(path, media_type="text/html; charset=utf-8", headers={"Cache-Control": "no-cache"})

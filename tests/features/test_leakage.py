@@ -21,7 +21,7 @@ from pipeline.data import schema as S
 from pipeline.data.ingest import ingest
 from pipeline.data.storage import Dataset, read_dataset
 from pipeline.model.candidates import ALSModel, candidates
-from pipeline.model.training import build_window
+from pipeline.model.windows import build_window
 from tests.conftest import EXCERPT
 
 CONFIG = TrainConfig(mlflow=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -53,11 +54,13 @@ def test_train_publishes_a_complete_run_folder(trained: dict[str, Path]) -> None
         "manifest.json",
         "report/report.json",
         "report/report.md",
-        "report/precision_recall_at_k.png",
-        "report/calibration.png",
-        "report/feature_importance.png",
+        "report/figures.html",
     ):
         assert (run / name).is_file(), name
+    figures = (run / "report/figures.html").read_text()
+    for title in ("Precision and recall at K", "Calibration", "feature importance"):
+        assert title in figures, title
+    assert not re.search(r"<script[^>]+src=[\"']?https?:", figures)  # self-contained: opens offline
     config = json.loads((run / "config.json").read_text())
     assert config["lightgbm"]["n_estimators"] == 200 and config["windows"]["extra_windows"] == 1
     manifest = json.loads((run / "manifest.json").read_text())

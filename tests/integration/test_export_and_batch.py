@@ -16,7 +16,7 @@ import pytest
 from pipeline.data import schema as S
 from pipeline.errors import BundleError
 from pipeline.workflows.export import export, float32_thresholds, parity, to_onnx
-from pipeline.workflows.run import load_run
+from pipeline.workflows.run_folder import load_run
 from serving.batch import score_users, top_k_per_group
 from serving.model import Context, ServingModel
 
@@ -53,7 +53,7 @@ def test_training_publishes_a_parity_checked_bundle(excerpt_run: dict[str, Path]
 def test_parity_recomputed_against_the_native_models(excerpt_run: dict[str, Path]) -> None:
     run = load_run(excerpt_run["run"])
     check = parity(ServingModel.load(excerpt_run["run"]), run.rankers)
-    assert check["max_abs_diff_ranking"] <= 1e-4 and check["users_with_different_top10"] == 0
+    assert check.max_abs_diff_ranking <= 1e-4 and check.users_with_different_top10 == 0
 
 
 def test_snapshot_holds_each_users_history_products(excerpt_run: dict[str, Path]) -> None:
@@ -178,10 +178,10 @@ def test_export_republishes_the_run_with_a_new_version(excerpt_run: dict[str, Pa
     before = json.loads((copy / "serving" / "manifest.json").read_text())["version"]
     inode = os.stat(copy / "ranker.txt").st_ino
     manifest = export(copy, excerpt_run["data"])
-    assert manifest["version"] != before
+    assert manifest.version != before
     assert (copy / "report" / "report.json").is_file()
     assert os.stat(copy / "ranker.txt").st_ino == inode  # unchanged files are hard links, not copies
-    assert ServingModel.load(copy).version == manifest["version"]
+    assert ServingModel.load(copy).version == manifest.version
 
 
 def test_recommend_many_equals_one_by_one(excerpt_run: dict[str, Path]) -> None:

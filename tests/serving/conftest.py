@@ -22,8 +22,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from serving.bundle import BUNDLE, MANIFEST
 from serving.main import create_app
-from serving.model import BUNDLE, MANIFEST
 from serving.settings import MODEL_DIR_ENV, Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -97,7 +97,7 @@ def republish(run_dir: Path) -> str:
 
     before = version_of(run_dir)
     for _ in range(3):
-        version = str(export(run_dir)["version"])
+        version = export(run_dir).version
         if version != before:
             return version
         time.sleep(1.0)  # versions are stamped to the second

@@ -11,8 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pipeline.errors import BundleError
+from serving.bundle import BUNDLE, MANIFEST
 from serving.main import create_app
-from serving.model import BUNDLE, MANIFEST, Context, ServingModel
+from serving.model import Context, ServingModel
 from serving.settings import Settings
 from serving.state import ModelHolder, ReloadResult
 from tests.serving.conftest import publish, set_version, truncate, version_of

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from pipeline.dashboard.report import ReportResult, build_report
-from serving.routers.dashboard import DASHBOARD_FILE
+from serving.bundle import DASHBOARD
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless and quiet: no sandbox (root in CI), no GPU, and nothing that reaches for the network.
@@ -50,7 +50,7 @@ def built_report(excerpt_run: dict[str, Path], tmp_path_factory: pytest.TempPath
     """``build_report`` on the excerpt run (a copy of it), written where ``make dashboard`` writes it."""
     run = tmp_path_factory.mktemp("dashboard") / "run"
     shutil.copytree(excerpt_run["run"], run)
-    html = run / DASHBOARD_FILE
+    html = run / DASHBOARD
     result = build_report(excerpt_run["data"], run, html)
     return BuiltReport(data=excerpt_run["data"], run=run, html=html, segments=result.segments_out, result=result)
 

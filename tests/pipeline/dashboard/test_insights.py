@@ -15,8 +15,9 @@ import pytest
 
 from features.history import order_lines
 from pipeline.dashboard import insights as I
-from pipeline.dashboard.report import peak_context
+from pipeline.dashboard.explorer import peak_context
 from pipeline.data import schema as S
+from pipeline.data.describe import describe
 from pipeline.data.ingest import ingest
 from pipeline.data.storage import Dataset, read_dataset
 
@@ -89,3 +90,9 @@ def test_headline(tiny: Dataset) -> None:
     assert h["basket_size"] == pytest.approx(11 / 6)
     assert h["reorder_rate"] == pytest.approx(5 / 11)
     assert h["days_between_median"] == 15
+    # One definition of each statistic: the data summary (``basketcast describe``) agrees.
+    stats = describe(tiny)
+    assert h["reorder_rate"] == stats["reorder_ratio"]
+    assert h["basket_size"] == stats["basket_size"]["mean"]
+    assert h["days_between_median"] == stats["days_between"]["median"]
+    assert [n for row in stats["dow_hour"] for n in row] == I.orders_by_dow_hour(tiny.orders)[I.ORDERS].to_list()

@@ -17,8 +17,9 @@ from pipeline.dashboard import segments as G
 from pipeline.dashboard.report import TOP_K, best_baseline, segment_quality, validation_metrics
 from pipeline.data import schema as S
 from pipeline.data.storage import read_dataset, read_json
-from pipeline.workflows.run import load_run
-from serving.model import BUNDLE, Context, ServingModel
+from pipeline.workflows.run_folder import load_run
+from serving.bundle import BUNDLE
+from serving.model import Context, ServingModel
 from tests.pipeline.dashboard.conftest import BuiltReport
 
 pytestmark = pytest.mark.integration

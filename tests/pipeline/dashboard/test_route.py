@@ -8,9 +8,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from serving.bundle import BUNDLE, DASHBOARD
 from serving.main import create_app
-from serving.model import BUNDLE
-from serving.routers.dashboard import DASHBOARD_FILE, DashboardSettings, get_dashboard_settings
+from serving.routers.dashboard import DashboardSettings, get_dashboard_settings
 from serving.settings import Settings
 from tests.pipeline.dashboard.conftest import BuiltReport
 
@@ -28,7 +28,7 @@ def test_missing_dashboard_is_a_404_envelope(tmp_path: Path) -> None:
         r = c.get("/dashboard")
     assert r.status_code == 404
     error = r.json()["error"]
-    assert error["code"] == "not_found" and str(tmp_path / "run" / DASHBOARD_FILE) in error["message"]
+    assert error["code"] == "not_found" and str(tmp_path / "run" / DASHBOARD) in error["message"]
     assert "basketcast report" in error["message"]
     with client_for(None) as c:
         assert c.get("/dashboard").json()["error"]["status"] == 404

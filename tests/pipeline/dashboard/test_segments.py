@@ -103,6 +103,7 @@ def test_profiles_are_worded_from_the_data(segmented: G.Segmentation) -> None:
                 if name.startswith(G.DEPT_PREFIX)
                 else G.TRAITS[name][0 if value > 0 else 1]
             )
+            assert word is not None
             assert word.lower() in row[G.SEGMENT_NAME].lower(), (word, row[G.SEGMENT_NAME])
 
 

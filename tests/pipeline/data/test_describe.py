@@ -6,7 +6,17 @@ import polars as pl
 import pytest
 
 from pipeline.data import schema as S
-from pipeline.data.describe import describe, format_description
+from pipeline.data.describe import (
+    BASKET_SIZE,
+    ORDERS,
+    REORDERS,
+    basket_sizes,
+    days_between,
+    describe,
+    format_description,
+    orders_by_dow_hour,
+    reorder_rate,
+)
 from pipeline.data.storage import Dataset
 
 
@@ -74,8 +84,8 @@ def test_describe_known_numbers(hand: Dataset) -> None:
     assert stats["orders_per_user"] == {"mean": 3.5, "median": 3.5, "min": 3, "max": 4}
     # baskets of the six orders with lines: 2, 2, 1, 3, 3, 1
     assert stats["basket_size"] == {"mean": 2.0, "median": 2.0, "p90": 3.0}
-    # prior lines: 9, of which 2 reordered
-    assert stats["reorder_ratio"] == pytest.approx(2 / 9)
+    # every order line counts (prior and train): 12, of which 4 reordered
+    assert stats["reorder_ratio"] == pytest.approx(4 / 12)
     # non-first orders with lines: 11, 12, 13 have a reorder, 21 has none
     assert stats["no_reorder_share"] == pytest.approx(0.25)
     days = stats["days_between"]
@@ -106,7 +116,7 @@ def test_format_description_is_one_screen(hand: Dataset) -> None:
     lines = text.splitlines()
     assert len(lines) <= 30 and max(map(len, lines)) <= 120
     assert "users 2" in text and "orders 7" in text and "lines 12" in text
-    assert "0.222" in text  # reorder ratio
+    assert "0.333 of order lines" in text  # reorder ratio
     assert "produce 58.3%" in text
     assert "median 7" in text
 
@@ -125,3 +135,32 @@ def test_describe_handles_empty_lines(hand: Dataset) -> None:
     assert stats["no_reorder_share"] is None
     assert stats["top_departments"] == []
     assert isinstance(format_description(stats), str)
+
+
+def test_the_shared_definitions(hand: Dataset) -> None:
+    """The statistics the dashboard shows too, on the hand data (see ``test_describe_known_numbers``)."""
+    lines = hand.order_products
+    assert lines.select(reorder_rate()).item() == pytest.approx(4 / 12)
+    # leaving out the users' first orders (10 and 20): 7 lines, 4 reordered
+    numbered = lines.join(hand.orders.select(S.ORDER, S.USER, S.ORDER_NUMBER), on=S.ORDER)
+    assert numbered.select(reorder_rate(where=pl.col(S.ORDER_NUMBER) > 1)).item() == pytest.approx(4 / 7)
+    per_user = numbered.group_by(S.USER).agg(reorder_rate().alias("rate")).sort(S.USER)
+    assert per_user.rows() == [(1, pytest.approx(4 / 8)), (2, 0.0)]
+    assert S.empty_table(S.ORDER_PRODUCTS).select(reorder_rate()).item() is None
+
+    sizes = basket_sizes(lines).sort(S.ORDER)
+    assert sizes.rows() == [(10, 2, 0), (11, 2, 1), (12, 1, 1), (13, 3, 2), (20, 3, 0), (21, 1, 0)]
+    assert sizes.columns == [S.ORDER, BASKET_SIZE, REORDERS]
+
+    assert days_between(hand.orders).to_list() == [7, 30, 7, 3, 30]
+
+    grid = orders_by_dow_hour(hand.orders)
+    assert grid.height == 7 * 24 and grid[ORDERS].sum() == 7
+    assert grid.filter(pl.col(ORDERS) > 0).rows() == [
+        (0, 10, 1),
+        (0, 15, 2),
+        (1, 10, 1),
+        (2, 9, 1),
+        (2, 23, 1),
+        (6, 0, 1),
+    ]

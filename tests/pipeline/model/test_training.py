@@ -8,18 +8,9 @@ import pytest
 
 from pipeline.config import TrainConfig
 from pipeline.data import schema as S
-from pipeline.model.training import (
-    FIT,
-    STOP,
-    VALID,
-    evaluation_users,
-    group_sizes,
-    sample_negatives,
-    sample_users,
-    split_users,
-    top_k,
-    user_weights,
-)
+from pipeline.model.training import group_sizes, sample_negatives, user_weights
+from pipeline.model.windows import FIT, STOP, VALID, evaluation_users, sample_users, split_users
+from pipeline.ranking import top_k
 
 
 def test_split_users_is_by_user_deterministic_and_sized() -> None:

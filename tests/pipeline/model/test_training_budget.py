@@ -10,9 +10,8 @@ from pipeline.config import TrainConfig
 from pipeline.data import schema as S
 from pipeline.data.ingest import ingest
 from pipeline.data.storage import Dataset, read_dataset
-from pipeline.model.training import FIT, STOP, evaluation_users
+from pipeline.model.windows import FIT, STOP, build_windows, evaluation_users, roles_of
 from pipeline.progress import Timings
-from pipeline.workflows.run import _roles, build_windows
 from tests.conftest import EXCERPT
 
 
@@ -31,7 +30,7 @@ def _config(budget: int | None) -> TrainConfig:
 
 def test_budget_fills_windows_from_the_most_recent_and_skips_the_rest(data: Dataset) -> None:
     config = _config(100)  # window 0 has 72 fit users: all of them, then 28 sampled from window 1
-    roles = _roles(data, config)
+    roles = roles_of(data, config)
     fit = roles.filter(pl.col(S.ROLE) == FIT)[S.USER]
     windows = build_windows(data, order_lines(data), config, Timings(), roles)
     assert [w.window for w in windows] == [0, 1]
@@ -50,7 +49,7 @@ def test_budget_fills_windows_from_the_most_recent_and_skips_the_rest(data: Data
 
 def test_no_budget_builds_every_window_for_every_fit_user(data: Dataset) -> None:
     config = _config(None)
-    roles = _roles(data, config)
+    roles = roles_of(data, config)
     windows = build_windows(data, order_lines(data), config, Timings(), roles)
     assert [w.window for w in windows] == [0, 1, 2, 3]
     fit = roles.filter(pl.col(S.ROLE) == FIT)[S.USER]

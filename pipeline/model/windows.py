@@ -1,0 +1,182 @@
+"""The learning set, as one recipe: roles, label windows, the training budget, candidate rows.
+
+Read top to bottom, this is how ``basketcast train`` turns a data folder into rows a ranker learns
+from (the way RecTools' ``CandidateRankingModel`` reads):
+
+1. **Roles** (:func:`split_users`): every user with a window-0 cutoff is *fit* (trained on),
+   *stop* (early stopping and the choice of objective) or *valid* (held out for the report; at
+   most ``evaluation.max_users`` of them are evaluated, :func:`evaluation_users`).
+2. **Label windows** (:func:`build_windows`): window 0 predicts each user's last labelled order,
+   window w the order w before it; each window's features and ALS see only the orders before its
+   own targets (``features.history.as_of``).
+3. **The budget**: windows are added from the most recent back until ``max_training_groups``
+   (window, fit user) groups are used, the last one sampled by a seed; later windows are not built.
+4. **Rows** (:func:`build_window`): candidates (past products ∪ ALS), their features as of the
+   cutoff and a label (1 when the product is in the target order); :func:`rows_of` selects
+   users' rows across windows, sorted by (window, user) as the rankers' groups require.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from features import cutoffs as C
+from features.build import feature_frame
+from features.history import History, as_of
+from pipeline.config import TrainConfig
+from pipeline.data import schema as S
+from pipeline.data.storage import Dataset
+from pipeline.errors import DataError
+from pipeline.model.candidates import ALSModel, candidates
+from pipeline.progress import Timings
+
+log = logging.getLogger(__name__)
+
+FIT, STOP, VALID = "fit", "stop", "valid"
+STOP_SHARE = 0.1  # of the non-validation users, held out for early stopping
+
+
+@dataclass
+class Window:
+    """One label window: cutoffs, visible history, its ALS, candidate features with labels, truth."""
+
+    window: int
+    history: History
+    als: ALSModel
+    frame: pl.DataFrame  # USER, PRODUCT, S.IS_REPEAT, FEATURE_NAMES…, LABEL; sorted by user
+    truth: pl.DataFrame  # USER, PRODUCT, REORDERED of the target orders
+
+
+def build_window(
+    data: Dataset,
+    lines: pl.DataFrame,
+    cutoffs: pl.DataFrame,
+    window: int,
+    config: TrainConfig,
+    als: ALSModel | None = None,
+    users: pl.Series | None = None,
+    timings: Timings | None = None,
+) -> Window:
+    """Candidates, features and labels for ``cutoffs`` (ALS fitted here unless given).
+
+    The history, ALS and every feature see all users with a cutoff; candidate rows and labels
+    are made for ``users`` only (default: all of them). ``timings`` records the three steps.
+    """
+    timings = timings or Timings()
+    with timings.stage(f"window {window}: history + ALS"):
+        h = as_of(data, cutoffs, lines)
+        als = ALSModel.fit(h.lines, config.als) if als is None else als
+    chosen = h.cutoffs[S.USER]
+    if users is not None:
+        chosen = chosen.filter(chosen.is_in(users.cast(pl.UInt32).implode()))
+    with timings.stage(f"window {window}: candidates ({chosen.len():,} users)"):
+        cands = candidates(h, als, chosen, config.candidates)
+    with timings.stage(f"window {window}: features ({cands.height:,} rows)"):
+        frame = feature_frame(h, cands, config.features)
+    truth = C.labels(lines, h.cutoffs.join(pl.DataFrame(chosen), on=S.USER, how="semi"))
+    frame = frame.join(
+        truth.select(S.USER, S.PRODUCT, pl.lit(1, pl.UInt8).alias(S.LABEL)),
+        on=[S.USER, S.PRODUCT],
+        how="left",
+        maintain_order="left",
+    ).with_columns(pl.col(S.LABEL).fill_null(0), pl.lit(window, pl.UInt8).alias(S.WINDOW))
+    return Window(window=window, history=h, als=als, frame=frame, truth=truth)
+
+
+def split_users(users: np.ndarray, valid_share: float, seed: int) -> pl.DataFrame:
+    """Assign each user a role — fit, stop (early stopping) or valid — by a seeded permutation.
+
+    ``valid_share`` of the users are valid (none when 0); STOP_SHARE of the rest stop; others fit.
+    """
+    users = np.sort(np.asarray(users, dtype=np.uint32))
+    order = np.random.default_rng(seed).permutation(users.size)
+    n_valid = max(1, round(users.size * valid_share)) if valid_share > 0 else 0
+    n_stop = max(1, round((users.size - n_valid) * STOP_SHARE))
+    roles = np.empty(users.size, dtype=object)
+    roles[order[:n_valid]] = VALID
+    roles[order[n_valid : n_valid + n_stop]] = STOP
+    roles[order[n_valid + n_stop :]] = FIT
+    return pl.DataFrame({S.USER: users, S.ROLE: roles.astype(str)})
+
+
+def sample_users(users: pl.Series, n: int | None, seed: int) -> pl.Series:
+    """``users`` sorted, or a seeded sample of ``n`` of them (sorted) when there are more."""
+    users = users.sort()
+    if n is None or users.len() <= n:
+        return users
+    keep = np.sort(np.random.default_rng(seed).choice(users.len(), size=n, replace=False))
+    return users.gather(keep)
+
+
+def evaluation_users(roles: pl.DataFrame, config: TrainConfig) -> pl.Series:
+    """The validation users every method is evaluated on (``evaluation.max_users`` of them at most)."""
+    valid = roles.filter(pl.col(S.ROLE) == VALID)[S.USER]
+    return sample_users(valid, config.evaluation.max_users, config.seed)
+
+
+def rows_of(windows: list[Window], users: pl.Series, window0_only: bool = False) -> pl.DataFrame:
+    """The candidate rows of ``users`` across windows, sorted by (window, user)."""
+    picked = [w.frame for w in windows if not window0_only or w.window == 0]
+    return pl.concat(picked).filter(pl.col(S.USER).is_in(users.implode())).sort(S.WINDOW, S.USER, maintain_order=True)
+
+
+def build_windows(
+    data: Dataset, lines: pl.DataFrame, config: TrainConfig, timings: Timings, roles: pl.DataFrame | None = None
+) -> list[Window]:
+    """Window 0..extra_windows: cutoffs, history, ALS, candidates, features, labels.
+
+    Without ``roles`` every user of every window gets rows (cross-validation). With them, window
+    0 gets rows for the stop users, the evaluated validation users and fit users, and each
+    window adds fit users until ``max_training_groups`` of them are used (the last window's a
+    seeded sample); windows beyond that budget are not built.
+    """
+    windows = []
+    budget = config.max_training_groups
+    for w in range(config.windows.extra_windows + 1):
+        if roles is not None and budget is not None and budget <= 0:
+            log.info("window %d: not needed, the training budget (%d groups) is used", w, config.max_training_groups)
+            break
+        cutoffs = C.label_window(data.orders, w, config.windows.min_history)
+        if cutoffs.height == 0:
+            log.info("window %d: no user has enough orders; skipped", w)
+            continue
+        users = None
+        if roles is not None:
+            eligible = roles.filter((pl.col(S.ROLE) == FIT) & pl.col(S.USER).is_in(cutoffs[S.USER].implode()))
+            users = sample_users(eligible[S.USER], budget, config.seed + w)
+            if budget is not None:
+                budget -= users.len()
+            if w == 0:
+                users = pl.concat(
+                    [users, roles.filter(pl.col(S.ROLE) == STOP)[S.USER], evaluation_users(roles, config)]
+                )
+        window = build_window(data, lines, cutoffs, w, config, users=users, timings=timings)
+        log.info(
+            "window %d: %d users with a cutoff, %d with rows, %d candidate rows, %.1f%% positive",
+            w,
+            window.history.cutoffs.height,
+            window.frame[S.USER].n_unique(),
+            window.frame.height,
+            100 * float(window.frame[S.LABEL].mean()),
+        )  # type: ignore[arg-type]
+        windows.append(window)
+    if not windows or windows[0].window != 0:
+        raise not_enough_orders(config)
+    return windows
+
+
+def not_enough_orders(config: TrainConfig) -> DataError:
+    need = config.windows.min_history + 1
+    return DataError(f"no user has enough orders to train on (need at least {need} orders with products)")
+
+
+def roles_of(data: Dataset, config: TrainConfig) -> pl.DataFrame:
+    """fit / stop / valid for every user with a window-0 cutoff."""
+    cutoffs = C.label_window(data.orders, 0, config.windows.min_history)
+    if cutoffs.height == 0:
+        raise not_enough_orders(config)
+    return split_users(cutoffs[S.USER].to_numpy(), config.valid_share, config.seed)
