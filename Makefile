@@ -73,9 +73,10 @@ evaluate-sample: train-sample ## k-fold (FOLDS=5) evaluation on the real sample:
 test: $(STAMP) ## Run the test suite
 	$(BIN)/pytest -q
 
-lint: $(STAMP) ## ruff check + format check
+lint: $(STAMP) ## ruff check + format check + mypy (packages, tests, benchmarks: pyproject's [tool.mypy])
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 mlflow-ui: $(STAMP) ## Open the MLflow UI on the tracking store (port 5000)
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/artifacts/mlflow/mlflow.db} --port 5000

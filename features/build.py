@@ -71,14 +71,14 @@ class FeatureTables:
         Each per-user table is first cut to the users range of ``cands`` (a zero-copy slice of
         the sorted table), so featurising a chunk of users costs in proportion to the chunk.
         """
-        first, last = cands[S.USER].min(), cands[S.USER].max()
+        first, last = cands.select(pl.col(S.USER).min()).item(), cands.select(pl.col(S.USER).max()).item()
 
         def of_users(table: pl.DataFrame) -> pl.DataFrame:
             if first is None:
                 return table.clear()
             keys = table[S.USER]
-            lo = int(keys.search_sorted(first, side="left"))  # type: ignore[arg-type]
-            hi = int(keys.search_sorted(last, side="right"))  # type: ignore[arg-type]
+            lo = int(keys.search_sorted(first, side="left"))
+            hi = int(keys.search_sorted(last, side="right"))
             return table.slice(lo, hi - lo)
 
         knn = self.tifu.features(cands).select(tifu.FEATURES)

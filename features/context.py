@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import numpy.typing as npt
 
 from pipeline.data import schema as S
 
@@ -28,7 +29,7 @@ INPUTS = (S.U_DAYS_MEAN, S.U_HOUR_MEAN, S.UP_DAYS_BEFORE_LAST, S.UP_MEAN_GAP_DAY
 
 
 def context_features(
-    base: Mapping[str, np.ndarray], dow: np.ndarray, hour: np.ndarray, days: np.ndarray
+    base: Mapping[str, np.ndarray], dow: npt.ArrayLike, hour: npt.ArrayLike, days: npt.ArrayLike
 ) -> dict[str, np.ndarray]:
     """Compute FEATURES for n candidate rows.
 

@@ -179,6 +179,7 @@ class ServingModel:
         """The full feature matrix of snapshot rows: base features + context features."""
         base = np.asarray(self.base[rows], dtype=np.float32)
         inputs = {n: base[:, i] for n, i in zip(context.INPUTS, self._ctx_inputs, strict=True)}
+        days: np.ndarray | np.float32
         if ctx.days is None:
             days = np.clip(np.rint(inputs[S.U_DAYS_MEAN]), 0, MAX_DAYS)
         else:

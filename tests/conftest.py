@@ -88,8 +88,8 @@ def tiny_kaggle(tmp_path: Path) -> Callable[..., Path]:
     (a value of None drops the file) and returns the folder."""
 
     def make(compression: str = "csv", **overrides: str | None) -> Path:
-        files = {**TINY, **overrides}
-        files = {k: v for k, v in files.items() if v is not None}
+        given: dict[str, str | None] = {**TINY, **overrides}
+        files = {k: v for k, v in given.items() if v is not None}
         return write_kaggle(tmp_path / f"src-{compression}", files, compression)
 
     return make

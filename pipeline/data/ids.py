@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 # Below this many ids to look up, binary search beats building a dense table.
 _DENSE_MIN_LOOKUPS = 1 << 16
@@ -11,7 +12,7 @@ _DENSE_SLOTS_PER_ID = 64
 _DENSE_MAX_SLOTS = 1 << 26
 
 
-def index_of(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+def index_of(sorted_ids: np.ndarray, ids: npt.ArrayLike) -> np.ndarray:
     """Position of each of ``ids`` in the sorted, unique ``sorted_ids``; -1 where absent (int64).
 
     Many lookups into compact non-negative integer ids (the usual case: millions of order lines

@@ -109,8 +109,10 @@ class Rankers:
     def score(self, frame: pl.DataFrame) -> dict[str, np.ndarray]:
         """Scores of every row: ``ranking``, ``basket`` (probability) and ``xgboost`` (probability)."""
         X = to_matrix(frame)
-        out = {"ranking": self.ranking.predict(X).astype(np.float32)}
-        out["basket"] = out["ranking"] if self.basket is self.ranking else self.basket.predict(X).astype(np.float32)
+        out = {"ranking": np.asarray(self.ranking.predict(X), dtype=np.float32)}
+        out["basket"] = (
+            out["ranking"] if self.basket is self.ranking else np.asarray(self.basket.predict(X), dtype=np.float32)
+        )
         if self.xgboost is not None:
             import xgboost as xgb
 
@@ -239,9 +241,9 @@ def fit_rankers(windows: list[Window], roles: pl.DataFrame, config: TrainConfig)
     log.info(
         "training rows: %d (%.1f%% positive), stop rows: %d",
         train_rows.height,
-        100 * train_rows[S.LABEL].mean(),
+        100 * train_rows.select(pl.col(S.LABEL).cast(pl.Float64).mean()).item(),
         stop_rows.height,
-    )  # type: ignore[operator]
+    )
     train = Matrix.of(train_rows, cfg.equal_user_weight)
     stop = Matrix.of(stop_rows, cfg.equal_user_weight)
     del train_rows
@@ -249,7 +251,9 @@ def fit_rankers(windows: list[Window], roles: pl.DataFrame, config: TrainConfig)
     if "binary" not in objectives:
         objectives.append("binary")  # the basket always needs probabilities
     models = {obj: fit_lightgbm(train, stop, cfg, obj) for obj in objectives}
-    selection = {obj: ndcg_at_10(stop_rows, model.predict(stop.X), stop_truth) for obj, model in models.items()}
+    selection = {
+        obj: ndcg_at_10(stop_rows, np.asarray(model.predict(stop.X)), stop_truth) for obj, model in models.items()
+    }
     if cfg.objective == "auto":
         best = max(selection, key=lambda o: (selection[o], o == "binary"))
     else:

@@ -161,8 +161,8 @@ def build_windows(
             window.history.cutoffs.height,
             window.frame[S.USER].n_unique(),
             window.frame.height,
-            100 * float(window.frame[S.LABEL].mean()),
-        )  # type: ignore[arg-type]
+            100 * window.frame.select(pl.col(S.LABEL).cast(pl.Float64).mean()).item(),
+        )
         windows.append(window)
     if not windows or windows[0].window != 0:
         raise not_enough_orders(config)

@@ -81,7 +81,9 @@ def test_train_logs_to_mlflow_and_registers_the_model(trained: dict[str, Path]) 
     client = MlflowClient()
     versions = client.search_model_versions("name='basketcast-ranker'")
     assert len(versions) == 1
-    run = client.get_run(versions[0].run_id)
+    run_id = versions[0].run_id
+    assert run_id is not None
+    run = client.get_run(run_id)
     assert run.data.metrics["lightgbm.ndcg_at_10"] > 0
     assert run.data.params["lightgbm.n_estimators"] == "200"
     # Artifacts sit beside the SQLite store, not in the working directory's ./mlruns.

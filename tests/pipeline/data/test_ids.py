@@ -17,8 +17,8 @@ def _reference(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("dtype", [np.uint32, np.int64])
 def test_index_of_matches_a_dictionary(n_lookups: int, dtype: type) -> None:
     rng = np.random.default_rng(0)
-    sorted_ids = np.unique(rng.integers(1, 5_000, size=2_000)).astype(dtype)
-    ids = rng.integers(0, 6_000, size=n_lookups).astype(dtype)  # absent ids, ids above the largest
+    sorted_ids: np.ndarray = np.unique(rng.integers(1, 5_000, size=2_000)).astype(dtype)
+    ids: np.ndarray = rng.integers(0, 6_000, size=n_lookups).astype(dtype)  # absent ids, ids above the largest
     got = index_of(sorted_ids, ids)
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, _reference(sorted_ids, ids))
