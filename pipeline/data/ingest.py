@@ -8,13 +8,16 @@ before writing anything, and publishes the canonical Parquet tables atomically.
 Every rule that fails contributes one message naming the file, the column, how many rows fail
 and the first few offending rows (``row`` = 1-based data row, i.e. file line minus the header).
 All messages of a validation pass are raised together as one :class:`DataError`.
+
+Finding, opening and parsing the files is :mod:`pipeline.data.readers`; this module holds the
+source schema (:data:`SOURCE_COLUMNS`), the validation rules and the steps of :func:`ingest`:
+locate and read the sources → per-row checks → orders and lines keys and references →
+catalogue tables → ``reordered`` consistency → publish.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,23 +26,28 @@ from typing import Any
 import polars as pl
 
 from pipeline.data import schema as S
+from pipeline.data.readers import (
+    ROW,
+    SUFFIXES,
+    ColumnKind,
+    Failures,
+    describe_rows,
+    find_source,
+    read_csv_table,
+)
 from pipeline.data.storage import Dataset, write_dataset
 from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
 
-ROW = "row"  # 1-based data row number added to every raw frame for error messages
-_SHOW = 5  # offending rows shown per message
-
 PRIOR_LINES = "order_products__prior"
 TRAIN_LINES = "order_products__train"
 REQUIRED_FILES = (S.ORDERS, PRIOR_LINES, TRAIN_LINES)
 OPTIONAL_FILES = (S.PRODUCTS, S.AISLES, S.DEPARTMENTS)
-SUFFIXES = (".csv", ".csv.zip", ".csv.gz")
 UNKNOWN_ID = 0  # placeholder aisle/department id when the source has no products table
 
 # Columns of each source file: name -> "int" | "float" | "str".
-SOURCE_COLUMNS: dict[str, dict[str, str]] = {
+SOURCE_COLUMNS: dict[str, dict[str, ColumnKind]] = {
     S.ORDERS: {
         S.ORDER: "int",
         S.USER: "int",
@@ -69,89 +77,15 @@ class IngestReport:
     warnings: list[str] = field(default_factory=list)
 
 
-class _Failures:
-    """Collects rule failures; ``raise_if_any`` turns them into one DataError."""
-
-    def __init__(self) -> None:
-        self.messages: list[str] = []
-
-    def check(self, file: str, column: str, rule: str, bad: pl.DataFrame) -> None:
-        """Record a failure when ``bad`` (the offending rows) is not empty."""
-        if bad.height:
-            self.messages.append(_message(file, column, rule, bad))
-
-    def raise_if_any(self) -> None:
-        if self.messages:
-            n = len(self.messages)
-            raise DataError(
-                f"ingest: {n} problem{'s' * (n > 1)} found, nothing written:\n- " + "\n- ".join(self.messages)
-            )
-
-
-def _message(file: str, column: str, rule: str, bad: pl.DataFrame) -> str:
-    rows = bad.head(_SHOW).to_dicts()
-    shown = "; ".join(", ".join(f"{k}={v}" for k, v in row.items()) for row in rows)
-    return f"{file}, column {column}: {bad.height} row{'s' * (bad.height > 1)} {rule} (first: {shown})"
-
-
 # --- reading -------------------------------------------------------------------------------
-def find_source_file(source: Path, name: str) -> Path | None:
-    """The path of ``name`` in ``source`` under any accepted suffix, or None."""
-    found = [source / f"{name}{suffix}" for suffix in SUFFIXES if (source / f"{name}{suffix}").exists()]
-    if len(found) > 1:
-        raise DataError(f"{source}: {name} is present more than once ({', '.join(p.name for p in found)}); keep one")
-    return found[0] if found else None
-
-
-def _csv_input(path: Path) -> Path | io.BytesIO:
-    if path.name.endswith(".zip"):
-        with zipfile.ZipFile(path) as zf:
-            members = [m for m in zf.namelist() if m.endswith(".csv") and not m.startswith("__MACOSX")]
-            if len(members) != 1:
-                raise DataError(f"{path}: expected exactly one .csv inside the zip, found {members}")
-            return io.BytesIO(zf.read(members[0]))
-    return path  # plain or .gz (Polars decompresses gzip itself)
-
-
 def read_source_csv(path: Path, kind: str) -> pl.DataFrame:
-    """Read one source CSV with the columns of ``kind`` (a key of SOURCE_COLUMNS).
-
-    Numeric columns come back as Float64 (so "7.0" and "7" both parse), strings as String, plus
-    ``row``. Raises DataError naming the file, a missing column or the first unparsable values.
-    """
-    spec = SOURCE_COLUMNS[kind]
-    data = _csv_input(path)
-    try:
-        header = pl.read_csv(data, n_rows=0).columns
-    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path.name}: cannot be read as CSV ({exc})") from exc
-    missing = [c for c in spec if c not in header]
-    if missing:
-        raise DataError(f"{path.name}, column {missing[0]}: missing (required columns {list(spec)}; found {header})")
-    dtypes = {c: (pl.String if t == "str" else pl.Float64) for c, t in spec.items()}
-    if isinstance(data, io.BytesIO):
-        data.seek(0)
-    try:
-        frame = pl.read_csv(data, columns=list(spec), schema_overrides=dtypes, null_values=[""])
-    except pl.exceptions.PolarsError:
-        # Slow path, only to name the offending rows: read as text and find what does not parse.
-        if isinstance(data, io.BytesIO):
-            data.seek(0)
-        raw = pl.read_csv(data, columns=list(spec), infer_schema=False).with_row_index(ROW, offset=1)
-        failures = _Failures()
-        for column, kind_ in spec.items():
-            if kind_ == "str":
-                continue
-            parsed = raw[column].str.strip_chars().cast(pl.Float64, strict=False)
-            bad = raw.filter(raw[column].is_not_null() & (raw[column] != "") & parsed.is_null())
-            failures.check(path.name, column, "are not numbers", bad.select(ROW, column))
-        failures.raise_if_any()
-        raise  # pragma: no cover - the fast path failed for a reason the slow path cannot see
-    return frame.with_row_index(ROW, offset=1)
+    """Read one source file with the columns of ``kind`` (a key of SOURCE_COLUMNS); see
+    :func:`pipeline.data.readers.read_csv_table`."""
+    return read_csv_table(path, SOURCE_COLUMNS[kind])
 
 
 # --- validation ------------------------------------------------------------------------------
-def _check_columns(f: _Failures, file: str, frame: pl.DataFrame, kind: str) -> None:
+def _check_columns(f: Failures, file: str, frame: pl.DataFrame, kind: str) -> None:
     """Nulls, integrality and positivity of ids; shared by every file."""
     for column, type_ in SOURCE_COLUMNS[kind].items():
         col = pl.col(column)
@@ -166,6 +100,7 @@ def _check_columns(f: _Failures, file: str, frame: pl.DataFrame, kind: str) -> N
 
 
 def _as_int(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """Cast the whole-number columns of a type-checked source frame to Int64."""
     ints = [c for c, t in SOURCE_COLUMNS[kind].items() if t == "int"]
     return frame.with_columns(pl.col(ints).cast(pl.Int64))
 
@@ -179,7 +114,8 @@ def _compact(frame: pl.DataFrame, kind: str) -> pl.DataFrame:
     )
 
 
-def _check_range(f: _Failures, file: str, frame: pl.DataFrame, column: str, lo: int, hi: int | None) -> None:
+def _check_range(f: Failures, file: str, frame: pl.DataFrame, column: str, lo: int, hi: int | None) -> None:
+    """Values of ``column`` must lie in ``lo..hi`` (no upper bound when ``hi`` is None)."""
     col = pl.col(column)
     bad = frame.filter((col < lo) | (col > hi) if hi is not None else (col < lo))
     f.check(file, column, f"out of range {lo}..{hi if hi is not None else ''}", bad.select(ROW, column))
@@ -190,13 +126,14 @@ def _pair_key(a: str, b: str) -> pl.Expr:
     return pl.col(a).cast(pl.UInt64) * (1 << 32) + pl.col(b).cast(pl.UInt64)
 
 
-def _check_unique(f: _Failures, file: str, frame: pl.DataFrame, columns: Sequence[str]) -> None:
+def _check_unique(f: Failures, file: str, frame: pl.DataFrame, columns: Sequence[str]) -> None:
+    """``columns`` (one id, or a pair of 32-bit ids) must be unique."""
     key = _pair_key(*columns) if len(columns) == 2 else pl.col(columns[0])
     dup = frame.filter(key.is_duplicated()).select(ROW, *columns)
     f.check(file, "+".join(columns), "are duplicates (must be unique)", dup)
 
 
-def check_order_values(f: _Failures, file: str, orders: pl.DataFrame) -> None:
+def check_order_values(f: Failures, file: str, orders: pl.DataFrame) -> None:
     """Per-row rules of orders.csv: eval set names, ranges, days on first/later orders."""
     f.check(
         file,
@@ -226,13 +163,13 @@ def check_order_values(f: _Failures, file: str, orders: pl.DataFrame) -> None:
     )
 
 
-def check_line_values(f: _Failures, file: str, lines: pl.DataFrame) -> None:
+def check_line_values(f: Failures, file: str, lines: pl.DataFrame) -> None:
     """Per-row rules of an order_products file."""
     _check_range(f, file, lines, S.CART_POS, 1, COUNT_MAX)
     f.check(file, S.REORDERED, "not 0 or 1", lines.filter(~pl.col(S.REORDERED).is_in([0, 1])).select(ROW, S.REORDERED))
 
 
-def validate_orders(f: _Failures, file: str, orders: pl.DataFrame) -> None:
+def validate_orders(f: Failures, file: str, orders: pl.DataFrame) -> None:
     """Keys and per-user rules of orders.csv (after the per-row rules passed)."""
     _check_unique(f, file, orders, [S.ORDER])
     _check_unique(f, file, orders, [S.USER, S.ORDER_NUMBER])
@@ -267,7 +204,7 @@ def validate_orders(f: _Failures, file: str, orders: pl.DataFrame) -> None:
     )
 
 
-def validate_lines(f: _Failures, file: str, lines: pl.DataFrame, orders: pl.DataFrame, eval_set: str) -> None:
+def validate_lines(f: Failures, file: str, lines: pl.DataFrame, orders: pl.DataFrame, eval_set: str) -> None:
     """Keys of one order_products file and its references to orders.csv."""
     _check_unique(f, file, lines, [S.ORDER, S.PRODUCT])
     joined = lines.select(ROW, S.ORDER).join(
@@ -318,34 +255,73 @@ def ingest(source: Path, out: Path, *, strict_reordered: bool = False) -> Ingest
     with the history are a warning, or an error with ``strict_reordered``.
     """
     source = Path(source)
+    paths = locate_sources(source)
+    raw = {name: read_source_csv(path, name) for name, path in paths.items()}
+    warnings: list[str] = []
+    f = Failures()
+    check_values(f, paths, raw)
+    orders = raw[S.ORDERS]
+    validate_orders(f, paths[S.ORDERS].name, orders)
+    for name, eval_set in ((PRIOR_LINES, S.PRIOR), (TRAIN_LINES, S.TRAIN)):
+        validate_lines(f, paths[name].name, raw[name], orders, eval_set)
+    lines = merge_lines(raw)
+    validate_merged_lines(f, paths, orders, lines)
+    products, aisles, departments = _catalogue(f, raw, paths, lines, warnings)
+    f.raise_if_any()
+    _reordered_or_raise(paths, lines, orders, warnings, strict=strict_reordered)
+
+    data = Dataset(
+        orders=orders.drop(ROW),
+        order_products=lines.drop(ROW),
+        products=products,
+        aisles=aisles,
+        departments=departments,
+    )
+    return _publish(data, source, out, warnings)
+
+
+def locate_sources(source: Path) -> dict[str, Path]:
+    """The file of each source table present in ``source`` (required and optional ones).
+
+    Raises DataError when the folder or a required file is missing, or a table is present in
+    more than one form.
+    """
     if not source.is_dir():
         raise DataError(f"{source}: source folder not found")
     paths: dict[str, Path] = {}
     for name in REQUIRED_FILES + OPTIONAL_FILES:
-        path = find_source_file(source, name)
+        path = find_source(source, name)
         if path is None and name in REQUIRED_FILES:
-            raise DataError(f"{source}: required file {name}.csv (or .csv.zip / .csv.gz) not found")
+            raise DataError(f"{source}: required file {name}{SUFFIXES[0]} (or {' / '.join(SUFFIXES[1:])}) not found")
         if path is not None:
             paths[name] = path
-    warnings: list[str] = []
-    raw = {name: read_source_csv(path, name) for name, path in paths.items()}
-    f = _Failures()
+    return paths
+
+
+def check_values(f: Failures, paths: dict[str, Path], raw: dict[str, pl.DataFrame]) -> None:
+    """Per-row rules of every file; on success ``raw`` holds frames in their canonical dtypes.
+
+    Two passes, each raising its failures together: column types and ids first, then the value
+    ranges. ``raw`` is updated in place (each frame replaced by its cast version).
+    """
     for name, frame in raw.items():
         _check_columns(f, paths[name].name, frame, name)
     f.raise_if_any()
     # Types are sound now: whole numbers (and days, checked whole-valued below) become Int64.
-    raw = {name: _as_int(frame, name) for name, frame in raw.items()}
+    raw.update({name: _as_int(frame, name) for name, frame in raw.items()})
     check_order_values(f, paths[S.ORDERS].name, raw[S.ORDERS])
     for name in (PRIOR_LINES, TRAIN_LINES):
         check_line_values(f, paths[name].name, raw[name])
     f.raise_if_any()
     # Every value fits its canonical dtype now: compact columns keep the relational checks small.
-    raw = {name: _compact(frame, name) for name, frame in raw.items()}
+    raw.update({name: _compact(frame, name) for name, frame in raw.items()})
 
-    orders = raw[S.ORDERS]
-    validate_orders(f, paths[S.ORDERS].name, orders)
-    for name, eval_set in ((PRIOR_LINES, S.PRIOR), (TRAIN_LINES, S.TRAIN)):
-        validate_lines(f, paths[name].name, raw[name], orders, eval_set)
+
+def merge_lines(raw: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """The prior and train lines as one frame with their ``eval_set``.
+
+    Removes both line frames from ``raw`` so their memory is freed once merged.
+    """
     lines = pl.concat(
         [
             raw[PRIOR_LINES].with_columns(pl.lit(S.PRIOR, S.EVAL_SET_DTYPE).alias(S.EVAL_SET)),
@@ -353,6 +329,11 @@ def ingest(source: Path, out: Path, *, strict_reordered: bool = False) -> Ingest
         ]
     )
     del raw[PRIOR_LINES], raw[TRAIN_LINES]
+    return lines
+
+
+def validate_merged_lines(f: Failures, paths: dict[str, Path], orders: pl.DataFrame, lines: pl.DataFrame) -> None:
+    """Rules across both line files: no line in both, and every prior/train order has lines."""
     f.check(
         f"{paths[PRIOR_LINES].name} + {paths[TRAIN_LINES].name}",
         f"{S.ORDER}+{S.PRODUCT}",
@@ -368,36 +349,36 @@ def ingest(source: Path, out: Path, *, strict_reordered: bool = False) -> Ingest
         "prior/train orders have no lines in the order_products files",
         empty_orders.select(ROW, S.ORDER, S.EVAL_SET),
     )
-    products, aisles, departments = _catalogue(f, raw, paths, lines, warnings)
-    f.raise_if_any()
 
+
+def _reordered_or_raise(
+    paths: dict[str, Path], lines: pl.DataFrame, orders: pl.DataFrame, warnings: list[str], *, strict: bool
+) -> None:
+    """Append a warning for ``reordered`` flags that disagree with the history; raise if ``strict``."""
     mismatched = check_reordered(lines, orders)
     if mismatched.height:
-        msg = _message(
+        msg = describe_rows(
             f"{paths[PRIOR_LINES].name} + {paths[TRAIN_LINES].name}",
             S.REORDERED,
             "disagree with the user's history (1 iff bought in an earlier order)",
             mismatched,
         )
-        if strict_reordered:
+        if strict:
             raise DataError(f"ingest: nothing written:\n- {msg}")
         warnings.append(msg)
 
-    data = Dataset(
-        orders=orders.drop(ROW),
-        order_products=lines.drop(ROW),
-        products=products,
-        aisles=aisles,
-        departments=departments,
-    )
+
+def _publish(data: Dataset, source: Path, out: Path, warnings: list[str]) -> IngestReport:
+    """Log the warnings and write ``data`` atomically to ``out``."""
     for message in warnings:
         log.warning(message)
     manifest = write_dataset(out, data, source=f"kaggle-csv:{source.resolve()}", extra={"warnings": len(warnings)})
     return IngestReport(manifest=manifest, warnings=warnings)
 
 
+# --- catalogue tables ------------------------------------------------------------------------------
 def _catalogue(
-    f: _Failures,
+    f: Failures,
     raw: dict[str, pl.DataFrame],
     paths: dict[str, Path],
     lines: pl.DataFrame,
@@ -405,20 +386,7 @@ def _catalogue(
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Products, aisles and departments: validated when given, placeholders when absent."""
     if S.PRODUCTS not in raw:
-        warnings.append(
-            "products.csv not found: products get placeholder names ('product <id>') "
-            "and one 'unknown' aisle and department"
-        )
-        ids = lines.select(pl.col(S.PRODUCT).unique().sort())
-        products = ids.with_columns(
-            pl.format("product {}", pl.col(S.PRODUCT).cast(pl.Int64)).alias(S.PRODUCT_NAME),
-            pl.lit(UNKNOWN_ID).alias(S.AISLE),
-            pl.lit(UNKNOWN_ID).alias(S.DEPARTMENT),
-        )
-        aisles = pl.DataFrame({S.AISLE: [UNKNOWN_ID], S.AISLE_NAME: ["unknown"]})
-        departments = pl.DataFrame({S.DEPARTMENT: [UNKNOWN_ID], S.DEPARTMENT_NAME: ["unknown"]})
-        return products, aisles, departments
-
+        return _placeholder_catalogue(lines, warnings)
     products = raw[S.PRODUCTS]
     pfile = paths[S.PRODUCTS].name
     _check_unique(f, pfile, products, [S.PRODUCT])
@@ -452,3 +420,19 @@ def _catalogue(
                 ids.with_columns(pl.format(f"{name_col} {{}}", pl.col(key).cast(pl.Int64)).alias(name_col))
             )
     return products.drop(ROW), catalogues[0], catalogues[1]
+
+
+def _placeholder_catalogue(lines: pl.DataFrame, warnings: list[str]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Without products.csv: 'product <id>' for every product bought, one 'unknown' aisle and department."""
+    warnings.append(
+        "products.csv not found: products get placeholder names ('product <id>') and one 'unknown' aisle and department"
+    )
+    ids = lines.select(pl.col(S.PRODUCT).unique().sort())
+    products = ids.with_columns(
+        pl.format("product {}", pl.col(S.PRODUCT).cast(pl.Int64)).alias(S.PRODUCT_NAME),
+        pl.lit(UNKNOWN_ID).alias(S.AISLE),
+        pl.lit(UNKNOWN_ID).alias(S.DEPARTMENT),
+    )
+    aisles = pl.DataFrame({S.AISLE: [UNKNOWN_ID], S.AISLE_NAME: ["unknown"]})
+    departments = pl.DataFrame({S.DEPARTMENT: [UNKNOWN_ID], S.DEPARTMENT_NAME: ["unknown"]})
+    return products, aisles, departments
