@@ -9,7 +9,7 @@ model-performance charts are the run report's own (``pipeline.evaluation.figures
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Final
 
 import plotly.graph_objects as go
 import polars as pl
@@ -20,6 +20,7 @@ from pipeline.dashboard import segments as G
 from pipeline.data import schema as S
 from pipeline.evaluation import figures as EF
 from pipeline.evaluation.figures import BAR_ROW_PX, BASELINE_COLOR, RANKER_COLOR, method_label, ordered_methods
+from pipeline.evaluation.report import EvaluationReport
 
 __all__ = [
     "BAR_COLOR",
@@ -345,14 +346,14 @@ def segment_quality_bars(quality: pl.DataFrame, baseline: str) -> go.Figure:
 
 
 # --- model performance --------------------------------------------------------------------
-def model_figures(report: Mapping[str, Any], importance: Mapping[str, float]) -> dict[str, go.Figure]:
-    """The model-performance charts of the run's ``report.json`` (``pipeline.evaluation.figures``,
-    the run report's charts) and of the ranker's feature ``importance``, by chart id."""
+def model_figures(report: EvaluationReport, importance: Mapping[str, float]) -> dict[str, go.Figure]:
+    """The model-performance charts of the run's report (``pipeline.evaluation.figures``, the run
+    report's charts) and of the ranker's feature ``importance``, by chart id."""
     return {
-        "model_methods": EF.methods_at_10(ordered_methods(report["methods"])),
-        "model_precision": EF.metric_at_k(report["curves"], "precision"),
-        "model_recall": EF.metric_at_k(report["curves"], "recall"),
-        "model_calibration": EF.calibration(report["calibration"]),
-        "model_kaggle_f1": EF.kaggle_f1(report["kaggle_f1"]),
+        "model_methods": EF.methods_at_10(ordered_methods(report.methods)),
+        "model_precision": EF.metric_at_k(report.curves, "precision"),
+        "model_recall": EF.metric_at_k(report.curves, "recall"),
+        "model_calibration": EF.calibration([b.model_dump() for b in report.calibration]),
+        "model_kaggle_f1": EF.kaggle_f1(report.kaggle_f1),
         "model_importance": EF.feature_importance(importance, top=20),
     }

@@ -33,7 +33,6 @@ import plotly.graph_objects as go
 import polars as pl
 from plotly.offline import get_plotlyjs
 
-from features.build import FEATURE_NAMES
 from features.history import order_lines
 from pipeline.dashboard import figures as F
 from pipeline.dashboard import insights as I
@@ -42,17 +41,19 @@ from pipeline.dashboard import segments as G
 from pipeline.dashboard.explorer import EXPLORER_USERS, TOP_K, explorer_payload, peak_context
 from pipeline.dashboard.page import render_page
 from pipeline.data import schema as S
-from pipeline.data.storage import Dataset, atomic_write_bytes, read_dataset, read_json, read_manifest
+from pipeline.data.storage import Dataset, atomic_write_bytes, read_dataset, read_manifest
 from pipeline.errors import DataError
 from pipeline.evaluation import figures as EF
 from pipeline.evaluation.evaluate import BASELINES, RANKER, baseline_rankings
+from pipeline.evaluation.report import EvaluationReport
 from pipeline.metrics import per_key_metrics
 from pipeline.model.windows import rows_of
 from pipeline.progress import Timings
 from pipeline.ranking import top_k
+from pipeline.workflows.run import importance
 from pipeline.workflows.run_folder import Run, load_run
 from pipeline.workflows.validation import evaluation_window
-from serving.bundle import BUNDLE
+from serving.bundle import is_run_folder
 from serving.model import Context, ServingModel
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class _Inputs:
     data: Dataset
     data_manifest: dict[str, Any]
     run: Run
-    report: dict[str, Any]
+    report: EvaluationReport
     model: ServingModel
 
 
@@ -103,14 +104,10 @@ def _load(data_dir: Path, run_dir: Path) -> _Inputs:
     data = read_dataset(data_dir)
     data_manifest = read_manifest(data_dir)
     run = load_run(run_dir)
-    report = read_json(Path(run_dir) / "report" / "report.json")
-    for key in ("methods", "curves", "calibration", "kaggle_f1"):
-        if key not in report:
-            raise DataError(f"{Path(run_dir) / 'report' / 'report.json'}: no '{key}' (re-run `basketcast evaluate`)")
-    if not (Path(run_dir) / BUNDLE).is_dir():
+    report = run.report()
+    if not is_run_folder(run.path):
         raise DataError(
-            f"{Path(run_dir) / BUNDLE}: no serving bundle (the explorer needs it; "
-            f"`basketcast export --model {run_dir}`)"
+            f"{run.folder.bundle}: no serving bundle (the explorer needs it; `basketcast export --model {run_dir}`)"
         )
     model = ServingModel.load(run_dir)
     return _Inputs(data, data_manifest, run, report, model)
@@ -154,10 +151,10 @@ def segment_quality(labels: pl.DataFrame, per_user: pl.DataFrame) -> pl.DataFram
     )
 
 
-def best_baseline(report: dict[str, Any]) -> str:
+def best_baseline(report: EvaluationReport) -> str:
     """The baseline with the highest NDCG@10 in the run's report."""
-    present = [b for b in BASELINES if b in report["methods"]]
-    return max(present, key=lambda b: report["methods"][b][NDCG])
+    present = [b for b in BASELINES if b in report.methods]
+    return max(present, key=lambda b: report.methods[b][NDCG])
 
 
 def build_report(
@@ -199,7 +196,7 @@ def build_report(
         figures = {
             **patterns,
             **_segment_figures(seg, quality, baseline),
-            **F.model_figures(inputs.report, _importance(inputs.run)),
+            **F.model_figures(inputs.report, importance(inputs.run.rankers)),
         }
         page = _page(
             _Page(Path(data_dir), Path(run_dir), inputs, head, seg, baseline, note, ctx, explorer, config), figures
@@ -261,11 +258,6 @@ def _segment_figures(seg: G.Segmentation, quality: pl.DataFrame | None, baseline
     return figures
 
 
-def _importance(run: Run) -> dict[str, float]:
-    """The ranker's total split gain per feature."""
-    return dict(zip(FEATURE_NAMES, run.rankers.ranking.feature_importance("gain").tolist(), strict=True))
-
-
 @dataclass(frozen=True)
 class _Page:
     """What the page says besides its charts."""
@@ -285,10 +277,10 @@ class _Page:
 def _page(p: _Page, figures: dict[str, go.Figure]) -> str:
     """The whole HTML page: ``sections``' words around ``figures``, the explorer's data embedded."""
     report, run = p.inputs.report, p.inputs.run
-    methods = F.ordered_methods(report["methods"])
+    methods = F.ordered_methods(report.methods)
     built = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     trained = str(run.manifest.created)
-    leads = sections.leads(p.head, p.seg, str(report.get("ranking_objective", RANKER)))
+    leads = sections.leads(p.head, p.seg, report.ranking_objective or RANKER)
     bodies = {
         "patterns": sections.patterns_section(),
         "segments": sections.segments_section(p.seg, p.baseline, p.quality_note),

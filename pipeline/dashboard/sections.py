@@ -16,6 +16,7 @@ from pipeline.dashboard import figures as F
 from pipeline.dashboard import segments as G
 from pipeline.dashboard.explorer import TIMELINE_EXTRA, TOP_K
 from pipeline.dashboard.page import chart
+from pipeline.evaluation.report import EvaluationReport
 from serving.model import Context
 
 NDCG: Final = f"ndcg@{TOP_K}"
@@ -165,14 +166,14 @@ def methods_table(methods: Mapping[str, Mapping[str, float]], ks: list[int]) -> 
     )
 
 
-def model_section(report: Mapping[str, Any], methods: Mapping[str, Mapping[str, float]]) -> str:
+def model_section(report: EvaluationReport, methods: Mapping[str, Mapping[str, float]]) -> str:
     """Model performance: the run's evaluation (``methods`` in reading order) as charts and the table."""
     ks = sorted({int(c.split("@")[1]) for c in next(iter(methods.values()))})
     return _grid(
         chart(
             "model_methods",
             "Ranker vs every baseline at K = 10",
-            f"Held-out users ({report.get('users', '?')}, never trained on), their last labelled order predicted "
+            f"Held-out users ({report.users}, never trained on), their last labelled order predicted "
             "from the history before it.",
             wide=True,
         ),

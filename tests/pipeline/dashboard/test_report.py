@@ -16,7 +16,7 @@ from features.history import order_lines
 from pipeline.dashboard import segments as G
 from pipeline.dashboard.report import TOP_K, best_baseline, segment_quality, validation_metrics
 from pipeline.data import schema as S
-from pipeline.data.storage import read_dataset, read_json
+from pipeline.data.storage import read_dataset
 from pipeline.workflows.run_folder import load_run
 from serving.bundle import BUNDLE
 from serving.model import Context, ServingModel
@@ -58,18 +58,18 @@ def test_segment_labels_cover_every_user(built_report: BuiltReport) -> None:
 def test_segment_quality_agrees_with_the_run_report(built_report: BuiltReport) -> None:
     data = read_dataset(built_report.data)
     run = load_run(built_report.run)
-    report = read_json(built_report.run / "report" / "report.json")
+    report = run.report()
     baseline = best_baseline(report)
     per_user = validation_metrics(data, order_lines(data), run, baseline)
-    assert per_user.height == report["users"]
+    assert per_user.height == report.users
     # The same users, features, model and metric code as the run's report: the same means.
-    assert per_user["ranker_ndcg@10"].mean() == pytest.approx(report["methods"]["lightgbm"]["ndcg@10"], abs=1e-9)
-    assert per_user["ranker_recall@10"].mean() == pytest.approx(report["methods"]["lightgbm"]["recall@10"], abs=1e-9)
-    assert per_user["baseline_ndcg@10"].mean() == pytest.approx(report["methods"][baseline]["ndcg@10"], abs=1e-9)
+    assert per_user["ranker_ndcg@10"].mean() == pytest.approx(report.ranker["ndcg@10"], abs=1e-9)
+    assert per_user["ranker_recall@10"].mean() == pytest.approx(report.ranker["recall@10"], abs=1e-9)
+    assert per_user["baseline_ndcg@10"].mean() == pytest.approx(report.methods[baseline]["ndcg@10"], abs=1e-9)
     by_segment = segment_quality(pl.read_parquet(built_report.segments), per_user)
     assert by_segment[G.USERS].sum() == per_user.height
     weighted = (by_segment["ranker_ndcg@10"] * by_segment[G.USERS]).sum() / per_user.height
-    assert weighted == pytest.approx(report["methods"]["lightgbm"]["ndcg@10"], abs=1e-9)
+    assert weighted == pytest.approx(report.ranker["ndcg@10"], abs=1e-9)
 
 
 def test_explorer_embeds_what_the_serving_model_answers(built_report: BuiltReport) -> None:
