@@ -23,7 +23,7 @@ if step == "generate":
     from pipeline.data.generate import generate
     from pipeline.data.storage import write_dataset
     m = write_dataset(workdir / "data", generate(users, 42), source="bench")
-    rows = m["rows"]["order_products"]
+    rows = m.rows["order_products"]
 elif step == "export":
     from pipeline.data.sample import dataset_to_kaggle, write_kaggle_layout
     from pipeline.data.storage import read_dataset
@@ -33,7 +33,7 @@ elif step == "export":
 else:
     from pipeline.data.ingest import ingest
     rep = ingest(workdir / "kaggle", workdir / "ingested")
-    rows = rep.manifest["rows"]["order_products"]
+    rows = rep.manifest.rows["order_products"]
 print(json.dumps({"seconds": time.perf_counter() - start, "rows": rows,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

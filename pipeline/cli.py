@@ -55,8 +55,8 @@ def ingest(source: Path, out: Path, strict: bool) -> None:
     report = run_ingest(source, out, strict_reordered=strict)
     m = report.manifest
     click.echo(
-        f"ingested {m['rows']['orders']:,} orders, {m['rows']['order_products']:,} lines, "
-        f"{m['users']:,} users into {out} (fingerprint {m['fingerprint']}, {len(report.warnings)} warnings)"
+        f"ingested {m.rows[S.ORDERS]:,} orders, {m.rows[S.ORDER_PRODUCTS]:,} lines, "
+        f"{m.users:,} users into {out} (fingerprint {m.fingerprint}, {len(report.warnings)} warnings)"
     )
 
 
@@ -75,7 +75,7 @@ def generate(users: int, seed: int, out: Path) -> None:
     data = run_generate(users, seed)
     manifest = write_dataset(out, data, source=f"synthetic:users={users},seed={seed}")
     click.echo(
-        f"generated {manifest['rows']['orders']:,} orders, {manifest['rows']['order_products']:,} lines "
+        f"generated {manifest.rows[S.ORDERS]:,} orders, {manifest.rows[S.ORDER_PRODUCTS]:,} lines "
         f"for {users:,} users into {out} in {time.perf_counter() - start:.1f} s"
     )
 

@@ -41,7 +41,7 @@ from pipeline.dashboard import segments as G
 from pipeline.dashboard.explorer import EXPLORER_USERS, TOP_K, explorer_payload, peak_context
 from pipeline.dashboard.page import render_page
 from pipeline.data import schema as S
-from pipeline.data.storage import Dataset, atomic_write_bytes, read_dataset, read_manifest
+from pipeline.data.storage import DataManifest, Dataset, atomic_write_bytes, read_dataset, read_manifest
 from pipeline.errors import DataError
 from pipeline.evaluation import figures as EF
 from pipeline.evaluation.evaluate import BASELINES, RANKER, baseline_rankings
@@ -93,7 +93,7 @@ class ReportResult:
 @dataclass(frozen=True)
 class _Inputs:
     data: Dataset
-    data_manifest: dict[str, Any]
+    data_manifest: DataManifest
     run: Run
     report: EvaluationReport
     model: ServingModel
@@ -239,7 +239,7 @@ def _model_quality(
     data_dir: Path, run_dir: Path, inputs: _Inputs, lines: pl.DataFrame, seg: G.Segmentation, baseline: str
 ) -> tuple[pl.DataFrame | None, str | None]:
     """The model quality per segment, or None and why it is left out (the data is not the run's)."""
-    if inputs.data_manifest["fingerprint"] == inputs.run.manifest.data.fingerprint:
+    if inputs.data_manifest.fingerprint == inputs.run.manifest.data.fingerprint:
         return segment_quality(seg.labels, validation_metrics(inputs.data, lines, inputs.run, baseline)), None
     return None, (
         f"{data_dir} is not the data {run_dir} was trained on: model quality per segment is left out "

@@ -10,12 +10,13 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
 
 from pipeline.dashboard import figures as F
 from pipeline.dashboard import segments as G
 from pipeline.dashboard.explorer import TIMELINE_EXTRA, TOP_K
 from pipeline.dashboard.page import chart
+from pipeline.data.storage import DataManifest
 from pipeline.evaluation.report import EvaluationReport
 from serving.model import Context
 
@@ -39,13 +40,11 @@ def _grid(*cards: str) -> str:
     return "".join(['<div class="grid">', *cards, "</div>"])
 
 
-def meta_line(
-    data_dir: str, data_manifest: Mapping[str, Any], run_dir: str, trained: str, version: str, built: str
-) -> str:
+def meta_line(data_dir: str, data_manifest: DataManifest, run_dir: str, trained: str, version: str, built: str) -> str:
     """The header's line under the title: which data and model, and when the page was built."""
     return (
-        f"data <b>{e(data_dir)}</b> ({e(str(data_manifest.get('source', '?')))}, fingerprint "
-        f"{e(str(data_manifest['fingerprint']))}) · model <b>{e(run_dir)}</b> (trained "
+        f"data <b>{e(data_dir)}</b> ({e(data_manifest.source)}, fingerprint "
+        f"{e(data_manifest.fingerprint)}) · model <b>{e(run_dir)}</b> (trained "
         f"{e(trained)}, serving version {e(version)}) · built {built}"
     )
 

@@ -35,7 +35,7 @@ from pipeline.data.readers import (
     find_source,
     read_csv_table,
 )
-from pipeline.data.storage import Dataset, write_dataset
+from pipeline.data.storage import DataManifest, Dataset, write_dataset
 from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ COUNT_MAX = 2**16 - 1  # order_number and add_to_cart_order are UInt16
 class IngestReport:
     """What an ingest did: the manifest it wrote and the warnings it raised."""
 
-    manifest: dict[str, Any]
+    manifest: DataManifest
     warnings: list[str] = field(default_factory=list)
 
 
@@ -372,7 +372,7 @@ def _publish(data: Dataset, source: Path, out: Path, warnings: list[str]) -> Ing
     """Log the warnings and write ``data`` atomically to ``out``."""
     for message in warnings:
         log.warning(message)
-    manifest = write_dataset(out, data, source=f"kaggle-csv:{source.resolve()}", extra={"warnings": len(warnings)})
+    manifest = write_dataset(out, data, source=f"kaggle-csv:{source.resolve()}", warnings=len(warnings))
     return IngestReport(manifest=manifest, warnings=warnings)
 
 

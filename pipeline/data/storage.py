@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.data import schema as S
 from pipeline.errors import DataError
@@ -118,36 +119,53 @@ def fingerprint(tables: Mapping[str, pl.DataFrame]) -> str:
     return h.hexdigest()[:16]
 
 
-def write_dataset(out: Path, data: Dataset, *, source: str, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+class DataManifest(BaseModel):
+    """``manifest.json`` of a data folder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int
+    source: str  # where the data came from (the ingested folder, the generator's arguments, …)
+    fingerprint: str  # content hash of the tables (equal data, equal fingerprint)
+    rows: dict[str, int]  # table → rows
+    users: int
+    warnings: int | None = None  # warnings raised by ingest (absent for generated data)
+
+
+def write_dataset(out: Path, data: Dataset, *, source: str, warnings: int | None = None) -> DataManifest:
     """Publish ``data`` as a canonical data folder at ``out`` (atomically). Returns the manifest."""
     tables = {name: S.conform(name, data.table(name)) for name in S.TABLES}
-    manifest: dict[str, Any] = {
-        "schema_version": S.SCHEMA_VERSION,
-        "source": source,
-        "fingerprint": fingerprint(tables),
-        "rows": {name: frame.height for name, frame in tables.items()},
-        "users": int(tables[S.ORDERS][S.USER].n_unique()),
-        **(dict(extra) if extra else {}),
-    }
+    manifest = DataManifest(
+        schema_version=S.SCHEMA_VERSION,
+        source=source,
+        fingerprint=fingerprint(tables),
+        rows={name: frame.height for name, frame in tables.items()},
+        users=int(tables[S.ORDERS][S.USER].n_unique()),
+        warnings=warnings,
+    )
     with publishing_dir(out) as tmp:
         for name, frame in tables.items():
             frame.write_parquet(tmp / f"{name}.parquet", compression="zstd", statistics=True)
-        write_json(tmp / MANIFEST, manifest)
+        write_json(tmp / MANIFEST, manifest.model_dump(exclude_none=True))
     return manifest
 
 
-def read_manifest(data_dir: Path) -> dict[str, Any]:
+def read_manifest(data_dir: Path) -> DataManifest:
+    """The manifest of a data folder; DataError when it is not one of this basketcast's."""
     path = Path(data_dir) / MANIFEST
     if not path.exists():
         raise DataError(
             f"{data_dir}: not a basketcast data folder (no {MANIFEST}); "
             "create one with `basketcast ingest` or `basketcast generate`"
         )
-    manifest = read_json(path)
-    version = manifest.get("schema_version")
+    raw = read_json(path)
+    version = raw.get("schema_version")
     if version != S.SCHEMA_VERSION:
         raise DataError(f"{path}: schema_version {version!r}, this basketcast reads {S.SCHEMA_VERSION}; re-run ingest")
-    return manifest
+    try:
+        return DataManifest.model_validate(raw)
+    except ValidationError as exc:
+        raise DataError(f"{path}: not a data manifest of this basketcast ({exc.errors()[0]['msg']})") from exc
 
 
 def read_dataset(data_dir: Path) -> Dataset:

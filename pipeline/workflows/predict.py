@@ -34,7 +34,7 @@ def predict(
         raise DataError(f"--k must be a positive number of products, got {k}")
     run = load_run(run_dir)
     data = read_dataset(data_dir)
-    if read_manifest(data_dir)["fingerprint"] != run.manifest.data.fingerprint:
+    if read_manifest(data_dir).fingerprint != run.manifest.data.fingerprint:
         log.warning("%s differs from the data %s was trained on; predicting anyway", data_dir, run_dir)
     cutoffs, users = C.eval_set_cutoffs(data.orders, eval_set)
     if users.len() == 0:

@@ -80,7 +80,7 @@ def train(data_dir: Path, out: Path, config: TrainConfig) -> TrainResult:
     manifest = RunManifest(
         schema_version=S.SCHEMA_VERSION,
         data=DataRef(
-            path=str(Path(data_dir).resolve()), fingerprint=manifest_in["fingerprint"], source=manifest_in.get("source")
+            path=str(Path(data_dir).resolve()), fingerprint=manifest_in.fingerprint, source=manifest_in.source
         ),
         ranking_objective=rankers.ranking_objective,
         best_iterations={"ranking": rankers.ranking.best_iteration, "basket": rankers.basket.best_iteration},

@@ -47,7 +47,7 @@ def evaluate(data_dir: Path, run_dir: Path, *, folds: int | None = None, out: Pa
     """
     run = load_run(run_dir)
     data = read_dataset(data_dir)
-    fingerprint = read_manifest(data_dir)["fingerprint"]
+    fingerprint = read_manifest(data_dir).fingerprint
     timings = Timings()
     lines = order_lines(data)
     if folds is None:

@@ -38,16 +38,16 @@ def test_valid_layout_ingests_in_every_compression(
     first = data.orders.filter(pl.col(S.ORDER_NUMBER) == 1)
     assert first[S.DAYS_PRIOR].null_count() == first.height
     manifest = read_manifest(out)
-    assert manifest["rows"]["orders"] == 7 and manifest["users"] == 2
-    assert len(manifest["fingerprint"]) == 16
+    assert manifest.rows["orders"] == 7 and manifest.users == 2
+    assert len(manifest.fingerprint) == 16
 
 
 def test_fingerprint_depends_on_content_not_path(tiny_kaggle: Callable[..., Path], tmp_path: Path) -> None:
     src = tiny_kaggle()
-    a = ingest(src, tmp_path / "a").manifest["fingerprint"]
-    b = ingest(src, tmp_path / "b").manifest["fingerprint"]
+    a = ingest(src, tmp_path / "a").manifest.fingerprint
+    b = ingest(src, tmp_path / "b").manifest.fingerprint
     changed = tiny_kaggle("gz", order_products__train=_replace_line(TRAIN, "14,105,2,0", "14,103,2,0"))
-    c = ingest(changed, tmp_path / "c").manifest["fingerprint"]
+    c = ingest(changed, tmp_path / "c").manifest.fingerprint
     assert a == b != c
 
 
