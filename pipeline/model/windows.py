@@ -40,53 +40,6 @@ FIT, STOP, VALID = "fit", "stop", "valid"
 STOP_SHARE = 0.1  # of the non-validation users, held out for early stopping
 
 
-@dataclass
-class Window:
-    """One label window: cutoffs, visible history, its ALS, candidate features with labels, truth."""
-
-    window: int
-    history: History
-    als: ALSModel
-    frame: pl.DataFrame  # USER, PRODUCT, S.IS_REPEAT, FEATURE_NAMES…, LABEL; sorted by user
-    truth: pl.DataFrame  # USER, PRODUCT, REORDERED of the target orders
-
-
-def build_window(
-    data: Dataset,
-    lines: pl.DataFrame,
-    cutoffs: pl.DataFrame,
-    window: int,
-    config: TrainConfig,
-    als: ALSModel | None = None,
-    users: pl.Series | None = None,
-    timings: Timings | None = None,
-) -> Window:
-    """Candidates, features and labels for ``cutoffs`` (ALS fitted here unless given).
-
-    The history, ALS and every feature see all users with a cutoff; candidate rows and labels
-    are made for ``users`` only (default: all of them). ``timings`` records the three steps.
-    """
-    timings = timings or Timings()
-    with timings.stage(f"window {window}: history + ALS"):
-        h = as_of(data, cutoffs, lines)
-        als = ALSModel.fit(h.lines, config.als) if als is None else als
-    chosen = h.cutoffs[S.USER]
-    if users is not None:
-        chosen = chosen.filter(chosen.is_in(users.cast(pl.UInt32).implode()))
-    with timings.stage(f"window {window}: candidates ({chosen.len():,} users)"):
-        cands = candidates(h, als, chosen, config.candidates)
-    with timings.stage(f"window {window}: features ({cands.height:,} rows)"):
-        frame = feature_frame(h, cands, config.features)
-    truth = C.labels(lines, h.cutoffs.join(pl.DataFrame(chosen), on=S.USER, how="semi"))
-    frame = frame.join(
-        truth.select(S.USER, S.PRODUCT, pl.lit(1, pl.UInt8).alias(S.LABEL)),
-        on=[S.USER, S.PRODUCT],
-        how="left",
-        maintain_order="left",
-    ).with_columns(pl.col(S.LABEL).fill_null(0), pl.lit(window, pl.UInt8).alias(S.WINDOW))
-    return Window(window=window, history=h, als=als, frame=frame, truth=truth)
-
-
 def split_users(users: np.ndarray, valid_share: float, seed: int) -> pl.DataFrame:
     """Assign each user a role — fit, stop (early stopping) or valid — by a seeded permutation.
 
@@ -118,10 +71,28 @@ def evaluation_users(roles: pl.DataFrame, config: TrainConfig) -> pl.Series:
     return sample_users(valid, config.evaluation.max_users, config.seed)
 
 
-def rows_of(windows: list[Window], users: pl.Series, window0_only: bool = False) -> pl.DataFrame:
-    """The candidate rows of ``users`` across windows, sorted by (window, user)."""
-    picked = [w.frame for w in windows if not window0_only or w.window == 0]
-    return pl.concat(picked).filter(pl.col(S.USER).is_in(users.implode())).sort(S.WINDOW, S.USER, maintain_order=True)
+def not_enough_orders(config: TrainConfig) -> DataError:
+    need = config.windows.min_history + 1
+    return DataError(f"no user has enough orders to train on (need at least {need} orders with products)")
+
+
+def roles_of(data: Dataset, config: TrainConfig) -> pl.DataFrame:
+    """fit / stop / valid for every user with a window-0 cutoff."""
+    cutoffs = C.label_window(data.orders, 0, config.windows.min_history)
+    if cutoffs.height == 0:
+        raise not_enough_orders(config)
+    return split_users(cutoffs[S.USER].to_numpy(), config.valid_share, config.seed)
+
+
+@dataclass
+class Window:
+    """One label window: cutoffs, visible history, its ALS, candidate features with labels, truth."""
+
+    window: int
+    history: History
+    als: ALSModel
+    frame: pl.DataFrame  # USER, PRODUCT, S.IS_REPEAT, FEATURE_NAMES…, LABEL; sorted by user
+    truth: pl.DataFrame  # USER, PRODUCT, REORDERED of the target orders
 
 
 def build_windows(
@@ -169,14 +140,43 @@ def build_windows(
     return windows
 
 
-def not_enough_orders(config: TrainConfig) -> DataError:
-    need = config.windows.min_history + 1
-    return DataError(f"no user has enough orders to train on (need at least {need} orders with products)")
+def build_window(
+    data: Dataset,
+    lines: pl.DataFrame,
+    cutoffs: pl.DataFrame,
+    window: int,
+    config: TrainConfig,
+    als: ALSModel | None = None,
+    users: pl.Series | None = None,
+    timings: Timings | None = None,
+) -> Window:
+    """Candidates, features and labels for ``cutoffs`` (ALS fitted here unless given).
+
+    The history, ALS and every feature see all users with a cutoff; candidate rows and labels
+    are made for ``users`` only (default: all of them). ``timings`` records the three steps.
+    """
+    timings = timings or Timings()
+    with timings.stage(f"window {window}: history + ALS"):
+        h = as_of(data, cutoffs, lines)
+        als = ALSModel.fit(h.lines, config.als) if als is None else als
+    chosen = h.cutoffs[S.USER]
+    if users is not None:
+        chosen = chosen.filter(chosen.is_in(users.cast(pl.UInt32).implode()))
+    with timings.stage(f"window {window}: candidates ({chosen.len():,} users)"):
+        cands = candidates(h, als, chosen, config.candidates)
+    with timings.stage(f"window {window}: features ({cands.height:,} rows)"):
+        frame = feature_frame(h, cands, config.features)
+    truth = C.labels(lines, h.cutoffs.join(pl.DataFrame(chosen), on=S.USER, how="semi"))
+    frame = frame.join(
+        truth.select(S.USER, S.PRODUCT, pl.lit(1, pl.UInt8).alias(S.LABEL)),
+        on=[S.USER, S.PRODUCT],
+        how="left",
+        maintain_order="left",
+    ).with_columns(pl.col(S.LABEL).fill_null(0), pl.lit(window, pl.UInt8).alias(S.WINDOW))
+    return Window(window=window, history=h, als=als, frame=frame, truth=truth)
 
 
-def roles_of(data: Dataset, config: TrainConfig) -> pl.DataFrame:
-    """fit / stop / valid for every user with a window-0 cutoff."""
-    cutoffs = C.label_window(data.orders, 0, config.windows.min_history)
-    if cutoffs.height == 0:
-        raise not_enough_orders(config)
-    return split_users(cutoffs[S.USER].to_numpy(), config.valid_share, config.seed)
+def rows_of(windows: list[Window], users: pl.Series, window0_only: bool = False) -> pl.DataFrame:
+    """The candidate rows of ``users`` across windows, sorted by (window, user)."""
+    picked = [w.frame for w in windows if not window0_only or w.window == 0]
+    return pl.concat(picked).filter(pl.col(S.USER).is_in(users.implode())).sort(S.WINDOW, S.USER, maintain_order=True)
