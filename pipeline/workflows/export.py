@@ -59,7 +59,7 @@ def float32_thresholds(booster: lgb.Booster) -> lgb.Booster:
     for i, line in enumerate(lines):
         if line.startswith("num_cat=") and line != "num_cat=0":
             raise ExportError("categorical splits are not supported by the float32 threshold rounding")
-        if line.startswith("threshold="):
+        if line.startswith("threshold=") and line != "threshold=":  # a tree without splits has none
             t = np.array(line.split("=", 1)[1].split(" "), dtype=np.float64)
             t32 = t.astype(np.float32)
             above = t32.astype(np.float64) > t
