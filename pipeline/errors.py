@@ -16,6 +16,11 @@ class DataError(BasketcastError, ValueError):
     """Input data (or a data/model folder) is not what basketcast expects."""
 
 
+class OutputError(BasketcastError):
+    """An output cannot be written where it was asked for (it would replace something that is not
+    ours, or the disk refused the write); nothing was changed there."""
+
+
 class ConfigError(DataError):
     """A training config file or value is invalid (unknown key, bad value, unreadable file)."""
 

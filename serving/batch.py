@@ -10,10 +10,7 @@ complete. Unknown user ids are counted and reported; they get the cold-start lis
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +24,7 @@ import pyarrow.parquet as pq
 
 from pipeline.data import schema as S
 from pipeline.data.ids import index_of
+from pipeline.data.publish import Kind, parquet_with_columns, publishing_file
 from pipeline.ranking import best_first
 from serving.model import Context, ServingModel
 
@@ -35,6 +33,7 @@ log = logging.getLogger(__name__)
 OUT_SCHEMA = pa.schema(
     [(S.USER, pa.uint32()), (S.PRODUCT, pa.uint32()), (S.SCORE, pa.float32()), (S.RANK, pa.uint16())]
 )
+SCORES = Kind("scores file (Parquet)", folder=False, recognise=parquet_with_columns(OUT_SCHEMA.names))
 
 
 @dataclass
@@ -91,9 +90,13 @@ def score_users(
     chunk_users: int = 5_000,
     unknown: Literal["popular", "skip"] = "popular",
     progress: Callable[[int, int], None] | None = None,
+    force: bool = False,
 ) -> ScoreReport:
     """Score ``users`` (None = every user in the snapshot) into ``out`` (Parquet: user_id,
-    product_id, score, rank; k rows per user). ``progress(done, total)`` is called per chunk."""
+    product_id, score, rank; k rows per user). ``progress(done, total)`` is called per chunk.
+
+    ``out`` is published atomically and replaces only a scores file (or anything with ``force``),
+    never the model it reads (``pipeline.data.publish``)."""
     start = time.perf_counter()
     all_users = model.users
     users = np.asarray(all_users) if users is None else np.unique(np.asarray(users, dtype=np.uint32))
@@ -101,34 +104,26 @@ def score_users(
     known = pos >= 0
     report = ScoreReport(users=int(users.size), unknown_users=int((~known).sum()))
     report.unknown_examples = users[~known][:10].tolist()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
-        with pq.ParquetWriter(tmp_name, OUT_SCHEMA, compression="zstd") as writer:
-            for lo in range(0, users.size, chunk_users):
-                chunk_known = known[lo : lo + chunk_users]
-                rows_idx = pos[lo : lo + chunk_users][chunk_known]
-                if rows_idx.size:
-                    table = _score_chunk(model, rows_idx, k, ctx)
-                    report.candidate_rows += int(model.offsets[rows_idx + 1].sum() - model.offsets[rows_idx].sum())
-                    report.scored_users += int(rows_idx.size)
-                    writer.write_table(table)
-                    report.output_rows += table.num_rows
-                cold = users[lo : lo + chunk_users][~chunk_known]
-                if cold.size and unknown == "popular":
-                    table = _popular_table(model, cold, k)
-                    writer.write_table(table)
-                    report.output_rows += table.num_rows
-                if progress is not None:
-                    progress(min(lo + chunk_users, users.size), users.size)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    with (
+        publishing_file(Path(out), SCORES, force=force, inputs=[model.path]) as tmp_name,
+        pq.ParquetWriter(tmp_name, OUT_SCHEMA, compression="zstd") as writer,
+    ):
+        for lo in range(0, users.size, chunk_users):
+            chunk_known = known[lo : lo + chunk_users]
+            rows_idx = pos[lo : lo + chunk_users][chunk_known]
+            if rows_idx.size:
+                table = _score_chunk(model, rows_idx, k, ctx)
+                report.candidate_rows += int(model.offsets[rows_idx + 1].sum() - model.offsets[rows_idx].sum())
+                report.scored_users += int(rows_idx.size)
+                writer.write_table(table)
+                report.output_rows += table.num_rows
+            cold = users[lo : lo + chunk_users][~chunk_known]
+            if cold.size and unknown == "popular":
+                table = _popular_table(model, cold, k)
+                writer.write_table(table)
+                report.output_rows += table.num_rows
+            if progress is not None:
+                progress(min(lo + chunk_users, users.size), users.size)
     report.seconds = time.perf_counter() - start
     if report.unknown_users:
         log.warning(

@@ -41,7 +41,8 @@ from pipeline.dashboard import segments as G
 from pipeline.dashboard.explorer import EXPLORER_USERS, TOP_K, explorer_payload, peak_context
 from pipeline.dashboard.page import render_page
 from pipeline.data import schema as S
-from pipeline.data.storage import DataManifest, Dataset, atomic_write_bytes, read_dataset, read_manifest
+from pipeline.data.publish import Kind, check_output, publish_bytes, text_starting_with
+from pipeline.data.storage import DataManifest, Dataset, read_dataset, read_manifest
 from pipeline.errors import DataError
 from pipeline.evaluation import figures as EF
 from pipeline.evaluation.evaluate import BASELINES, RANKER, baseline_rankings
@@ -72,6 +73,8 @@ __all__ = [
 ]
 
 SEGMENTS_FILE: Final = "segments.parquet"
+GENERATOR_META: Final = '<meta name="generator" content="basketcast report">'  # in page.html
+DASHBOARD_PAGE = Kind("dashboard page (HTML)", folder=False, recognise=text_starting_with(GENERATOR_META))
 NDCG: Final = f"ndcg@{TOP_K}"
 RECALL: Final = f"recall@{TOP_K}"
 
@@ -165,13 +168,15 @@ def build_report(
     segments_out: Path | None = None,
     explorer_users: int = EXPLORER_USERS,
     segment_config: G.SegmentConfig | None = None,
+    force: bool = False,
 ) -> ReportResult:
     """Write the dashboard of ``run_dir`` on ``data_dir`` to ``out`` and the segment labels to
     ``segments_out`` (default: ``segments.parquet`` next to ``out``). See the module doc."""
     out = Path(out)
     segments_out = Path(segments_out) if segments_out else out.parent / SEGMENTS_FILE
-    if out.is_dir():
-        raise DataError(f"{out}: is a folder; --out takes the HTML file to write")
+    sources = [Path(data_dir), Path(run_dir)]
+    check_output(out, DASHBOARD_PAGE, force, sources)
+    check_output(segments_out, G.SEGMENT_LABELS, force, sources)
     if explorer_users < 1:
         raise DataError(f"--explorer-users must be at least 1, got {explorer_users}")
     config = segment_config or G.SegmentConfig()
@@ -202,8 +207,8 @@ def build_report(
             _Page(Path(data_dir), Path(run_dir), inputs, head, seg, baseline, note, ctx, explorer, config), figures
         )
         payload = page.encode()
-        G.write_labels(seg, segments_out)
-        atomic_write_bytes(out, payload)
+        G.write_labels(seg, segments_out, force=force, inputs=sources)
+        publish_bytes(out, payload, DASHBOARD_PAGE, force=force, inputs=sources)
     notes = [note] if note else []
     for message in notes:
         log.warning("%s", message)

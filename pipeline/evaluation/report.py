@@ -15,7 +15,8 @@ from typing import Final, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.data.storage import atomic_write_bytes, read_json
+from pipeline.data.publish import Kind, atomic_write_bytes
+from pipeline.data.storage import read_json
 from pipeline.errors import DataError
 
 REPORT_JSON: Final = "report.json"
@@ -109,6 +110,17 @@ class EvaluationReport(BaseModel):
             return cls.model_validate(payload)
         except ValueError as exc:
             raise DataError(f"{path}: not an evaluation report of this basketcast ({exc})") from exc
+
+
+def _is_report_folder(path: Path) -> bool:
+    try:
+        EvaluationReport.load(path / REPORT_JSON)
+    except DataError:
+        return False
+    return True
+
+
+REPORT_FOLDER = Kind("evaluation report folder", folder=True, recognise=_is_report_folder)
 
 
 def markdown(report: EvaluationReport, title: str = "Evaluation") -> str:

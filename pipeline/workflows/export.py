@@ -28,23 +28,33 @@ from features.build import BASE_FEATURES, FEATURE_NAMES, FeatureTables
 from features.history import History, as_of, order_lines
 from pipeline.config import TrainConfig
 from pipeline.data import schema as S
-from pipeline.data.storage import Dataset, publishing_dir, read_dataset, write_json
+from pipeline.data.publish import publishing_dir
+from pipeline.data.storage import Dataset, read_dataset, write_json
 from pipeline.errors import ExportError
 from pipeline.model.candidates import ALSModel, candidates
 from pipeline.model.training import Rankers
 from pipeline.progress import Timings
 from pipeline.ranking import best_first
-from pipeline.workflows.run_folder import load_run
+from pipeline.workflows.run_folder import RUN_FOLDER, load_run
 from serving.bundle import BASKET, BUNDLE, CATALOG, MANIFEST, RANKER, BundleManifest, Parity
 from serving.model import Context, ServingModel
 
 log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-4
-PARITY_ROWS = 10_000
 POPULAR = 100
 SNAPSHOT_CHUNK_USERS = 20_000
-PARITY_CONTEXT = Context(dow=0, hour=10)  # any fixed context: parity is per row
+# The parity check compares every snapshot row at each of these request contexts: the context
+# features differ per context (days=None is a request without days_since_last_order: the user's
+# usual gap), and so do the trees' paths through them.
+PARITY_CONTEXTS: tuple[Context, ...] = (
+    Context(dow=0, hour=10),
+    Context(dow=3, hour=15, days=7.0),
+    Context(dow=6, hour=22, days=30.0),
+)
+# Rows (whole users) featurised and scored at a time: ~0.3 KB per row, so memory stays bounded at
+# any snapshot size.
+PARITY_CHUNK_ROWS = 200_000
 
 
 def float32_thresholds(booster: lgb.Booster) -> lgb.Booster:
@@ -144,33 +154,59 @@ def _write_arrays(
     return shapes
 
 
-def parity(bundle: ServingModel, rankers: Rankers, min_rows: int = PARITY_ROWS) -> Parity:
-    """ONNX vs LightGBM on the first users' snapshot rows (≥ ``min_rows`` rows, all if fewer).
+def parity(
+    bundle: ServingModel,
+    rankers: Rankers,
+    contexts: tuple[Context, ...] = PARITY_CONTEXTS,
+    chunk_rows: int = PARITY_CHUNK_ROWS,
+) -> Parity:
+    """ONNX vs LightGBM on every row of every user of the snapshot, at each of ``contexts``.
 
-    Returns max abs differences and the number of users whose top-10 order differs.
+    Users are taken ``chunk_rows`` rows at a time (at least one whole user). Returns the max abs
+    differences of both models over all rows and contexts, and the number of users whose top-10
+    (the one tie rule, ``pipeline.ranking``) differs at any context.
     """
-    n_users = int(np.searchsorted(bundle.offsets, min_rows)) + 1
-    stop = int(bundle.offsets[min(n_users, bundle.users.size)])
-    X = bundle.features(np.arange(stop), PARITY_CONTEXT)
-    native_rank = np.asarray(rankers.ranking.predict(X))
-    native_basket = np.asarray(rankers.basket.predict(X))
-    onnx_rank = bundle.rank_scores(X)
-    onnx_basket = bundle.basket_probabilities(X)
-    mismatched = 0
-    for i in range(min(n_users, bundle.users.size)):
-        lo, hi = int(bundle.offsets[i]), int(bundle.offsets[i + 1])
-        products = bundle.products[lo:hi]
-        a = best_first(products, native_rank[lo:hi])[:10]
-        b = best_first(products, onnx_rank[lo:hi])[:10]
-        mismatched += int(not np.array_equal(a, b))
+
+    def top10(groups: np.ndarray, starts: np.ndarray, products: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Row indices of each group's top 10, group after group (rows sorted by group)."""
+        order = best_first(products, scores, groups)
+        return order[np.arange(order.size) - starts[groups[order]] < 10]
+
+    offsets = np.asarray(bundle.offsets)
+    n_users = int(bundle.users.size)
+    mismatched = np.zeros(n_users, dtype=bool)
+    max_rank = max_basket = 0.0
+    with_nan = 0
+    first = 0
+    while first < n_users:
+        last = int(np.searchsorted(offsets, offsets[first] + chunk_rows, side="right")) - 1
+        last = min(max(last, first + 1), n_users)
+        lo, hi = int(offsets[first]), int(offsets[last])
+        counts = np.diff(offsets[first : last + 1])
+        groups = np.repeat(np.arange(last - first), counts)  # user of each row, 0-based in the chunk
+        starts = offsets[first:last] - lo
+        products = np.asarray(bundle.products[lo:hi])
+        nan = np.zeros(hi - lo, dtype=bool)
+        for ctx in contexts if hi > lo else ():
+            X = bundle.features(slice(lo, hi), ctx)
+            nan |= np.isnan(X).any(axis=1)
+            native_rank = np.asarray(rankers.ranking.predict(X))
+            onnx_rank = bundle.rank_scores(X)
+            basket_diff = np.abs(np.asarray(rankers.basket.predict(X)) - bundle.basket_probabilities(X))
+            max_rank = max(max_rank, float(np.max(np.abs(native_rank - onnx_rank))))
+            max_basket = max(max_basket, float(np.max(basket_diff)))
+            a, b = top10(groups, starts, products, native_rank), top10(groups, starts, products, onnx_rank)
+            mismatched[first + groups[a[products[a] != products[b]]]] = True
+        with_nan += int(nan.sum())
+        first = last
     return Parity(
-        rows=int(stop),
-        users=min(n_users, int(bundle.users.size)),
-        contexts=1,
-        rows_with_nan=int(np.isnan(X).any(axis=1).sum()),
-        max_abs_diff_ranking=float(np.max(np.abs(native_rank - onnx_rank))) if stop else 0.0,
-        max_abs_diff_basket=float(np.max(np.abs(native_basket - onnx_basket))) if stop else 0.0,
-        users_with_different_top10=mismatched,
+        rows=int(offsets[-1]),
+        users=n_users,
+        contexts=len(contexts),
+        rows_with_nan=with_nan,
+        max_abs_diff_ranking=max_rank,
+        max_abs_diff_basket=max_basket,
+        users_with_different_top10=int(mismatched.sum()),
     )
 
 
@@ -242,7 +278,7 @@ def export(run_dir: Path, data_dir: Path | None = None) -> BundleManifest:
     data_path = Path(data_dir) if data_dir else Path(run.manifest.data.path)
     data = read_dataset(data_path)
     als = run.als(latest=True)
-    with publishing_dir(run.path) as tmp:
+    with publishing_dir(run.path, RUN_FOLDER) as tmp:
         for item in run.path.iterdir():
             if item.name == BUNDLE:
                 continue

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 
@@ -11,7 +10,15 @@ import polars as pl
 from features import cutoffs as C
 from features.history import order_lines
 from pipeline.data import schema as S
-from pipeline.data.storage import atomic_write_bytes, read_dataset, read_manifest
+from pipeline.data.publish import (
+    Kind,
+    check_output,
+    parquet_with_columns,
+    publish_bytes,
+    publishing_file,
+    text_starting_with,
+)
+from pipeline.data.storage import read_dataset, read_manifest
 from pipeline.errors import DataError
 from pipeline.model.basket import choose_baskets
 from pipeline.model.windows import build_window, rows_of
@@ -20,10 +27,22 @@ from pipeline.workflows.run_folder import load_run
 
 log = logging.getLogger(__name__)
 SUBMISSION_PRODUCTS = "products"  # the Kaggle submission's second column
+PREDICTION_COLUMNS = (S.ORDER, S.USER, S.PRODUCT, S.SCORE, S.RANK)
+PREDICTIONS = Kind("predictions file (Parquet)", folder=False, recognise=parquet_with_columns(PREDICTION_COLUMNS))
+SUBMISSION = Kind(
+    "Kaggle submission (CSV)", folder=False, recognise=text_starting_with(f"{S.ORDER},{SUBMISSION_PRODUCTS}\n")
+)
 
 
 def predict(
-    data_dir: Path, run_dir: Path, *, eval_set: str, k: int, out: Path, submission: Path | None = None
+    data_dir: Path,
+    run_dir: Path,
+    *,
+    eval_set: str,
+    k: int,
+    out: Path,
+    submission: Path | None = None,
+    force: bool = False,
 ) -> pl.DataFrame:
     """Top-k products for every order of ``eval_set``; optional Kaggle submission of F1-optimal baskets.
 
@@ -32,6 +51,10 @@ def predict(
     """
     if k <= 0:
         raise DataError(f"--k must be a positive number of products, got {k}")
+    inputs = [Path(data_dir), Path(run_dir)]
+    check_output(out, PREDICTIONS, force, inputs)
+    if submission is not None:
+        check_output(submission, SUBMISSION, force, inputs)
     run = load_run(run_dir)
     data = read_dataset(data_dir)
     if read_manifest(data_dir).fingerprint != run.manifest.data.fingerprint:
@@ -48,16 +71,16 @@ def predict(
     preds = (
         top_k(rows, scores["ranking"], k)
         .join(orders, on=S.USER, how="inner")
-        .select(S.ORDER, S.USER, S.PRODUCT, S.SCORE, S.RANK)
+        .select(*PREDICTION_COLUMNS)
         .sort(S.ORDER, S.RANK)
     )
-    buf = io.BytesIO()
-    preds.write_parquet(buf)
-    atomic_write_bytes(Path(out), buf.getvalue())
+    with publishing_file(out, PREDICTIONS, force=force, inputs=inputs) as tmp:
+        preds.write_parquet(tmp)
     if submission is not None:
         probs = rows.select(S.USER, S.PRODUCT, S.IS_REPEAT).with_columns(pl.Series(S.SCORE, scores["basket"]))
         baskets = choose_baskets(probs.filter(pl.col(S.IS_REPEAT)), S.USER, keys=users)
-        atomic_write_bytes(Path(submission), kaggle_submission(baskets, orders).write_csv().encode())
+        text = kaggle_submission(baskets, orders).write_csv().encode()
+        publish_bytes(submission, text, SUBMISSION, force=force, inputs=inputs)
     return preds
 
 

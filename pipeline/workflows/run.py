@@ -22,7 +22,8 @@ from features.build import FEATURE_NAMES
 from features.history import History, order_lines
 from pipeline.config import TrainConfig
 from pipeline.data import schema as S
-from pipeline.data.storage import Dataset, publishing_dir, read_dataset, read_manifest
+from pipeline.data.publish import check_output, publishing_dir
+from pipeline.data.storage import Dataset, read_dataset, read_manifest
 from pipeline.errors import ExportError
 from pipeline.evaluation.evaluate import evaluation_report
 from pipeline.evaluation.report import EvaluationReport, write_report
@@ -31,7 +32,7 @@ from pipeline.model.training import Rankers, fit_rankers
 from pipeline.model.windows import FIT, STOP, VALID, Window, build_windows, evaluation_users, roles_of, rows_of
 from pipeline.progress import Timings
 from pipeline.workflows.export import latest_history, write_bundle
-from pipeline.workflows.run_folder import DataRef, RunFolder, RunManifest, ServingRef
+from pipeline.workflows.run_folder import RUN_FOLDER, DataRef, RunFolder, RunManifest, ServingRef
 
 log = logging.getLogger(__name__)
 LIBRARIES = ("polars", "numpy", "lightgbm", "xgboost-cpu", "implicit", "scipy", "pyarrow")
@@ -54,8 +55,10 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def train(data_dir: Path, out: Path, config: TrainConfig) -> TrainResult:
-    """Train on DATA_DIR and publish a run folder at ``out`` (atomically)."""
+def train(data_dir: Path, out: Path, config: TrainConfig, *, force: bool = False) -> TrainResult:
+    """Train on DATA_DIR and publish a run folder at ``out`` (atomically; an existing ``out`` is
+    replaced only when it is a run folder, or with ``force``)."""
+    check_output(out, RUN_FOLDER, force, inputs=[data_dir])
     timings = Timings()
     started = time.time()
     with timings.stage("load data"):
@@ -92,7 +95,7 @@ def train(data_dir: Path, out: Path, config: TrainConfig) -> TrainResult:
         versions=_versions(),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
     )
-    with publishing_dir(out) as tmp:
+    with publishing_dir(out, RUN_FOLDER, force=force, inputs=[data_dir]) as tmp:
         folder = RunFolder(tmp)
         folder.save_rankers(rankers)
         als_eval.save(folder.als_eval)

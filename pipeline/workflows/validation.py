@@ -17,10 +17,11 @@ import polars as pl
 from features import cutoffs as C
 from features.history import order_lines
 from pipeline.data import schema as S
-from pipeline.data.storage import Dataset, publishing_dir, read_dataset, read_manifest
+from pipeline.data.publish import check_output, publishing_dir
+from pipeline.data.storage import Dataset, read_dataset, read_manifest
 from pipeline.errors import DataError
 from pipeline.evaluation.evaluate import evaluation_report
-from pipeline.evaluation.report import EvaluationReport, markdown, write_report
+from pipeline.evaluation.report import REPORT_FOLDER, EvaluationReport, markdown, write_report
 from pipeline.model.training import fit_rankers
 from pipeline.model.windows import Window, build_window, build_windows, evaluation_users, rows_of, split_users
 from pipeline.progress import Timings
@@ -38,7 +39,9 @@ def evaluation_window(data: Dataset, lines: pl.DataFrame, run: Run) -> tuple[Win
     return build_window(data, lines, cutoffs, 0, run.config, als=run.als(latest=False), users=users), users
 
 
-def evaluate(data_dir: Path, run_dir: Path, *, folds: int | None = None, out: Path | None = None) -> EvaluationReport:
+def evaluate(
+    data_dir: Path, run_dir: Path, *, folds: int | None = None, out: Path | None = None, force: bool = False
+) -> EvaluationReport:
     """Re-evaluate a run on its validation users, or k-fold over all users with its config.
 
     Without ``folds`` the data must be the data the run was trained on (same fingerprint); with
@@ -46,6 +49,9 @@ def evaluate(data_dir: Path, run_dir: Path, *, folds: int | None = None, out: Pa
     RUN_DIR/evaluation, or RUN_DIR/evaluation-kfold) and returns it.
     """
     run = load_run(run_dir)
+    out = out or run.folder.evaluation(folds)
+    inputs = [Path(data_dir), Path(run_dir)]
+    check_output(out, REPORT_FOLDER, force, inputs)
     data = read_dataset(data_dir)
     fingerprint = read_manifest(data_dir).fingerprint
     timings = Timings()
@@ -66,7 +72,7 @@ def evaluate(data_dir: Path, run_dir: Path, *, folds: int | None = None, out: Pa
         report = cross_validate(data, lines, run, folds, timings)
         title = f"{folds}-fold cross-validated report"
     report = report.model_copy(update={"timings": timings.as_dict()})
-    with publishing_dir(out or run.folder.evaluation(folds)) as tmp:
+    with publishing_dir(out, REPORT_FOLDER, force=force, inputs=inputs) as tmp:
         write_report(report, tmp, title, importance(run.rankers))
     log.info("\n%s", markdown(report, title))
     return report

@@ -2,47 +2,83 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
-import lightgbm as lgb
 import numpy as np
 import polars as pl
 import pytest
+from click.testing import CliRunner
 
+from features.build import FEATURE_NAMES
+from features.history import order_lines
+from pipeline.config import TrainConfig
 from pipeline.data import schema as S
-from pipeline.errors import BundleError
-from pipeline.workflows.export import export, float32_thresholds, parity, to_onnx
+from pipeline.data.storage import read_dataset
+from pipeline.errors import BundleError, ExportError
+from pipeline.workflows.export import (
+    PARITY_CHUNK_ROWS,
+    PARITY_CONTEXTS,
+    TOLERANCE,
+    export,
+    float32_thresholds,
+    latest_history,
+    parity,
+    to_onnx,
+    write_bundle,
+)
+from pipeline.workflows.run import train
 from pipeline.workflows.run_folder import load_run
 from serving.batch import score_users, top_k_per_group
 from serving.model import Context, ServingModel
+from tests.conftest import FAST_TRAIN
 
 pytestmark = pytest.mark.integration
 CTX = Context(dow=2, hour=14)
 
 
-def test_float32_threshold_rounding_keeps_every_prediction() -> None:
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(4000, 6)).astype(np.float32)
-    X[rng.random(X.shape) < 0.1] = np.nan
-    y = (np.nan_to_num(X[:, 0]) + rng.normal(scale=0.5, size=4000) > 0).astype(int)
-    booster = lgb.train({"objective": "binary", "verbose": -1, "num_leaves": 15}, lgb.Dataset(X, y), 60)
-    rounded = float32_thresholds(booster)
-    np.testing.assert_array_equal(booster.predict(X), rounded.predict(X))
+def _onnx_probabilities(model: bytes, X: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(to_onnx(booster), providers=["CPUExecutionProvider"])
-    onnx_prob = sess.run(None, {"input": X})[1][:, 1]
-    assert np.max(np.abs(onnx_prob - booster.predict(X))) < 1e-5
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # onnxmltools' label shape warning
+    out = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"]).run(None, {"input": X})
+    return np.asarray(out[-1])[:, 1]
+
+
+def test_float32_threshold_rounding_keeps_every_prediction(excerpt_run: dict[str, Path]) -> None:
+    """On the real excerpt's snapshot rows: converted as is, the binary model is off by > 1e-3
+    (thresholds between two float32 values take the other branch); rounded first, it agrees to
+    1e-5 — so this fails if ``to_onnx`` skips the rounding. The rounding itself changes no
+    LightGBM prediction on float32 inputs."""
+    from onnxmltools import convert_lightgbm
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    booster = load_run(excerpt_run["run"]).rankers.basket
+    model = ServingModel.load(excerpt_run["run"])
+    X = np.concatenate([model.features(np.arange(model.base.shape[0]), ctx) for ctx in (CTX, Context(6, 22, 30.0))])
+    assert np.isnan(X).any(axis=1).sum() > 1000  # NaN rows take the missing-value branches too
+    native = booster.predict(X)
+    np.testing.assert_array_equal(float32_thresholds(booster).predict(X), native)
+    types = [("input", FloatTensorType([None, booster.num_feature()]))]
+    unrounded = convert_lightgbm(booster, initial_types=types, zipmap=False, target_opset=15).SerializeToString()
+    assert np.max(np.abs(_onnx_probabilities(unrounded, X) - native)) > 1e-3  # observed 0.023
+    assert np.max(np.abs(_onnx_probabilities(to_onnx(booster), X) - native)) <= 1e-5  # observed 1.4e-7
 
 
 def test_training_publishes_a_parity_checked_bundle(excerpt_run: dict[str, Path]) -> None:
     manifest = json.loads((excerpt_run["run"] / "serving" / "manifest.json").read_text())
     check = manifest["parity"]
-    assert check["rows"] >= min(10_000, manifest["rows"]) and check["rows_with_nan"] > 0
+    # Every row of every user of the snapshot, at each request context.
+    assert check["rows"] == manifest["rows"] and check["users"] == manifest["users"]
+    assert check["contexts"] == len(PARITY_CONTEXTS) >= 3 and check["rows_with_nan"] > 0
     assert check["max_abs_diff_ranking"] <= 1e-4 and check["max_abs_diff_basket"] <= 1e-4
     assert check["users_with_different_top10"] == 0
     assert manifest["users"] == 100
@@ -52,8 +88,99 @@ def test_training_publishes_a_parity_checked_bundle(excerpt_run: dict[str, Path]
 
 def test_parity_recomputed_against_the_native_models(excerpt_run: dict[str, Path]) -> None:
     run = load_run(excerpt_run["run"])
-    check = parity(ServingModel.load(excerpt_run["run"]), run.rankers)
+    model = ServingModel.load(excerpt_run["run"])
+    check = parity(model, run.rankers)
     assert check.max_abs_diff_ranking <= 1e-4 and check.users_with_different_top10 == 0
+    assert (check.rows, check.users, check.contexts) == (model.base.shape[0], model.users.size, len(PARITY_CONTEXTS))
+    # In chunks of a few users (≥ 1 whole user each) the same rows are compared.
+    assert parity(model, run.rankers, chunk_rows=500) == check
+    assert parity(model, run.rankers, chunk_rows=1) == check
+
+
+class _Perturbed:
+    """A LightGBM booster whose ``predict`` negates the scores of the rows ``where(X)`` selects
+    (everything else, e.g. the ONNX conversion, is the real booster's)."""
+
+    def __init__(self, booster: Any, where: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.booster = booster
+        self.where = where
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        out = np.array(self.booster.predict(X), dtype=np.float64)
+        out[self.where(X)] *= -1.0
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.booster, name)
+
+
+def _last_user_on_saturdays(model: ServingModel) -> Callable[[np.ndarray], np.ndarray]:
+    """Selects the rows of the snapshot's last user, requested with dow = 6."""
+    rows = model.rows(int(model.users[-1]))
+    assert rows is not None
+    n_base, dow = model.base.shape[1], FEATURE_NAMES.index("ctx_dow")
+    mine = {row.tobytes() for row in np.asarray(model.base[rows])}
+
+    def where(X: np.ndarray) -> np.ndarray:
+        base = np.ascontiguousarray(X[:, :n_base])
+        return (X[:, dow] == 6) & np.fromiter((r.tobytes() in mine for r in base), bool, X.shape[0])
+
+    return where
+
+
+def test_parity_checks_every_user_at_every_context(excerpt_run: dict[str, Path], tmp_path: Path) -> None:
+    """Rankers whose native scores differ only for the last user and only on Saturdays: caught
+    (whatever the chunking), and write_bundle refuses to write the bundle."""
+    run = load_run(excerpt_run["run"])
+    model = ServingModel.load(excerpt_run["run"])
+    broken = replace(run.rankers, ranking=cast(Any, _Perturbed(run.rankers.ranking, _last_user_on_saturdays(model))))
+    assert any(ctx.dow == 6 for ctx in PARITY_CONTEXTS)
+    for chunk_rows in (PARITY_CHUNK_ROWS, 500):
+        check = parity(model, broken, chunk_rows=chunk_rows)
+        assert check.users_with_different_top10 == 1 and check.max_abs_diff_ranking > TOLERANCE
+        assert check.max_abs_diff_basket <= 1e-4  # the basket model is untouched
+    weekdays = tuple(ctx for ctx in PARITY_CONTEXTS if ctx.dow != 6)
+    assert parity(model, broken, contexts=weekdays).users_with_different_top10 == 0  # only Saturdays differ
+
+    data = read_dataset(excerpt_run["data"])
+    with pytest.raises(ExportError, match="differs from LightGBM"):
+        write_bundle(
+            tmp_path / "bundle", data, latest_history(data, order_lines(data)), broken, run.als(latest=True), run.config
+        )
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` → the SHA-256 of its bytes."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_failed_parity_keeps_the_published_run_folder(
+    excerpt_run: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`basketcast export` and `basketcast train` over a published run, failing at the parity
+    check (ONNX converted without the float32 rounding): the run folder stays byte-identical."""
+    import shutil
+
+    import pipeline.workflows.export as export_module
+    from pipeline.cli import main
+
+    copy = tmp_path / "runs" / "run"
+    shutil.copytree(excerpt_run["run"], copy)
+    before = _tree(copy)
+    monkeypatch.setattr(export_module, "float32_thresholds", lambda booster: booster)
+
+    result = CliRunner().invoke(main, ["export", "--model", str(copy)])
+    assert result.exit_code == 2 and "ONNX export differs from LightGBM" in result.output, result.output
+    assert _tree(copy) == before
+    assert [p.name for p in copy.parent.iterdir()] == ["run"]  # no temporary copy left
+
+    config = TrainConfig.model_validate(FAST_TRAIN)
+    with pytest.raises(ExportError, match="differs from LightGBM"):
+        train(excerpt_run["data"], copy, config)
+    assert _tree(copy) == before
+    assert [p.name for p in copy.parent.iterdir()] == ["run"]
 
 
 def test_snapshot_holds_each_users_history_products(excerpt_run: dict[str, Path]) -> None:
@@ -102,7 +229,8 @@ def test_failed_batch_leaves_no_output(
 ) -> None:
     model = ServingModel.load(excerpt_run["run"])
     out = tmp_path / "scores.parquet"
-    out.write_bytes(b"previous")
+    score_users(model, model.users[:3], out, k=5, ctx=CTX)  # a previous scores file
+    previous = out.read_bytes()
     calls = {"n": 0}
     real = model.rank_scores
 
@@ -115,7 +243,7 @@ def test_failed_batch_leaves_no_output(
     monkeypatch.setattr(model, "rank_scores", fail_second)
     with pytest.raises(MemoryError):
         score_users(model, None, out, k=5, ctx=CTX, chunk_users=10)
-    assert out.read_bytes() == b"previous"
+    assert out.read_bytes() == previous
     assert [p.name for p in tmp_path.iterdir()] == ["scores.parquet"]
 
 
