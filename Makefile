@@ -17,7 +17,7 @@ SAMPLE_CONFIG ?= configs/instacart_sample.json
 FOLDS ?= 5
 
 .DEFAULT_GOAL := help
-.PHONY: help install data describe train evaluate predict serve score dashboard sample train-sample evaluate-sample test lint mlflow-ui clean bench-data bench-serve bench-score bench-full docker-verify
+.PHONY: help install data describe train evaluate predict serve score dashboard sample train-sample evaluate-sample test lint mlflow-ui clean bench-data bench-serve bench-score bench-full docker-verify soak
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -96,6 +96,10 @@ bench-score: $(STAMP) ## Batch-scoring benchmark: score_users over every user of
 
 bench-full: $(STAMP) ## Whole pipeline (generate → ingest → train → export → batch scoring) at 10/30/100 % of Instacart scale (BENCH_SCALES)
 	$(BIN)/python benchmarks/bench_full.py --scales $${BENCH_SCALES:-20621 61863 206209}
+
+soak: $(STAMP) ## Soak test: 10 min of load on 2 workers, a hot reload every 30 s, one broken bundle (RUN; SOAK_SECONDS)
+	test -f $(RUN)/manifest.json || $(MAKE) train
+	$(BIN)/python benchmarks/soak.py --model $(RUN) --duration $${SOAK_SECONDS:-600}
 
 docker-verify: ## Build the serving image with RUN baked in, start it, query it, stop it (buildah; no Docker engine needed)
 	bash docker/verify.sh $(RUN)
