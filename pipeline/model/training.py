@@ -241,7 +241,7 @@ def fit_rankers(windows: list[Window], roles: pl.DataFrame, config: TrainConfig)
     log.info(
         "training rows: %d (%.1f%% positive), stop rows: %d",
         train_rows.height,
-        100 * train_rows.select(pl.col(S.LABEL).cast(pl.Float64).mean()).item(),
+        100 * (train_rows.select(pl.col(S.LABEL).cast(pl.Float64).mean()).item() or 0.0),
         stop_rows.height,
     )
     train = Matrix.of(train_rows, cfg.equal_user_weight)

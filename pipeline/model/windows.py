@@ -76,11 +76,20 @@ def not_enough_orders(config: TrainConfig) -> DataError:
     return DataError(f"no user has enough orders to train on (need at least {need} orders with products)")
 
 
+MIN_USERS = 3  # one each to fit on, to early-stop on and to validate on
+
+
 def roles_of(data: Dataset, config: TrainConfig) -> pl.DataFrame:
-    """fit / stop / valid for every user with a window-0 cutoff."""
+    """fit / stop / valid for every user with a window-0 cutoff (at least MIN_USERS of them)."""
     cutoffs = C.label_window(data.orders, 0, config.windows.min_history)
     if cutoffs.height == 0:
         raise not_enough_orders(config)
+    if cutoffs.height < MIN_USERS:
+        need = config.windows.min_history + 1
+        raise DataError(
+            f"only {cutoffs.height} user(s) have enough orders to train on (at least {need} orders with products); "
+            f"basketcast needs at least {MIN_USERS}: one each to train on, to stop the training early and to validate"
+        )
     return split_users(cutoffs[S.USER].to_numpy(), config.valid_share, config.seed)
 
 
@@ -132,7 +141,7 @@ def build_windows(
             window.history.cutoffs.height,
             window.frame[S.USER].n_unique(),
             window.frame.height,
-            100 * window.frame.select(pl.col(S.LABEL).cast(pl.Float64).mean()).item(),
+            100 * (window.frame.select(pl.col(S.LABEL).cast(pl.Float64).mean()).item() or 0.0),
         )
         windows.append(window)
     if not windows or windows[0].window != 0:
