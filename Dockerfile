@@ -1,15 +1,19 @@
 # basketcast serving image: FastAPI + uvicorn + onnxruntime over a memory-mapped serving bundle.
-# Only the `serve` extra is installed: no LightGBM, XGBoost, implicit, MLflow, SciPy or matplotlib.
+# Only the `serve` extra is installed: no LightGBM, XGBoost, implicit, MLflow, SciPy or plotting.
+#
+# The server listens on 0.0.0.0 here, so it needs an admin token for /admin/* (basketcast serve
+# refuses to start off loopback without one); pass it at run time, never bake it in.
 #
 # Serve a run folder mounted at /model (RUN_DIR/serving holds the bundle; the bundle folder
 # itself works too):
 #   docker build -t basketcast-serve .
-#   docker run --rm -p 8000:8000 -v "$PWD/artifacts/model:/model:ro" basketcast-serve
+#   docker run --rm -p 8000:8000 -e BASKETCAST_ADMIN_TOKEN="$(openssl rand -hex 24)" \
+#     -v "$PWD/artifacts/model:/model:ro" basketcast-serve
 #
 # Or bake a run folder of the build context into the image (only its serving/ bundle is copied;
 # .dockerignore lets artifacts/**/serving through, so keep the run under artifacts/):
 #   docker build -t basketcast-serve:model --build-arg MODEL_DIR=artifacts/model .
-#   docker run --rm -p 8000:8000 basketcast-serve:model
+#   docker run --rm -p 8000:8000 -e BASKETCAST_ADMIN_TOKEN=... basketcast-serve:model
 #
 # Knobs at run time: BASKETCAST_WORKERS (uvicorn worker processes, default 2: one per core),
 # BASKETCAST_PORT (default 8000) and BASKETCAST_HOST (default 0.0.0.0). The server writes only to /tmp (multi-worker metrics

@@ -111,8 +111,14 @@ def get_json(url: str) -> tuple[int, dict[str, object]]:
 
 
 def served_version(port: int) -> str:
-    _, body = get_json(f"http://{HOST}:{port}/ready")
-    return str(body.get("model_version") or body.get("version") or "")
+    """The version /ready reports ("" when the server does not answer three times in a row)."""
+    for _ in range(3):
+        try:
+            _, body = get_json(f"http://{HOST}:{port}/ready")
+            return str(body.get("model_version") or "")
+        except (OSError, ValueError):
+            time.sleep(0.5)
+    return ""
 
 
 def publish_broken(run: Path) -> None:
@@ -147,7 +153,11 @@ def reload_loop(run: Path, port: int, every: float, duration: float, result: Soa
             if res.returncode:
                 print(f"export failed: {res.stderr[-1000:]}", file=sys.stderr)
         before = served_version(port)
-        status, _ = get_json(f"http://{HOST}:{port}/admin/reload")
+        try:
+            status, _ = get_json(f"http://{HOST}:{port}/admin/reload")
+        except (OSError, ValueError) as exc:  # recorded as an unexpected reload, not a crash
+            print(f"reload request failed: {exc}", file=sys.stderr)
+            status = -1
         time.sleep(0.5)  # every worker has swapped (SIGHUP to the others)
         after = served_version(port)
         result.reloads.append(Reload(round(time.monotonic() - start, 1), broken, status, before, after))

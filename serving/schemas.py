@@ -1,13 +1,19 @@
 """Request and response bodies of the HTTP API (pydantic), and the API's limits.
 
 Ids are unsigned 32-bit integers (the snapshot stores them as uint32): anything else is a 422.
+Numbers follow JSON Schema, so that the OpenAPI document tells the truth about what is accepted:
+an integer field takes ``43`` and ``43.0`` (JSON Schema counts both as integers) but never
+``true``, ``"43"`` or ``43.5``; a number field takes integers and decimals, never a boolean or a
+string. The query string's id lists (``exclude``, ``cart``) are documented by the regular
+expression :data:`ID_LIST_PATTERN`, which is also what the server checks them with.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from serving.model import MAX_DAYS
 
@@ -15,10 +21,45 @@ UINT32_MAX = 2**32 - 1
 MAX_K = 100
 DEFAULT_K = 10
 MAX_BATCH_USERS = 1000
-MAX_EXCLUDE = 1000
+MAX_EXCLUDE = 1000  # ids per `exclude` (and per `cart`) parameter of one request
+
+# One id 0..4294967295 as a regular expression (1-10 digits, leading zeros allowed): digit by digit
+# below 4294967295, so that the documented pattern is exactly the accepted range.
+UINT32_PATTERN = (
+    "[0-9]{1,9}|[0-3][0-9]{9}|4[01][0-9]{8}|42[0-8][0-9]{7}|429[0-3][0-9]{6}|4294[0-8][0-9]{5}"
+    "|42949[0-5][0-9]{4}|429496[0-6][0-9]{3}|4294967[01][0-9]{2}|42949672[0-8][0-9]|429496729[0-5]"
+)
+# A value of `exclude`/`cart`: comma-separated ids, spaces around them and empty entries allowed
+# ("", "1", "1,2", "1, 2,"). JSON Schema patterns are unanchored searches: hence ^...$, and the
+# server matches with re.search too (the same semantics as the validators schemathesis uses).
+ID_LIST_PATTERN = f"^ *(?:(?:{UINT32_PATTERN}) *)?(?:, *(?:(?:{UINT32_PATTERN}) *)?)*$"
+ID_LIST_RE = re.compile(ID_LIST_PATTERN, re.ASCII)
+
+
+def json_integer(value: Any) -> Any:
+    """``43.0`` → ``43`` (JSON Schema's integer); everything else is left to strict validation."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """``anyOf: [X, {type: null}]`` → X (keeping title/default): the schema of an optional query value."""
+    branches = schema.get("anyOf")
+    if not isinstance(branches, list):
+        return schema
+    rest = [b for b in branches if b != {"type": "null"}]
+    if len(rest) != 1 or len(rest) == len(branches):
+        return schema
+    out = {k: v for k, v in schema.items() if k != "anyOf"}
+    if out.get("default", 0) is None:
+        del out["default"]
+    return {**rest[0], **out}
+
 
 Strategy = Literal["ranker", "popular"]
-Id = Annotated[int, Field(strict=True, ge=0, le=UINT32_MAX)]
+# The bounds before the validator: pydantic then keeps them in the documented schema (minimum/maximum).
+Id = Annotated[int, Field(strict=True, ge=0, le=UINT32_MAX), BeforeValidator(json_integer)]
 
 
 class ContextOut(BaseModel):
@@ -61,20 +102,48 @@ class RecommendationResponse(UserRecommendations):
 class BatchRequest(BaseModel):
     """POST /v1/recommendations: many users, one context, one model call."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=lambda schema: _document_days_alias(schema))
 
-    user_ids: list[Id] = Field(min_length=1, max_length=MAX_BATCH_USERS)
-    k: int = Field(DEFAULT_K, strict=True, ge=1, le=MAX_K)
-    dow: int | None = Field(None, strict=True, ge=0, le=6, description="Default: today (UTC).")
-    hour: int | None = Field(None, strict=True, ge=0, le=23, description="Default: the current hour (UTC).")
+    user_ids: list[Id] = Field(
+        min_length=1, max_length=MAX_BATCH_USERS, description=f"1-{MAX_BATCH_USERS} user ids (duplicates kept)."
+    )
+    k: int = Field(DEFAULT_K, strict=True, ge=1, le=MAX_K, description=f"Number of products per user, 1-{MAX_K}.")
+    dow: int | None = Field(None, strict=True, ge=0, le=6, description="Day of week 0-6; default: today (UTC).")
+    hour: int | None = Field(None, strict=True, ge=0, le=23, description="Hour 0-23; default: the current hour (UTC).")
     days_since_last_order: float | None = Field(
         None,
+        strict=True,  # a number: `false` or "3" is a 422, not 0 or 3
         ge=0,
         le=MAX_DAYS,
         allow_inf_nan=False,
         validation_alias=AliasChoices("days_since_last_order", "days"),
-        description="Default: each user's usual gap. Also accepted as `days`.",
+        description=f"Days since the last order, 0-{MAX_DAYS:g}; default: each user's usual gap. Also accepted "
+        "as `days`.",
     )
+
+    @field_validator("k", "dow", "hour", mode="before")
+    @classmethod
+    def _integral(cls, value: Any) -> Any:
+        return json_integer(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_days(cls, data: Any) -> Any:
+        """Both spellings given: ``days_since_last_order`` wins (``days`` is validated, then dropped)."""
+        if isinstance(data, dict) and "days" in data and "days_since_last_order" in data:
+            data = dict(data)
+            cls.model_validate({"user_ids": [0], "days": data.pop("days")})  # still a 422 when invalid
+        return data
+
+
+def _document_days_alias(schema: dict[str, Any]) -> None:
+    """Document ``days`` (accepted for ``days_since_last_order``): the body forbids other properties."""
+    props = schema["properties"]
+    days = dict(props["days_since_last_order"])
+    days["description"] = "Alias of `days_since_last_order` (deprecated); ignored when that is given too."
+    days["title"] = "Days"
+    days["deprecated"] = True
+    props["days"] = days
 
 
 class BatchResponse(BaseModel):
@@ -114,15 +183,50 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
 
 
+FolderState = Literal["current", "new_version", "missing", "not_a_model"]
+ReloadStatus = Literal["loaded", "reloaded", "unchanged", "refused"]
+
+
+class ModelFolder(BaseModel):
+    """What the model folder holds now, next to what is served (checked on every GET /ready)."""
+
+    state: FolderState = Field(
+        description='"current": the served version; "new_version": another version, not served (not reloaded '
+        'yet, or refused: see `last_reload`); "missing": the folder is gone (deleted, or being replaced); '
+        '"not_a_model": it holds no readable serving bundle.'
+    )
+    version: str | None = Field(description="The version its bundle manifest names; null when unreadable.")
+
+
+class LastReload(BaseModel):
+    """The last (re)load this worker attempted: at startup, POST /admin/reload or SIGHUP."""
+
+    status: ReloadStatus
+    at: float = Field(description="Unix time of the attempt.")
+    model_version: str | None = Field(description="The version served after it.")
+    error: str | None = Field(description="Why the new version was refused; null otherwise.")
+
+
 class Readiness(BaseModel):
-    """GET /ready (200 when a model is loaded, 503 otherwise)."""
+    """GET /ready: 200 while a model is served, 503 otherwise.
+
+    A model keeps being served when its folder is deleted or replaced by something broken; then
+    the answer stays 200 and ``warnings`` says what happened (``folder``, ``last_reload``).
+    """
 
     status: Literal["ready", "unavailable"]
     model_version: str | None
     model_dir: str | None
     loaded_at: float | None = Field(description="Unix time the served model was loaded.")
-    error: str | None = None
+    error: str | None = Field(None, description="Why no model is served (503 only).")
     pid: int = Field(description="The worker process that answered.")
+    folder: ModelFolder | None = Field(None, description="The model folder now; null when none is configured.")
+    last_reload: LastReload | None = None
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What needs attention while the served model keeps answering: the folder deleted or "
+        "broken, a refused reload, a published version not loaded yet.",
+    )
 
 
 class ReloadResponse(BaseModel):
@@ -154,6 +258,10 @@ class ErrorResponse(BaseModel):
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    422: {"model": ErrorResponse, "description": "Invalid parameters or body."},
+    422: {"model": ErrorResponse, "description": "Invalid parameters or body (`details` lists each problem)."},
     503: {"model": ErrorResponse, "description": "No model loaded."},
+}
+BODY_ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorResponse, "description": "The body cannot be parsed (e.g. JSON nested too deeply)."},
+    413: {"model": ErrorResponse, "description": "The body is larger than the limit (1 MiB by default)."},
 }

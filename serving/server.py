@@ -19,6 +19,13 @@ forwards the signal. With plain ``uvicorn serving.main:app --workers N`` (not re
 /admin/reload only reaches the worker that gets it: signal the workers themselves (``pkill -HUP
 -P <supervisor pid>``), not the supervisor, and set ``PROMETHEUS_MULTIPROC_DIR`` yourself.
 
+Before it starts, ``basketcast serve`` checks what it would serve and where (exit status 2 and
+an ``error: …`` line otherwise): ``--model`` must be a model that loads (:func:`check_model`; a
+data folder, an empty or missing folder is refused with the reason — a run folder caught in the
+middle of being replaced is waited for), and listening on anything but loopback needs
+``BASKETCAST_ADMIN_TOKEN`` (:func:`check_listen_address`), or ``/admin/reload`` would be open to
+the network.
+
 Metrics with several workers: serve() points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder
 (removed at exit) so /metrics sums every worker (see ``serving.metrics``); an operator-set
 folder is used instead and emptied of its metric files first.
@@ -34,19 +41,97 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
-from serving.bundle import is_bundle, is_run_folder
+from pipeline.errors import BasketcastError, BundleError
+from serving.bundle import BUNDLE, MANIFEST, RANKER, is_bundle, is_run_folder
 from serving.metrics import MULTIPROC_ENV
-from serving.settings import MODEL_DIR_ENV, SUPERVISOR_PID_ENV, get_settings
+from serving.settings import ENV_PREFIX, MODEL_DIR_ENV, SUPERVISOR_PID_ENV, get_settings, is_loopback_host
 
 log = logging.getLogger(__name__)
 
 APP = "serving.main:app"
+REPLACING_WAIT_SECONDS = 5.0  # how long a run folder caught mid-replacement is waited for
+
+
+class ServeError(BasketcastError):
+    """The server must not start as asked (e.g. an open /admin on a network address)."""
+
+
+def check_listen_address(host: str, admin_token_set: bool) -> None:
+    """ServeError when ``host`` is not loopback and no admin token is configured."""
+    if admin_token_set or is_loopback_host(host):
+        return
+    raise ServeError(
+        f"refusing to listen on {host or 'every address'!r} without an admin token: /admin/reload would be "
+        "open to the network. Set BASKETCAST_ADMIN_TOKEN (clients then send 'Authorization: Bearer <token>'), "
+        "or listen on 127.0.0.1"
+    )
+
+
+def _being_replaced(path: Path) -> bool:
+    """Whether ``path`` looks caught in a publication: gone, with the publisher's aside copy beside it."""
+    try:
+        siblings = [entry.name for entry in path.parent.iterdir()]
+    except OSError:
+        return False
+    return any(name.startswith(f".{path.name}.old-") or name.startswith(f".{path.name}.tmp-") for name in siblings)
+
+
+def not_a_model_reason(path: Path) -> str:
+    """Why ``path`` is not something to serve, in one line naming what it is instead."""
+    if not path.exists():
+        return f"{path}: not found (pass the run folder `basketcast train --out` wrote, or its {BUNDLE}/ folder)"
+    if not path.is_dir():
+        return f"{path}: not a folder"
+    try:
+        entries = {entry.name for entry in path.iterdir()}
+    except OSError as exc:
+        return f"{path}: cannot be read ({exc.strerror})"
+    if not entries:
+        return f"{path}: an empty folder, not a model (serve the run folder `basketcast train --out` wrote)"
+    if "orders.parquet" in entries:
+        return (
+            f"{path}: a data folder (`basketcast ingest`), not a model: train one with "
+            f"`basketcast train --data {path} --out RUN` and serve RUN"
+        )
+    if "ranker.txt" in entries:
+        return (
+            f"{path}: a run folder without its serving bundle ({BUNDLE}/{MANIFEST}, {BUNDLE}/{RANKER}): "
+            f"write it with `basketcast export --model {path}`"
+        )
+    return (
+        f"{path}: not a model: neither a run folder with a serving bundle ({BUNDLE}/{MANIFEST} and "
+        f"{BUNDLE}/{RANKER}) nor a bundle folder ({MANIFEST} and {RANKER})"
+    )
+
+
+def check_model(model_dir: Path, wait: float = REPLACING_WAIT_SECONDS) -> str:
+    """The version ``model_dir`` serves; BundleError with the reason when it is not a model that loads.
+
+    A run folder caught in the middle of being replaced (absent, its publisher's aside copy beside
+    it) is waited for up to ``wait`` seconds; a folder that is a model but is swapped while it is
+    read is read again (``ModelHolder``). The model is loaded once, as a worker will load it, and
+    dropped.
+    """
+    from serving.state import ModelHolder
+
+    path = Path(model_dir)
+    deadline = time.monotonic() + wait
+    while not (is_run_folder(path) or is_bundle(path)):
+        if not (not path.exists() and _being_replaced(path)) or time.monotonic() > deadline:
+            raise BundleError(not_a_model_reason(path))
+        time.sleep(0.1)
+    result = ModelHolder(path).reload()
+    if result.status == "refused" or result.model_version is None:
+        raise BundleError(f"{path}: the model does not load: {result.error}")
+    return result.model_version
 
 
 def serve(
@@ -61,7 +146,9 @@ def serve(
     """Serve ``model_dir`` (a run folder or its serving bundle) on ``host:port`` until stopped.
 
     Blocks; returns on SIGINT/SIGTERM. A model that fails to load does not stop the server (it
-    answers 503 on /ready until a reload succeeds). Exits with status 3 if it cannot start.
+    answers 503 on /ready until a reload succeeds; ``basketcast serve`` checks the model first,
+    see :func:`check_model`). Exits with status 3 if it cannot start. Raises ServeError, before
+    listening, for a non-loopback ``host`` without ``BASKETCAST_ADMIN_TOKEN``.
     ``log_level`` applies to uvicorn's and basketcast's loggers; ``access_log`` False drops the
     per-request log line (the metrics still count every request).
     """
@@ -72,6 +159,7 @@ def serve(
         raise ValueError(f"workers must be >= 1, got {workers}")
     os.environ[MODEL_DIR_ENV] = str(Path(model_dir).resolve())
     get_settings.cache_clear()
+    check_listen_address(host, get_settings().admin_token is not None)
     config = uvicorn.Config(
         APP,
         host=host,
@@ -179,8 +267,20 @@ def _multiprocess_metrics_dir() -> Iterator[Path]:
 def serve_command(model_dir: Path, host: str, port: int, workers: int, log_level: str, no_access_log: bool) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn); docs at /docs.
 
-    Reload a newly published model with POST /admin/reload or `kill -HUP <pid>`.
+    Reload a newly published model with POST /admin/reload or `kill -HUP <pid>`. Refuses to start
+    (exit status 2) when --model is not a model that loads, or when --host is not loopback and
+    BASKETCAST_ADMIN_TOKEN is not set.
     """
-    if not is_run_folder(model_dir) and not is_bundle(model_dir):
-        log.warning("%s holds no serving bundle yet: /ready will say 503 until a reload finds one", model_dir)
+    try:
+        get_settings.cache_clear()
+        check_listen_address(host, get_settings().admin_token is not None)
+        version = check_model(model_dir)
+    except BasketcastError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except ValidationError as exc:  # a BASKETCAST_* variable with a bad value
+        problems = "; ".join(f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        click.echo(f"error: invalid setting: {problems}", err=True)
+        sys.exit(2)
+    log.info("serving %s (version %s) on %s:%d", model_dir, version, host, port)
     serve(model_dir, host=host, port=port, workers=workers, log_level=log_level, access_log=not no_access_log)

@@ -9,11 +9,12 @@ so one override changes everything.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "BASKETCAST_"
@@ -32,7 +33,9 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=MIB, ge=0, description="Request bodies above this size get 413.")
     admin_token: SecretStr | None = Field(
-        default=None, description="If set, POST /admin/reload needs 'Authorization: Bearer <token>'."
+        default=None,
+        description="If set, POST /admin/reload needs 'Authorization: Bearer <token>'. Required to listen on "
+        "anything but loopback; unset (or blank), /admin answers only requests that arrive on loopback.",
     )
     reload_on_sighup: bool = Field(
         default=True, description="Reload the model when the worker process receives SIGHUP."
@@ -42,6 +45,35 @@ class Settings(BaseSettings):
         description="Set by serving.server.serve for its workers (internal): the supervisor that forwards "
         "SIGHUP to every worker, so a reload through one worker reaches all of them.",
     )
+
+    @field_validator("admin_token", mode="after")
+    @classmethod
+    def _blank_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        """A blank token (``BASKETCAST_ADMIN_TOKEN=``) is no token: it would let an empty header through."""
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether listening on ``host`` reaches only this machine (127.0.0.0/8, ::1, localhost).
+
+    Anything else — ``0.0.0.0``, ``::``, an interface address, another host name, "" — may be
+    reached from the network.
+    """
+    host = host.strip().strip("[]")
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 @lru_cache

@@ -11,6 +11,12 @@ or any other exception) → "refused", the old model keeps serving. Publishers m
 folder by renaming (as ``pipeline.data.storage.publishing_dir`` and ``pipeline.workflows.export.export`` do); if
 the folder is swapped while it is being read, the load is discarded and retried, so a reload
 never mixes files of two versions.
+
+The served model does not depend on its folder once loaded (the arrays are memory-mapped, the
+ONNX sessions and the catalogue are in memory): when the folder is deleted or replaced by
+something broken, the old model keeps answering and reloads are refused. ``/ready`` says so:
+:meth:`ModelHolder.folder` looks at the folder on every call, ``last_reload`` keeps the last
+attempt, and :meth:`ModelHolder.warnings` puts both into words.
 """
 
 from __future__ import annotations
@@ -24,18 +30,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 
-from serving.bundle import MANIFEST, bundle_dir
+from serving.bundle import MANIFEST, bundle_dir, is_bundle, is_run_folder
 from serving.errors import ApiError
 from serving.model import ServingModel
 
 log = logging.getLogger(__name__)
 
 ReloadStatus = Literal["loaded", "reloaded", "unchanged", "refused"]
+FolderState = Literal["current", "new_version", "missing", "not_a_model"]
 LOAD_ATTEMPTS = 5  # a folder swapped during a load is re-read up to this many times
 RETRY_SECONDS = 0.1
 
@@ -48,6 +56,16 @@ class ReloadResult:
     model_version: str | None
     previous_version: str | None
     error: str | None = None
+    at: float = 0.0  # Unix time of the attempt (set by ModelHolder.reload)
+    found: str | None = None  # the version the folder's manifest named when the attempt began
+
+
+@dataclass(frozen=True)
+class FolderView:
+    """The model folder as it is now: ``state`` (see ``serving.schemas.ModelFolder``) and its version."""
+
+    state: FolderState
+    version: str | None
 
 
 class ModelHolder:
@@ -70,6 +88,7 @@ class ModelHolder:
         self._lock = threading.Lock()
         self.error: str | None = "the model is not loaded yet"
         self.loaded_at: float | None = None
+        self.last_reload: ReloadResult | None = None
 
     @property
     def model(self) -> ServingModel | None:
@@ -88,10 +107,11 @@ class ModelHolder:
         with self._lock:
             current = self._model
             previous = current.version if current is not None else None
+            found = peek_version(self.model_dir) if self.model_dir is not None else None
             try:
                 if self.model_dir is None:
                     raise ValueError("no model folder configured (set BASKETCAST_MODEL_DIR)")
-                if current is not None and peek_version(self.model_dir) == current.version:
+                if current is not None and found == current.version:
                     result = ReloadResult("unchanged", previous, previous)
                 else:
                     model = self._load(self.model_dir)
@@ -110,9 +130,64 @@ class ModelHolder:
                     self.error = message
                 log.warning("model reload refused, still serving %s: %s", previous, message)
                 result = ReloadResult("refused", previous, previous, message)
+            result = ReloadResult(
+                result.status, result.model_version, result.previous_version, result.error, time.time(), found
+            )
+            self.last_reload = result
             if self._on_change is not None:  # under the lock: observers see the swaps in order
                 self._on_change(result)
         return result
+
+    def folder(self) -> FolderView | None:
+        """What the model folder holds now (None when no folder is configured); reads only its manifest."""
+        if self.model_dir is None:
+            return None
+        if not os.path.lexists(self.model_dir):
+            return FolderView("missing", None)
+        version = peek_version(self.model_dir) if is_run_folder(self.model_dir) or is_bundle(self.model_dir) else None
+        if version is None:
+            return FolderView("not_a_model", None)
+        model = self._model
+        return FolderView("current" if model is not None and version == model.version else "new_version", version)
+
+    def warnings(self, folder: FolderView | None = None) -> list[str]:
+        """What needs attention while a model is served: its folder gone or broken, a refused reload,
+        a published version not loaded yet. Empty when all is well or when no model is served (then
+        ``error`` says why)."""
+        model = self._model
+        if model is None or self.model_dir is None:
+            return []
+        folder = folder if folder is not None else self.folder()
+        if folder is None:
+            return []
+        served = f"still serving {model.version} (loaded {_when(self.loaded_at)})"
+        out = []
+        if folder.state == "missing":
+            out.append(
+                f"the model folder {self.model_dir} is gone (deleted, or being replaced); {served} from memory; "
+                "reloads are refused until a model is published there again"
+            )
+        elif folder.state == "not_a_model":
+            out.append(
+                f"the model folder {self.model_dir} holds no readable serving bundle any more; {served}; "
+                "reloads are refused until a model is published there again"
+            )
+        last = self.last_reload
+        # A refusal is news while the folder still holds what was refused (or nothing servable).
+        refused = (
+            last is not None
+            and last.status == "refused"
+            and (folder.state != "new_version" or last.found == folder.version)
+        )
+        if folder.state != "current" and refused and last is not None:
+            what = f" of version {last.found}" if last.found is not None else ""
+            out.append(f"the last reload{what} ({_when(last.at)}) was refused: {last.error}; {served}")
+        if folder.state == "new_version" and not refused:
+            out.append(
+                f"the model folder holds version {folder.version}, not loaded yet: POST /admin/reload or "
+                f"SIGHUP to serve it ({served})"
+            )
+        return out
 
     def _load(self, model_dir: Path) -> ServingModel:
         """Load ``model_dir``; retried when the folder was swapped (renamed) during the read."""
@@ -129,6 +204,13 @@ class ModelHolder:
                 return model
             time.sleep(RETRY_SECONDS)  # swapped while loading: the files may be of two versions
         raise RuntimeError(f"{model_dir}: kept changing while being loaded ({LOAD_ATTEMPTS} attempts)")
+
+
+def _when(at: float | None) -> str:
+    """A Unix time as ISO 8601 UTC (seconds), for messages."""
+    if at is None:
+        return "at an unknown time"
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def peek_version(model_dir: Path) -> str | None:

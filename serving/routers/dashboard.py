@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from serving.bundle import DASHBOARD, run_dir_of
 from serving.errors import ApiError
+from serving.schemas import ErrorResponse
 from serving.settings import ENV_PREFIX, Settings, get_settings
 
 router = APIRouter(tags=["dashboard"])
@@ -55,7 +56,7 @@ def dashboard_path(settings: Settings, dashboard: DashboardSettings) -> Path | N
     summary="The insights dashboard (HTML), when `basketcast report` has written one",
     responses={
         200: {"content": {"text/html": {}}, "description": "The dashboard page."},
-        404: {"description": "No dashboard has been built for the served model."},
+        404: {"model": ErrorResponse, "description": "No dashboard has been built for the served model."},
     },
 )
 def dashboard(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from serving.metrics import Metrics
-from serving.schemas import Health, Readiness
+from serving.schemas import Health, LastReload, ModelFolder, Readiness
 from serving.state import ModelHolder, get_holder
 
 router = APIRouter(tags=["operations"])
@@ -24,12 +24,19 @@ async def health() -> Health:
 @router.get(
     "/ready",
     response_model=Readiness,
-    summary="Readiness: 200 once a model is loaded, 503 otherwise",
+    summary="Readiness: 200 while a model is served, 503 otherwise",
     responses={503: {"model": Readiness, "description": "No model loaded (the reason is in `error`)."}},
 )
-async def ready(holder: Annotated[ModelHolder | None, Depends(get_holder)]) -> JSONResponse:
-    """200 with the served version when a model is loaded; 503 with the load error otherwise."""
+def ready(holder: Annotated[ModelHolder | None, Depends(get_holder)]) -> JSONResponse:
+    """200 with the served version while a model is served; 503 with the load error otherwise.
+
+    A plain ``def`` (run in the thread pool): it looks at the model folder on disk. When the folder
+    is deleted or replaced by something broken, the loaded model keeps answering, so this stays 200
+    and says what happened in ``folder``, ``last_reload`` and ``warnings``.
+    """
     model = holder.model if holder is not None else None
+    folder = holder.folder() if holder is not None else None
+    last = holder.last_reload if holder is not None else None
     body = Readiness(
         status="ready" if model is not None else "unavailable",
         model_version=model.version if model is not None else None,
@@ -37,6 +44,11 @@ async def ready(holder: Annotated[ModelHolder | None, Depends(get_holder)]) -> J
         loaded_at=holder.loaded_at if holder is not None and model is not None else None,
         error=None if model is not None else (holder.error if holder is not None else "the server is starting"),
         pid=os.getpid(),
+        folder=ModelFolder(state=folder.state, version=folder.version) if folder is not None else None,
+        last_reload=LastReload(status=last.status, at=last.at, model_version=last.model_version, error=last.error)
+        if last is not None
+        else None,
+        warnings=holder.warnings(folder) if holder is not None else [],
     )
     return JSONResponse(body.model_dump(), status_code=200 if model is not None else 503)
 

@@ -22,16 +22,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_validator
 
 from serving.model import Context, Recommendation, ServingModel
 from serving.schemas import (
+    BODY_ERROR_RESPONSES,
     DEFAULT_K,
     ERROR_RESPONSES,
+    ID_LIST_PATTERN,
+    ID_LIST_RE,
     MAX_DAYS,
     MAX_EXCLUDE,
     MAX_K,
     UINT32_MAX,
+    UINT32_PATTERN,
     BasketItem,
     BasketResponse,
     BatchRequest,
@@ -40,12 +44,17 @@ from serving.schemas import (
     Item,
     RecommendationResponse,
     UserRecommendations,
+    not_null,
 )
 from serving.state import get_model
 
 router = APIRouter(prefix="/v1", tags=["recommendations"], responses=ERROR_RESPONSES)
 
 _ID = re.compile(r"[0-9]{1,10}", re.ASCII)
+_UINT32 = re.compile(f"(?:{UINT32_PATTERN})", re.ASCII)
+# A JSON number, as the query string spells one (leading zeros tolerated): what the documented
+# `integer`/`number` query parameters accept — not "+1", "1_000", " 1", "nan" or "inf".
+_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?", re.ASCII)
 
 
 def digits_only(value: object) -> object:
@@ -55,14 +64,42 @@ def digits_only(value: object) -> object:
     return value
 
 
+def query_number(value: object) -> object:
+    """A query value spelled as a JSON number → float; anything else is refused (422)."""
+    if isinstance(value, str):
+        if not _NUMBER.fullmatch(value):
+            raise ValueError("not a number (digits, optionally with a minus, a fraction and an exponent: 3, 2.5, 1e1)")
+        return float(value)
+    return value
+
+
+def query_integer(value: object) -> object:
+    """A query value spelled as a JSON number with no fraction (``5``, ``5.0``) → int; else 422."""
+    number = query_number(value)
+    if isinstance(number, float):
+        if not number.is_integer():
+            raise ValueError("not an integer")
+        return int(number)
+    return number
+
+
 ModelDep = Annotated[ServingModel, Depends(get_model)]
 UserId = Annotated[
     int,
     Path(ge=0, le=UINT32_MAX, description="The user's id (unknown ids get the popular list)."),
     BeforeValidator(digits_only),
 ]
-Dow = Annotated[int | None, Query(ge=0, le=6, description="Day of week 0-6 of the order; default: today (UTC).")]
-Hour = Annotated[int | None, Query(ge=0, le=23, description="Hour 0-23 of the order; default: now (UTC).")]
+# Query(...) first, then the validator: pydantic then keeps the bounds in the documented schema.
+Dow = Annotated[
+    int | None,
+    Query(ge=0, le=6, description="Day of week 0-6 of the order; default: today (UTC)."),
+    BeforeValidator(query_integer),
+]
+Hour = Annotated[
+    int | None,
+    Query(ge=0, le=23, description="Hour 0-23 of the order; default: now (UTC)."),
+    BeforeValidator(query_integer),
+]
 Days = Annotated[
     float | None,
     Query(
@@ -71,6 +108,7 @@ Days = Annotated[
         allow_inf_nan=False,
         description=f"Days since the user's last order, 0-{MAX_DAYS:g}; default: the user's usual gap.",
     ),
+    BeforeValidator(query_number),
 ]
 
 
@@ -82,7 +120,9 @@ class RecommendQuery(BaseModel):
 
     k: int = Field(DEFAULT_K, ge=1, le=MAX_K, description=f"Number of products, 1-{MAX_K}.")
     exclude: list[str] | None = Field(
-        None, description="Product ids to leave out: comma-separated (`1,2`) and/or repeated (`?exclude=1&exclude=2`)."
+        None,
+        description="Product ids to leave out: comma-separated (`1,2`) and/or repeated (`?exclude=1&exclude=2`); "
+        f"ids 0-{UINT32_MAX}, at most {MAX_EXCLUDE} per request.",
     )
     cart: list[str] | None = Field(None, description="Products already in the cart (same format as `exclude`).")
     dow: int | None = Field(None, ge=0, le=6, description="Day of week 0-6 of the order; default: today (UTC).")
@@ -94,6 +134,17 @@ class RecommendQuery(BaseModel):
         allow_inf_nan=False,
         description=f"Days since the user's last order, 0-{MAX_DAYS:g}; default: the user's usual gap.",
     )
+
+    # Validators rather than annotated types: pydantic then keeps the bounds in the documented schema.
+    @field_validator("k", "dow", "hour", mode="before")
+    @classmethod
+    def _integer(cls, value: object) -> object:
+        return query_integer(value)
+
+    @field_validator("days_since_last_order", mode="before")
+    @classmethod
+    def _number(cls, value: object) -> object:
+        return query_number(value)
 
 
 _LISTS = ("exclude", "cart")
@@ -118,33 +169,42 @@ def read_query(request: Request) -> RecommendQuery:
 
 
 def _query_parameters() -> list[dict[str, object]]:
-    """OpenAPI entries of RecommendQuery's fields (the route reads them by hand, see read_query)."""
+    """OpenAPI entries of RecommendQuery's fields (the route reads them by hand, see read_query).
+
+    A query parameter is absent or a string, never null: the ``null`` branch pydantic adds for an
+    optional field is dropped. The id lists get the pattern the server checks them with.
+    """
     schema = RecommendQuery.model_json_schema()
-    return [
-        {"name": name, "in": "query", "required": False, "description": prop.pop("description", ""), "schema": prop}
-        for name, prop in schema["properties"].items()
-    ]
+    params: list[dict[str, object]] = []
+    for name, prop in schema["properties"].items():
+        description = prop.pop("description", "")
+        prop = not_null(prop)
+        if name in _LISTS:
+            prop["items"] = {"type": "string", "pattern": ID_LIST_PATTERN}
+        params.append({"name": name, "in": "query", "required": False, "description": description, "schema": prop})
+    return params
 
 
 def parse_ids(values: Iterable[str] | None, name: str) -> list[int]:
-    """Product ids from repeated and/or comma-separated query values; 422 for anything malformed."""
+    """Product ids from repeated and/or comma-separated query values; 422 for anything malformed.
+
+    Each value must match ID_LIST_PATTERN, the pattern the OpenAPI document gives.
+    """
     ids: list[int] = []
     errors = []
     for raw in values or ():
-        for part in raw.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if _ID.fullmatch(part) and int(part) <= UINT32_MAX:
-                ids.append(int(part))
-            else:
-                errors.append(
-                    {
-                        "type": "id_parsing",
-                        "loc": ("query", name),
-                        "msg": f"{part[:40]!r} is not a product id (integers 0-{UINT32_MAX}, comma-separated)",
-                    }
-                )
+        if ID_LIST_RE.search(raw):
+            ids.extend(int(part) for part in re.findall(r"[0-9]+", raw))
+            continue
+        bad = [p.strip(" ") for p in raw.split(",") if p.strip(" ") and not _UINT32.fullmatch(p.strip(" "))]
+        for part in bad or [raw]:
+            errors.append(
+                {
+                    "type": "id_parsing",
+                    "loc": ("query", name),
+                    "msg": f"{part[:40]!r} is not a product id (integers 0-{UINT32_MAX}, comma-separated)",
+                }
+            )
     if len(ids) > MAX_EXCLUDE:
         errors.append({"type": "too_long", "loc": ("query", name), "msg": f"more than {MAX_EXCLUDE} ids"})
     if errors:
@@ -214,6 +274,7 @@ async def recommend(user_id: UserId, model: ModelDep, request: Request) -> Respo
     "/recommendations",
     response_model=BatchResponse,
     summary="Top-k products for up to 1000 users in one call",
+    responses=BODY_ERROR_RESPONSES,
 )
 def recommend_many(body: BatchRequest, model: ModelDep) -> BatchResponse:
     """One result per id of ``user_ids`` (same order, duplicates kept), scored in one model call."""
