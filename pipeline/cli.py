@@ -238,7 +238,8 @@ def export(run_dir: Path, data_dir: Path | None) -> None:
     m = run_export(run_dir, data_dir)
     p = m.parity
     parity = (
-        f"parity on {p.rows:,} rows ({p.rows_with_nan:,} with NaN): max |diff| {p.max_abs_diff_ranking:.2e} "
+        f"parity on all {p.rows:,} rows of {p.users:,} users at {p.contexts} contexts ({p.rows_with_nan:,} with "
+        f"NaN): max |diff| {p.max_abs_diff_ranking:.2e} "
         f"(ranker), {p.max_abs_diff_basket:.2e} (basket), top-10 changed for {p.users_with_different_top10} users"
         if p is not None
         else "no parity check"

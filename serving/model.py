@@ -22,7 +22,7 @@ from features import context
 from pipeline.data import schema as S
 from pipeline.data.ids import index_of
 from pipeline.errors import BundleError
-from pipeline.model.basket import optimal_basket
+from pipeline.model.basket import MAX_CANDIDATES, optimal_basket
 from pipeline.ranking import best_first
 from serving.bundle import ARRAYS, BASKET, CATALOG, RANKER, BundleManifest, bundle_dir, read_manifest
 
@@ -234,7 +234,11 @@ class ServingModel:
         return idx, counts
 
     def basket(self, user_id: int, ctx: Context) -> Basket:
-        """The F1-optimal basket over the user's past products (Kaggle rule, "None" allowed)."""
+        """The F1-optimal basket over the user's past products (Kaggle rule, "None" allowed).
+
+        As offline (``pipeline.model.basket.choose_baskets``, behind ``predict --submission``):
+        only the ``MAX_CANDIDATES`` most probable past products enter the optimisation.
+        """
         rows = self.rows(user_id)
         if rows is None:
             return Basket(
@@ -243,7 +247,7 @@ class ServingModel:
         repeat = np.asarray(self.repeat[rows])
         probs = self.basket_probabilities(self.features(rows, ctx))[repeat]
         products = np.asarray(self.products[rows])[repeat]
-        order = best_first(products, probs)
+        order = best_first(products, probs)[:MAX_CANDIDATES]
         k, none, f1 = optimal_basket(probs[order])
         chosen = order[:k]
         return Basket(user_id, products[chosen], probs[chosen], bool(none), float(f1), RANKER_STRATEGY)

@@ -5,7 +5,7 @@ models converted with onnxmltools, every known user's candidates and base featur
 their last known order" (the same feature code as training, cut by ``features.cutoffs.next_order``,
 candidates from the ALS fitted on all known orders), the cold-start list and the catalogue. It
 refuses to write a bundle whose ONNX scores differ from LightGBM's by more than ``TOLERANCE`` on
-at least ``PARITY_ROWS`` real feature rows (NaN included), or change any user's top-10 order.
+any snapshot row (NaN included) at any of ``PARITY_CONTEXTS``, or change any user's top-10 order.
 ``export`` rebuilds the bundle of an existing run folder and republishes the folder atomically.
 """
 
@@ -246,7 +246,7 @@ def write_bundle(
             snapshot_bytes=sum((folder / f"{n}.npy").stat().st_size for n in shapes),
         )
         _write_manifest(folder, manifest)
-        check = parity(ServingModel.load(folder), rankers)
+        check = parity(ServingModel.load(folder, threads=os.cpu_count() or 1), rankers)
         manifest = manifest.model_copy(update={"parity": check, "seconds": round(time.perf_counter() - start, 2)})
         _write_manifest(folder, manifest)
     if check.max_abs_diff_ranking > TOLERANCE or check.max_abs_diff_basket > TOLERANCE:

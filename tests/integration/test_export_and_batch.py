@@ -70,7 +70,7 @@ def test_float32_threshold_rounding_keeps_every_prediction(excerpt_run: dict[str
     types = [("input", FloatTensorType([None, booster.num_feature()]))]
     unrounded = convert_lightgbm(booster, initial_types=types, zipmap=False, target_opset=15).SerializeToString()
     assert np.max(np.abs(_onnx_probabilities(unrounded, X) - native)) > 1e-3  # observed 0.023
-    assert np.max(np.abs(_onnx_probabilities(to_onnx(booster), X) - native)) <= 1e-5  # observed 1.4e-7
+    assert np.max(np.abs(_onnx_probabilities(to_onnx(booster), X) - native)) <= 1e-5  # observed 1.5e-7
 
 
 def test_training_publishes_a_parity_checked_bundle(excerpt_run: dict[str, Path]) -> None:

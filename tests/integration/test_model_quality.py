@@ -87,6 +87,12 @@ def test_ranker_beats_the_simple_baselines(trained: dict[str, object]) -> None:
     for baseline in ("popularity", "top_frequency", "als"):
         assert ranker["ndcg@10"] > methods[baseline]["ndcg@10"], baseline
         assert ranker["recall@10"] > methods[baseline]["recall@10"], baseline
-    assert ranker["ndcg@10"] > 0.35  # observed 0.46 on this data (TIFU-KNN 0.455)
+    # Observed on this data (240 validation users): NDCG@10 0.4672, TIFU-KNN 0.4583, top-frequency
+    # 0.4298; without its user × product features (every up_* column NaN) the ranker gets 0.4491.
+    # 0.455 is 0.012 below the observation, 8× the largest cross-machine drift measured for these
+    # figures (0.0014, BENCHMARKS.md), and catches that loss.
+    assert ranker["ndcg@10"] > 0.455
+    # Not worse than TIFU-KNN by more than 0.02 (the margin the real users of test_heldout.py support).
+    assert ranker["ndcg@10"] > methods["tifu_knn"]["ndcg@10"] - 0.02
     basket_f1 = report.kaggle_f1
     assert basket_f1["lightgbm_f1_optimal"] > basket_f1["top_frequency_best_fixed_size"]

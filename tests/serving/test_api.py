@@ -174,13 +174,29 @@ def test_basket_of_a_known_and_an_unknown_user(client: TestClient, users: list[i
     assert cold["expected_f1"] is None
 
 
+@pytest.fixture(scope="module")
+def candidates_of(trained_run: Path) -> dict[int, int]:
+    """Each known user's number of candidates in the snapshot."""
+    model = ServingModel.load(trained_run)
+    return {int(u): int(n) for u, n in zip(model.users, np.diff(model.offsets), strict=True)}
+
+
 @pytest.mark.parametrize("k, status", [("1", 200), ("100", 200), ("0", 422), ("101", 422), ("-3", 422), ("ten", 422)])
-def test_k_bounds(client: TestClient, users: list[int], k: str, status: int) -> None:
+def test_k_bounds(client: TestClient, users: list[int], candidates_of: dict[int, int], k: str, status: int) -> None:
     r = client.get(f"/v1/users/{users[0]}/recommendations?k={k}")
-    if status == 200:
-        assert r.status_code == 200 and 1 <= len(r.json()["items"]) <= int(k)
-    else:
+    if status != 200:
         assert "k" in assert_error(r, status, "validation_error")["message"]
+        return
+    # Exactly min(k, candidates): a user with fewer than 100 candidates and one with more.
+    fewest, most = min(candidates_of, key=candidates_of.__getitem__), max(candidates_of, key=candidates_of.__getitem__)
+    assert candidates_of[fewest] < 100 < candidates_of[most]
+    for user in (users[0], fewest, most):
+        r = client.get(f"/v1/users/{user}/recommendations?k={k}")
+        assert r.status_code == 200
+        items = r.json()["items"]
+        assert len(items) == min(int(k), candidates_of[user]), user
+        assert [i["rank"] for i in items] == list(range(1, len(items) + 1))
+        assert len({i["product_id"] for i in items}) == len(items)
 
 
 @pytest.mark.parametrize(

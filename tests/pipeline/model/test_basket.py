@@ -10,6 +10,8 @@ import pytest
 
 from pipeline.data import schema as S
 from pipeline.model.basket import (
+    _BATCH,
+    MAX_CANDIDATES,
     choose_baskets,
     expected_f1_table,
     optimal_basket,
@@ -136,3 +138,35 @@ def test_choose_baskets_empty_input() -> None:
     assert choose_baskets(scores, S.ORDER).height == 0
     out = choose_baskets(scores, S.ORDER, keys=[3, 1])
     assert out.rows() == [(1, [], True), (3, [], True)]
+
+
+def test_choose_baskets_over_several_batches_equals_each_key_alone() -> None:
+    """More keys than one batch of the vectorised programme (every real evaluation has more than
+    _BATCH = 1,024 users), in shuffled rows, sizes 1 to above MAX_CANDIDATES: each key's basket
+    is optimal_basket over its own MAX_CANDIDATES most probable candidates."""
+    rng = np.random.default_rng(11)
+    n_keys = 2 * _BATCH + 300
+    sizes = rng.integers(1, 16, size=n_keys)
+    big = rng.choice(n_keys, size=25, replace=False)
+    sizes[big] = rng.integers(MAX_CANDIDATES + 1, MAX_CANDIDATES + 30, size=big.size)
+    scores = pl.DataFrame(
+        {
+            S.ORDER: np.repeat(np.arange(1, n_keys + 1, dtype=np.uint32), sizes),
+            S.PRODUCT: np.concatenate([rng.choice(10_000, size=n, replace=False) for n in sizes]).astype(np.uint32),
+            S.SCORE: rng.beta(0.6, 1.8, size=int(sizes.sum())),
+        }
+    ).sample(fraction=1.0, shuffle=True, seed=5)
+    out = choose_baskets(scores, S.ORDER, with_expected_f1=True)
+    assert out[S.ORDER].to_list() == list(range(1, n_keys + 1))
+
+    taken = 0
+    by_key = scores.sort([S.ORDER, S.SCORE, S.PRODUCT], descending=[False, True, False]).partition_by(
+        S.ORDER, as_dict=True
+    )
+    for key, products, none, f1 in out.iter_rows():
+        mine = by_key[(key,)].head(MAX_CANDIDATES)
+        k, expected_none, expected_f1 = optimal_basket(mine[S.SCORE].to_numpy())
+        assert products == mine[S.PRODUCT].to_list()[:k], key
+        assert none == expected_none and f1 == pytest.approx(expected_f1, abs=1e-12), key
+        taken += k
+    assert taken > n_keys  # mostly non-empty baskets: the comparison is not one of empty predictions
