@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import OutputError
+from pipeline.errors import BasketcastError, OutputError
 
 _TMP = "tmp"
 _OLD = "old"
@@ -193,18 +193,17 @@ def _failed(exc: BaseException, final: Path) -> OutputError:
 
 
 @contextlib.contextmanager
-def publishing_dir(final: Path, kind: Kind, *, force: bool = False, inputs: Iterable[Path] = ()) -> Iterator[Path]:
-    """Yield a fresh empty folder; when the block ends without an exception it becomes ``final``.
-
-    See the module doc for what may be replaced. On an exception the temporary folder is removed
-    and ``final`` is untouched; an OSError (a full disk, say) becomes an OutputError naming ``final``.
-    """
+def _publishing(final: Path, kind: Kind, force: bool, inputs: Iterable[Path], folder: bool) -> Iterator[Path]:
+    """The one publication protocol behind :func:`publishing_dir` and :func:`publishing_file`."""
     final = Path(final)
     check_output(final, kind, force, inputs)
     final.parent.mkdir(parents=True, exist_ok=True)
     clean_leftovers(final)
     tmp = _sibling(final, _TMP)
-    os.mkdir(tmp, 0o777)
+    if folder:
+        os.mkdir(tmp, 0o777)
+    else:
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         try:
             yield tmp
@@ -213,36 +212,8 @@ def publishing_dir(final: Path, kind: Kind, *, force: bool = False, inputs: Iter
                 raise _failed(exc, final) from exc
             raise
         try:
-            _swap_into_place(tmp, final)
-        except OSError as exc:
-            raise _failed(exc, final) from exc
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def publishing_file(final: Path, kind: Kind, *, force: bool = False, inputs: Iterable[Path] = ()) -> Iterator[Path]:
-    """Yield a temporary file path (created empty) to write; on success it replaces ``final``.
-
-    Same rules as :func:`publishing_dir`.
-    """
-    final = Path(final)
-    check_output(final, kind, force, inputs)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    clean_leftovers(final)
-    tmp = _sibling(final, _TMP)
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-    try:
-        try:
-            yield tmp
-        except Exception as exc:
-            if write_failure(exc):
-                raise _failed(exc, final) from exc
-            raise
-        try:
-            if final.is_dir() and not final.is_symlink():
-                _swap_into_place(tmp, final)  # --force over a folder: moved aside, then removed
+            if folder or (final.is_dir() and not final.is_symlink()):
+                _swap_into_place(tmp, final)  # a file over a folder (--force): moved aside, then removed
             else:
                 os.replace(tmp, final)
         except OSError as exc:
@@ -250,6 +221,28 @@ def publishing_file(final: Path, kind: Kind, *, force: bool = False, inputs: Ite
     except BaseException:
         _remove(tmp)
         raise
+
+
+def publishing_dir(
+    final: Path, kind: Kind, *, force: bool = False, inputs: Iterable[Path] = ()
+) -> contextlib.AbstractContextManager[Path]:
+    """Yield a fresh empty folder; when the block ends without an exception it becomes ``final``.
+
+    See the module doc for what may be replaced. On an exception the temporary folder is removed
+    and ``final`` is untouched; a write the disk refuses (full, say) becomes an OutputError naming
+    ``final``.
+    """
+    return _publishing(final, kind, force, inputs, folder=True)
+
+
+def publishing_file(
+    final: Path, kind: Kind, *, force: bool = False, inputs: Iterable[Path] = ()
+) -> contextlib.AbstractContextManager[Path]:
+    """Yield a temporary file path (created empty) to write; on success it replaces ``final``.
+
+    Same rules as :func:`publishing_dir`.
+    """
+    return _publishing(final, kind, force, inputs, folder=False)
 
 
 def publish_bytes(final: Path, data: bytes, kind: Kind, *, force: bool = False, inputs: Iterable[Path] = ()) -> None:
@@ -277,6 +270,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(exc, Exception) and write_failure(exc):
             raise _failed(exc, path) from exc
         raise
+
+
+def loads(load: Callable[[Path], object]) -> Callable[[Path], bool]:
+    """A ``recognise`` for outputs that our own reader validates: ``load(path)`` raises no
+    BasketcastError (a manifest or report of this basketcast, say)."""
+
+    def recognise(path: Path) -> bool:
+        try:
+            load(path)
+        except BasketcastError:
+            return False
+        return True
+
+    return recognise
 
 
 def parquet_with_columns(columns: Iterable[str]) -> Callable[[Path], bool]:

@@ -18,7 +18,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pipeline.data import schema as S
-from pipeline.data.publish import Kind, atomic_write_bytes, publishing_dir
+from pipeline.data.publish import Kind, atomic_write_bytes, loads, publishing_dir
 from pipeline.errors import DataError
 
 MANIFEST = "manifest.json"
@@ -123,15 +123,7 @@ def read_manifest(data_dir: Path) -> DataManifest:
         raise DataError(f"{path}: not a data manifest of this basketcast ({exc.errors()[0]['msg']})") from exc
 
 
-def _is_data_folder(path: Path) -> bool:
-    try:
-        read_manifest(path)
-    except DataError:
-        return False
-    return True
-
-
-DATA_FOLDER = Kind("data folder", folder=True, recognise=_is_data_folder)
+DATA_FOLDER = Kind("data folder", folder=True, recognise=loads(read_manifest))
 
 
 def read_dataset(data_dir: Path) -> Dataset:

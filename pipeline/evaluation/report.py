@@ -15,7 +15,7 @@ from typing import Final, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.data.publish import Kind, atomic_write_bytes
+from pipeline.data.publish import Kind, atomic_write_bytes, loads
 from pipeline.data.storage import read_json
 from pipeline.errors import DataError
 
@@ -112,15 +112,9 @@ class EvaluationReport(BaseModel):
             raise DataError(f"{path}: not an evaluation report of this basketcast ({exc})") from exc
 
 
-def _is_report_folder(path: Path) -> bool:
-    try:
-        EvaluationReport.load(path / REPORT_JSON)
-    except DataError:
-        return False
-    return True
-
-
-REPORT_FOLDER = Kind("evaluation report folder", folder=True, recognise=_is_report_folder)
+REPORT_FOLDER = Kind(
+    "evaluation report folder", folder=True, recognise=loads(lambda path: EvaluationReport.load(path / REPORT_JSON))
+)
 
 
 def markdown(report: EvaluationReport, title: str = "Evaluation") -> str:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from features.build import FEATURE_NAMES
 from pipeline.config import TrainConfig
 from pipeline.data import schema as S
-from pipeline.data.publish import Kind
+from pipeline.data.publish import Kind, loads
 from pipeline.data.storage import read_json, write_json
 from pipeline.errors import DataError
 from pipeline.evaluation.report import REPORT_JSON, EvaluationReport
@@ -106,15 +106,7 @@ class RunManifest(_Part):
             raise DataError(f"{path}: not a run manifest of this basketcast ({problems}); retrain") from exc
 
 
-def _is_run_folder(path: Path) -> bool:
-    try:
-        RunManifest.load(path / MANIFEST)
-    except DataError:
-        return False
-    return True
-
-
-RUN_FOLDER = Kind("run folder", folder=True, recognise=_is_run_folder)
+RUN_FOLDER = Kind("run folder", folder=True, recognise=loads(lambda path: RunManifest.load(path / MANIFEST)))
 
 
 @dataclass(frozen=True)

@@ -163,3 +163,23 @@ def test_kill_9_before_a_first_output_leaves_nothing_there(root: Path) -> None:
     run(["ingest", "--source", str(EXCERPT), "--out", str(out)])
     read_dataset(out)
     assert leftovers(root) == []
+
+
+def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_output(root: Path) -> None:
+    """``ulimit -f`` (RLIMIT_FSIZE, SIGXFSZ ignored) makes every write past 32 KiB fail with EFBIG,
+    as a full disk makes them fail with ENOSPC: the excerpt's 70 KB order_products.parquet does not fit."""
+    import resource
+
+    out = root / "full-disk-data"
+    run(["ingest", "--source", str(EXCERPT), "--out", str(out)])
+    before = digest(out)
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (32 * 1024, 32 * 1024))
+
+    args = ["ingest", "--source", str(EXCERPT), "--out", str(out)]
+    res = subprocess.run([str(EXE), *args], capture_output=True, text=True, timeout=600, preexec_fn=limit)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert f"error: {out}: could not be written (" in res.stderr and "Traceback" not in res.stderr
+    assert digest(out) == before and leftovers(root) == []

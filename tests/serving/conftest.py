@@ -189,3 +189,13 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., UvicornProcess]]:
     yield start
     for server in started:
         server.stop()
+
+
+def wait_for(predicate: Callable[[], bool], what: str = "condition", timeout: float = 15.0) -> None:
+    """Poll ``predicate`` every 0.1 s until it holds; AssertionError naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -13,8 +13,7 @@ from __future__ import annotations
 import shutil
 import signal
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +21,12 @@ import httpx
 import pytest
 
 from serving.bundle import BUNDLE
-from tests.serving.conftest import UvicornProcess, free_port, publish, set_version, truncate, version_of
+from tests.serving.conftest import UvicornProcess, free_port, publish, set_version, truncate, version_of, wait_for
 
 pytestmark = pytest.mark.integration
 SCRIPT = Path(sys.executable).with_name("basketcast")
 CLI = [str(SCRIPT)] if SCRIPT.exists() else ["-m", "pipeline.cli"]
 USERS = [1, 2, 3, 4_000_000_000]
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.serving.conftest import UvicornProcess, publish, republish, set_version, truncate, version_of
+from tests.serving.conftest import UvicornProcess, publish, republish, set_version, truncate, version_of, wait_for
 
 pytestmark = pytest.mark.integration
 RECOMMEND = "/v1/users/{user}/recommendations?k=10"
@@ -32,15 +32,6 @@ class Outcome:
     started: float
     status: int | None  # None: no answer (transport error)
     version: str | None
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def model_info(url: str) -> dict[str, dict[str, float]]:
