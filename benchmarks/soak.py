@@ -138,12 +138,25 @@ def publish_broken(run: Path) -> None:
         manifest.write_text(json.dumps({**meta, "version": meta["version"] + "-broken"}))
 
 
+def settled_version(port: int, expected: str, timeout: float = 15.0) -> str:
+    """Poll /ready (whichever worker answers) until ``expected`` comes back 5 times in a row, or
+    ``timeout``; the last version seen. The other workers swap on the supervisor's SIGHUP, a
+    moment after the one that answered the reload."""
+    deadline, streak, seen = time.monotonic() + timeout, 0, ""
+    while time.monotonic() < deadline and streak < 5:
+        seen = served_version(port)
+        streak = streak + 1 if seen == expected else 0
+        time.sleep(0.1)
+    return seen
+
+
 def reload_loop(run: Path, port: int, every: float, duration: float, result: SoakResult, stop: threading.Event) -> None:
+    """A reload at every ``every`` seconds of the run (export time included), the middle one broken."""
     start = time.monotonic()
     n = max(1, int(duration // every) - 1)
     broken_at = n // 2 if n > 1 else -1
     for i in range(n):
-        if stop.wait(every):
+        if stop.wait(max(0.0, start + (i + 1) * every - time.monotonic())):
             return
         broken = i == broken_at
         if broken:
@@ -154,12 +167,15 @@ def reload_loop(run: Path, port: int, every: float, duration: float, result: Soa
                 print(f"export failed: {res.stderr[-1000:]}", file=sys.stderr)
         before = served_version(port)
         try:
-            status, _ = get_json(f"http://{HOST}:{port}/admin/reload")
+            status, body = get_json(f"http://{HOST}:{port}/admin/reload")
         except (OSError, ValueError) as exc:  # recorded as an unexpected reload, not a crash
             print(f"reload request failed: {exc}", file=sys.stderr)
-            status = -1
-        time.sleep(0.5)  # every worker has swapped (SIGHUP to the others)
-        after = served_version(port)
+            status, body = -1, {}
+        if broken:
+            time.sleep(2.0)  # long enough for a wrongly accepted version to show
+            after = served_version(port)
+        else:
+            after = settled_version(port, str(body.get("model_version") or ""))
         result.reloads.append(Reload(round(time.monotonic() - start, 1), broken, status, before, after))
 
 

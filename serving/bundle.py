@@ -69,13 +69,16 @@ class Parity(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    rows: int
+    rows: int  # every snapshot row, compared at the first context
     users: int | None = None  # users whose rows were compared (absent in bundles of older versions)
-    contexts: int | None = None  # request contexts each row was compared at
+    contexts: int | None = None  # request contexts compared
+    users_all_contexts: int | None = None  # users compared at every context (a seeded sample)
+    rows_all_contexts: int | None = None
     rows_with_nan: int
     max_abs_diff_ranking: float
     max_abs_diff_basket: float
-    users_with_different_top10: int
+    users_with_different_top10: int  # beyond near-ties: the export fails when this is not 0
+    users_with_tied_swaps: int | None = None  # top-10 swaps of candidates scored within the tolerance
 
 
 class BundleManifest(BaseModel):

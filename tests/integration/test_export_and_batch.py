@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import numpy as np
@@ -323,3 +324,54 @@ def test_recommend_many_equals_one_by_one(excerpt_run: dict[str, Path]) -> None:
         assert got.products.tolist() == one.products.tolist()
         np.testing.assert_allclose(got.scores, one.scores, rtol=1e-6)
     assert many[1].strategy == "popular"
+
+
+class _FakeBundle:
+    """The parts of a ServingModel that ``parity`` reads, over hand-made scores: X's one column is
+    the row index; ``rank_scores`` answers the "ONNX" scores."""
+
+    def __init__(self, onnx: list[list[float]]) -> None:
+        counts = [len(s) for s in onnx]
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.users = np.arange(1, len(onnx) + 1, dtype=np.uint32)
+        self.products = np.arange(100, 100 + int(self.offsets[-1]), dtype=np.uint32)
+        self.onnx = np.concatenate([np.asarray(s, np.float64) for s in onnx])
+
+    def gather(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return ServingModel.gather(cast(Any, self), positions)
+
+    def features(self, rows: np.ndarray, ctx: object) -> np.ndarray:
+        return np.asarray(rows, np.float32).reshape(-1, 1)
+
+    def rank_scores(self, X: np.ndarray) -> np.ndarray:
+        return self.onnx[X[:, 0].astype(np.int64)]
+
+    def basket_probabilities(self, X: np.ndarray) -> np.ndarray:
+        return np.zeros(X.shape[0])
+
+
+class _Native:
+    def __init__(self, scores: np.ndarray) -> None:
+        self.scores = scores
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.scores[X[:, 0].astype(np.int64)]
+
+
+def test_parity_tells_near_ties_from_real_top10_changes() -> None:
+    """Float32 (ONNX) against float64 (LightGBM) sums may order two candidates scored within the
+    tolerance either way: that is a near-tie swap, not a failure; a swap of candidates LightGBM
+    scores further apart is. User 1: ranks 10 and 11 are 5e-7 apart natively and swapped in
+    ONNX. User 2: the same swap with 1e-2 between them."""
+    base = [1.0 - 0.05 * i for i in range(12)]  # 12 candidates, best first
+    tied = list(base)
+    tied[9], tied[10] = 0.5, 0.5 - 5e-7
+    far = list(base)
+    native = np.asarray(tied + far, np.float64)
+    onnx_tied, onnx_far = list(tied), list(far)
+    onnx_tied[9], onnx_tied[10] = tied[10], tied[9]  # ONNX orders the near-tie the other way
+    onnx_far[9], onnx_far[10] = far[10], far[9]
+    bundle = _FakeBundle([onnx_tied, onnx_far])
+    rankers = SimpleNamespace(ranking=_Native(native), basket=_Native(np.zeros(native.size)))
+    check = parity(cast(Any, bundle), cast(Any, rankers), contexts=PARITY_CONTEXTS[:1])
+    assert check.users_with_tied_swaps == 1 and check.users_with_different_top10 == 1
