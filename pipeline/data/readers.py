@@ -47,6 +47,9 @@ import polars as pl
 from pipeline.errors import DataError
 
 ROW = "row"  # 1-based data row number (file line minus the header) added to every raw frame
+# The Kaggle layout's two order-line files (stems of NAME.csv / .csv.zip / .csv.gz).
+PRIOR_LINES = "order_products__prior"
+TRAIN_LINES = "order_products__train"
 SUFFIXES = (".csv", ".csv.zip", ".csv.gz")
 SHOW = 5  # offending rows shown per message
 HEAD_BYTES = 64 * 1024  # the start of each file sniffed for emptiness, encoding and separator

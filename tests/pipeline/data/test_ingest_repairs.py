@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 
 from pipeline.data import schema as S
-from pipeline.data.ingest import UNKNOWN_ID, ingest
+from pipeline.data.ingest import ingest
+from pipeline.data.repairs import UNKNOWN_ID
 from pipeline.data.storage import Dataset, read_dataset
 from pipeline.errors import DataError
 from tests.conftest import AISLES, DEPARTMENTS, ORDERS, PRIOR, PRODUCTS, TRAIN
