@@ -7,6 +7,7 @@ port in a subprocess and always stops it (by its own pid).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -199,3 +200,16 @@ def wait_for(predicate: Callable[[], bool], what: str = "condition", timeout: fl
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.contextmanager
+def uvicorn_serving(model_dir: Path, log_path: Path) -> Iterator[UvicornProcess]:
+    """A real uvicorn (one worker) serving ``model_dir`` on a free loopback port, stopped at the end."""
+    port = free_port()
+    args = ["-m", "uvicorn", "serving.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    server = UvicornProcess(args, model_dir, port, log_path)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()

@@ -19,7 +19,7 @@ import pytest
 from pipeline.dashboard.report import TOP_K
 from serving.model import Context, ServingModel
 from tests.pipeline.dashboard.conftest import BuiltReport
-from tests.serving.conftest import UvicornProcess, free_port
+from tests.serving.conftest import UvicornProcess, uvicorn_serving
 
 pytestmark = pytest.mark.integration
 TIMEOUT_MS = 30_000
@@ -115,14 +115,8 @@ def test_static_page_renders_and_explores(built_report: BuiltReport, page: Page,
 @pytest.fixture
 def served(built_report: BuiltReport, tmp_path: Path) -> Iterator[UvicornProcess]:
     """A real uvicorn serving the run folder, whose dashboard.html is served at /dashboard."""
-    port = free_port()
-    args = ["-m", "uvicorn", "serving.main:app", "--host", "127.0.0.1", "--port", str(port)]
-    server = UvicornProcess(args, built_report.run, port, tmp_path / "server.log")
-    try:
-        server.wait_ready()
+    with uvicorn_serving(built_report.run, tmp_path / "server.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_served_page_asks_the_live_api(built_report: BuiltReport, served: UvicornProcess, page: Page) -> None:

@@ -30,7 +30,7 @@ from serving.bundle import DASHBOARD
 from serving.model import Context, ServingModel
 from tests.conftest import EXCERPT, FAST_TRAIN
 from tests.pipeline.dashboard.test_browser import Page
-from tests.serving.conftest import UvicornProcess, free_port
+from tests.serving.conftest import UvicornProcess, uvicorn_serving
 
 pytestmark = pytest.mark.integration
 
@@ -155,14 +155,8 @@ def test_names_stay_text_in_the_page_opened_from_disk(xss_report: XssReport, pag
 
 @pytest.fixture
 def served(xss_report: XssReport, tmp_path: Path) -> Iterator[UvicornProcess]:
-    port = free_port()
-    args = ["-m", "uvicorn", "serving.main:app", "--host", "127.0.0.1", "--port", str(port)]
-    server = UvicornProcess(args, xss_report.run, port, tmp_path / "server.log")
-    try:
-        server.wait_ready()
+    with uvicorn_serving(xss_report.run, tmp_path / "server.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_names_stay_text_in_the_live_explorer(xss_report: XssReport, served: UvicornProcess, page: Page) -> None:
