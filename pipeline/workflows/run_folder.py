@@ -163,10 +163,6 @@ class RunFolder:
     def bundle(self) -> Path:
         return self.path / BUNDLE
 
-    @property
-    def dashboard(self) -> Path:
-        return self.path / DASHBOARD
-
     def evaluation(self, folds: int | None) -> Path:
         """The default output folder of ``basketcast evaluate`` (with or without ``--folds``)."""
         return self.path / (EVALUATION if folds is None else EVALUATION_KFOLD)
