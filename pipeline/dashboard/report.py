@@ -51,7 +51,6 @@ from pipeline.metrics import per_key_metrics
 from pipeline.model.windows import rows_of
 from pipeline.progress import Timings
 from pipeline.ranking import top_k
-from pipeline.workflows.run import importance
 from pipeline.workflows.run_folder import Run, load_run
 from pipeline.workflows.validation import evaluation_window
 from serving.bundle import is_run_folder
@@ -201,7 +200,7 @@ def build_report(
         figures = {
             **patterns,
             **_segment_figures(seg, quality, baseline),
-            **F.model_figures(inputs.report, importance(inputs.run.rankers)),
+            **F.model_figures(inputs.report, inputs.run.rankers.importance()),
         }
         page = _page(
             _Page(Path(data_dir), Path(run_dir), inputs, head, seg, baseline, note, ctx, explorer, config), figures

@@ -120,6 +120,10 @@ class Rankers:
             out["xgboost"] = booster.predict(xgb.DMatrix(X, feature_names=list(FEATURE_NAMES))).astype(np.float32)
         return out
 
+    def importance(self) -> dict[str, float]:
+        """The ranking model's total split gain per feature, by feature name."""
+        return dict(zip(FEATURE_NAMES, self.ranking.feature_importance("gain").tolist(), strict=True))
+
     def save(self, ranking: Path, basket: Path, xgboost: Path) -> None:
         """Write the models to the given files (``xgboost`` only when there is one)."""
         self.ranking.save_model(ranking)

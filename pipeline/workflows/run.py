@@ -18,7 +18,6 @@ from typing import Any
 
 import polars as pl
 
-from features.build import FEATURE_NAMES
 from features.history import History, order_lines
 from pipeline.config import TrainConfig
 from pipeline.data import schema as S
@@ -104,7 +103,7 @@ def train(data_dir: Path, out: Path, config: TrainConfig, *, force: bool = False
         folder.save_features()
         folder.save_config(config)
         folder.report.mkdir()
-        write_report(report, folder.report, "Validation report", importance(rankers))
+        write_report(report, folder.report, "Validation report", rankers.importance())
         _publish_bundle(folder, manifest, data, latest_h, rankers, latest, config, timings)
     return TrainResult(run_dir=Path(out), report=report, timings=timings)
 
@@ -127,11 +126,6 @@ def _window_stats(windows: list[Window], roles: pl.DataFrame, rankers: Rankers) 
         "training_candidate_rows": sum(f.height for f in fit_frames),
         "training_groups": sum(f[S.USER].n_unique() for f in fit_frames),
     }
-
-
-def importance(rankers: Rankers) -> dict[str, float]:
-    """The ranking model's total gain per feature."""
-    return dict(zip(FEATURE_NAMES, rankers.ranking.feature_importance("gain").tolist(), strict=True))
 
 
 def _publish_bundle(

@@ -25,7 +25,6 @@ from pipeline.evaluation.report import REPORT_FOLDER, EvaluationReport, markdown
 from pipeline.model.training import fit_rankers
 from pipeline.model.windows import Window, build_window, build_windows, evaluation_users, rows_of, split_users
 from pipeline.progress import Timings
-from pipeline.workflows.run import importance
 from pipeline.workflows.run_folder import Run, load_run
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ def evaluate(
         title = f"{folds}-fold cross-validated report"
     report = report.model_copy(update={"timings": timings.as_dict()})
     with publishing_dir(out, REPORT_FOLDER, force=force, inputs=inputs) as tmp:
-        write_report(report, tmp, title, importance(run.rankers))
+        write_report(report, tmp, title, run.rankers.importance())
     log.info("\n%s", markdown(report, title))
     return report
 
