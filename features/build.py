@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from features import context, product, taste, tifu, user, user_product
+from features import context, product, sequence, taste, tifu, user, user_product
 from features.history import History
 from pipeline.config import FeatureConfig
 from pipeline.data import schema as S
@@ -32,6 +32,7 @@ BASE_FEATURES: tuple[str, ...] = (
     *taste.DEPARTMENT_FEATURES,
     *tifu.FEATURES,
     *CROSS_FEATURES,
+    *sequence.FEATURES,
 )
 FEATURE_NAMES: tuple[str, ...] = (*BASE_FEATURES, *context.FEATURES)
 
@@ -51,10 +52,15 @@ class FeatureTables:
     aisle: pl.DataFrame
     department: pl.DataFrame
     tifu: tifu.TifuIndex
+    # The sequence network (``pipeline.model.sequence``) and its per-user inputs; without one the
+    # sequence features are missing (NaN).
+    network: sequence.SequenceScorer | None = None
+    sequences: sequence.UserSequences | None = None
 
     @classmethod
-    def of(cls, h: History, config: FeatureConfig) -> FeatureTables:
+    def of(cls, h: History, config: FeatureConfig, network: sequence.SequenceScorer | None = None) -> FeatureTables:
         """Every table of ``h``; the per-user ones sorted by user (see :meth:`base_frame`)."""
+        sequences = None if network is None else sequence.UserSequences.of(h, network.steps, network.vocabulary)
         return cls(
             history=h,
             user_product=user_product.user_product_features(h).sort(S.USER),
@@ -63,6 +69,8 @@ class FeatureTables:
             aisle=taste.aisle_features(h).sort(S.USER),
             department=taste.department_features(h).sort(S.USER),
             tifu=tifu.TifuIndex.of(h, config.tifu_neighbors, config.tifu_reference_users),
+            network=network,
+            sequences=sequences,
         )
 
     def base_frame(self, cands: pl.DataFrame) -> pl.DataFrame:
@@ -82,6 +90,7 @@ class FeatureTables:
             return table.slice(lo, hi - lo)
 
         knn = self.tifu.features(cands).select(tifu.FEATURES)
+        seq = sequence.sequence_features(self.history, self.sequences, cands, self.network)
         frame = (
             cands.join(of_users(self.user_product), on=[S.USER, S.PRODUCT], how="left", maintain_order="left")
             .join(self.product, on=S.PRODUCT, how="left", maintain_order="left")
@@ -101,6 +110,7 @@ class FeatureTables:
                 ).fill_null(0)
             )
             .hstack(knn)
+            .hstack(seq)
             .with_columns(
                 # How much of the user's buying in this aisle is this very product (loyalty vs substitutes).
                 (pl.col("up_orders") / (pl.col("ua_share") * pl.col("u_lines"))).alias("up_aisle_share"),
@@ -115,9 +125,11 @@ class FeatureTables:
         return add_context(self.base_frame(cands), self.history)
 
 
-def base_feature_frame(h: History, cands: pl.DataFrame, config: FeatureConfig) -> pl.DataFrame:
+def base_feature_frame(
+    h: History, cands: pl.DataFrame, config: FeatureConfig, network: sequence.SequenceScorer | None = None
+) -> pl.DataFrame:
     """``cands`` (USER, PRODUCT, candidate signals, …) + BASE_FEATURES as Float32, same row order."""
-    return FeatureTables.of(h, config).base_frame(cands)
+    return FeatureTables.of(h, config, network).base_frame(cands)
 
 
 def add_context(frame: pl.DataFrame, h: History) -> pl.DataFrame:
@@ -132,9 +144,11 @@ def add_context(frame: pl.DataFrame, h: History) -> pl.DataFrame:
     return frame.with_columns([pl.Series(k, v, dtype=pl.Float32) for k, v in extra.items()])
 
 
-def feature_frame(h: History, cands: pl.DataFrame, config: FeatureConfig) -> pl.DataFrame:
+def feature_frame(
+    h: History, cands: pl.DataFrame, config: FeatureConfig, network: sequence.SequenceScorer | None = None
+) -> pl.DataFrame:
     """Candidates with every feature in FEATURE_NAMES (Float32, NaN/null = missing)."""
-    return add_context(base_feature_frame(h, cands, config), h)
+    return add_context(base_feature_frame(h, cands, config, network), h)
 
 
 def to_matrix(frame: pl.DataFrame) -> np.ndarray:

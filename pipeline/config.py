@@ -90,6 +90,33 @@ class XGBoostConfig(_Config):
     seed: int = 42
 
 
+class SequenceConfig(_Config):
+    """The sequence network (``pipeline.model.sequence``): a GRU over each (user, past product)'s
+    last ``steps`` orders, the product's embedding attending over the user's recent baskets; its
+    outputs are ranker features. Trained on target orders older than every ranker window."""
+
+    enabled: bool = True
+    steps: int = Field(32, ge=2, le=64, description="orders per sequence (the most recent ones)")
+    hidden: int = Field(32, ge=4, description="GRU hidden size")
+    embedding: int = Field(32, ge=4, description="product / aisle / department embedding size (summed)")
+    heads: int = Field(4, ge=1, description="attention heads (must divide embedding)")
+    windows: int = Field(2, ge=1, description="target orders per user, just older than the ranker's oldest window")
+    min_product_buyers: int = Field(5, ge=1, description="products bought by fewer users share one embedding")
+    max_training_groups: int = Field(20_000, ge=1, description="(window, fit user) groups trained on at most")
+    negative_sample_rate: float = Field(0.3, gt=0, le=1, description="negative rows kept, reweighted by 1/rate")
+    aux_weight: float = Field(0.5, ge=0, description="weight of the every-step loss (each earlier order as a target)")
+    epochs: int = Field(4, ge=1)
+    patience: int = Field(1, ge=0, description="epochs without a better stop-user loss before stopping")
+    batch_size: int = Field(512, ge=16)
+    learning_rate: float = Field(3e-3, gt=0)
+    threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
+    seed: int = 42
+
+    def model_post_init(self, _context: object) -> None:
+        if self.embedding % self.heads:
+            raise ValueError(f"heads ({self.heads}) must divide embedding ({self.embedding})")
+
+
 class EvaluationConfig(_Config):
     ks: tuple[int, ...] = (5, 10, 20)
     tifu_neighbors: int = Field(900, ge=1)
@@ -114,6 +141,7 @@ class TrainConfig(_Config):
     windows: WindowConfig = WindowConfig()
     lightgbm: LightGBMConfig = LightGBMConfig()
     xgboost: XGBoostConfig = XGBoostConfig()
+    sequence: SequenceConfig = SequenceConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     valid_share: float = Field(0.2, gt=0, lt=1, description="share of users held out for validation")
     max_training_groups: int | None = Field(

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,3 +84,19 @@ class Timings:
 
     def as_dict(self) -> dict[str, float]:
         return {name: round(sec, 3) for name, sec, _ in self.stages}
+
+
+@contextlib.contextmanager
+def bar(total: int, desc: str) -> Iterator[Callable[[int, str], None]]:
+    """A progress bar on stderr (shown on a terminal only); yields ``advance(n, status)``."""
+    import sys
+
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit="rows", leave=False, disable=None, file=sys.stderr) as progress:
+
+        def advance(n: int, status: str) -> None:
+            progress.update(n)
+            progress.set_postfix_str(status, refresh=False)
+
+        yield advance

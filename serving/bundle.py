@@ -32,6 +32,7 @@ BUNDLE: Final = "serving"  # the bundle's folder name inside a run folder
 RANKER: Final = "ranker.onnx"
 BASKET: Final = "basket.onnx"
 CATALOG: Final = "catalog.parquet"
+RELATED: Final = "related"  # the co-occurrence table (pipeline.model.cooccurrence), a folder
 MANIFEST: Final = "manifest.json"
 DASHBOARD: Final = "dashboard.html"  # in the run folder, beside the bundle
 # The snapshot's arrays: file stem → dtype (each stored as STEM.npy).
@@ -98,6 +99,9 @@ class BundleManifest(BaseModel):
     snapshot_bytes: int
     parity: Parity | None = None  # absent only while the bundle is being written
     seconds: float | None = None  # time to write the bundle
+    cart_weight: float = 0.0  # β of "+ β · mean PMI to the cart" (chosen on stop users)
+    cart_attention_weight: float = 0.0  # γ of "ranker score + γ · cart attention" (cart.onnx; chosen on stop users)
+    none_source: str = "product"  # P(None) of the baskets: product rule, network None row, or mean
 
 
 def bundle_dir(path: Path) -> Path:

@@ -10,6 +10,7 @@ same function training uses.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +20,15 @@ import numpy as np
 import polars as pl
 
 from features import context
+from features.sequence import SEQ_NONE, SEQ_STATES
 from pipeline.data import schema as S
 from pipeline.data.ids import index_of
-from pipeline.errors import BundleError
-from pipeline.model.basket import MAX_CANDIDATES, optimal_basket
+from pipeline.errors import BundleError, DataError
+from pipeline.model.basket import MAX_CANDIDATES, none_probability, optimal_basket
+from pipeline.model.cooccurrence import LIFT, PMI, SUPPORT, Cooccurrence
 from pipeline.ranking import best_first
-from serving.bundle import ARRAYS, BASKET, CATALOG, RANKER, BundleManifest, bundle_dir, read_manifest
+from serving.bundle import ARRAYS, BASKET, CATALOG, RANKER, RELATED, BundleManifest, bundle_dir, read_manifest
+from serving.cart import CartScorer
 
 RANKER_STRATEGY = "ranker"
 POPULAR_STRATEGY = "popular"
@@ -103,8 +107,19 @@ class ServingModel:
         catalog: pl.DataFrame,
         ranker: Any,
         basket: Any,
+        related: Cooccurrence | None = None,
+        cart_attention: CartScorer | None = None,
     ) -> None:
         self.path = path
+        self.related = related
+        self.cart_attention = cart_attention
+        self.cart_attention_weight = float(manifest.cart_attention_weight) if cart_attention is not None else 0.0
+        self._states = (
+            [manifest.base_features.index(n) for n in SEQ_STATES] if SEQ_STATES[0] in manifest.base_features else []
+        )
+        self.cart_weight = float(manifest.cart_weight)
+        self.none_source = manifest.none_source
+        self._seq_none = manifest.base_features.index(SEQ_NONE) if SEQ_NONE in manifest.base_features else None
         self.manifest = manifest
         self.version: str = manifest.version
         self.base = arrays["base"]
@@ -162,7 +177,22 @@ class ServingModel:
             catalog = pl.read_parquet(path / CATALOG)
         except Exception as exc:
             raise BundleError(f"{path / CATALOG}: unreadable ({exc})") from exc
-        return cls(path, manifest, arrays, catalog, _session(path / RANKER, threads), _session(path / BASKET, threads))
+        related = None
+        if (path / RELATED).is_dir():
+            try:
+                related = Cooccurrence.load(path / RELATED)
+            except DataError as exc:
+                raise BundleError(str(exc)) from exc
+        return cls(
+            path,
+            manifest,
+            arrays,
+            catalog,
+            _session(path / RANKER, threads),
+            _session(path / BASKET, threads),
+            related,
+            CartScorer.load(path, threads),
+        )
 
     # --- lookups ------------------------------------------------------------------------
     def rows(self, user_id: int) -> slice | None:
@@ -199,13 +229,42 @@ class ServingModel:
         out = self._basket.run(None, {self._basket_input: X})
         return _positive_column(out)
 
-    def recommend(self, user_id: int, k: int, ctx: Context, exclude: Collection[int] = ()) -> Recommendation:
-        """Top-``k`` products for one user, ``exclude`` (e.g. the cart) removed; popular list if unknown."""
+    def recommend(
+        self, user_id: int, k: int, ctx: Context, exclude: Collection[int] = (), cart: Collection[int] = ()
+    ) -> Recommendation:
+        """Top-``k`` products for one user, ``exclude`` and ``cart`` removed; popular list if unknown.
+
+        With a ``cart``, each past product's score gains ``cart_attention_weight`` × the cart
+        attention's delta (``cart.onnx``: the product attending over the cart's products) and every
+        candidate ``cart_weight`` × its mean PMI with the cart's products (the co-occurrence
+        table); both weights were chosen on the stop users' real carts at training. So what is in
+        the cart changes the order of the rest, not only what is left out.
+        """
+        removed = set(exclude) | set(cart)
         rows = self.rows(user_id)
         if rows is None:
-            return self._popular(user_id, k, exclude)
+            return self._popular(user_id, k, removed)
         X = self.features(rows, ctx)
-        return self._top(user_id, self.products[rows], self.rank_scores(X), self.repeat[rows], k, exclude)
+        products = np.asarray(self.products[rows])
+        scores = self.rank_scores(X)
+        cart_ids = np.fromiter(cart, np.uint32) if cart else np.zeros(0, np.uint32)
+        if cart_ids.size and self.cart_attention is not None and self.cart_attention_weight > 0 and self._states:
+            states = np.asarray(self.base[rows][:, self._states], dtype=np.float32)
+            g = self.cart_attention.deltas(np.zeros(products.size, np.int64), products, states, [cart_ids])
+            scores = (scores + np.float32(self.cart_attention_weight) * g).astype(np.float32)
+        if cart_ids.size and self.related is not None and self.cart_weight > 0:
+            pmi = self.related.cart_scores(cart_ids, products)
+            scores = (scores + np.float32(self.cart_weight) * pmi).astype(np.float32)
+        return self._top(user_id, products, scores, self.repeat[rows], k, removed)
+
+    def related_products(self, product_id: int, k: int) -> pl.DataFrame:
+        """Products most often bought together with ``product_id`` (PRODUCT, pmi, lift, support)."""
+        if self.related is None:
+            return pl.DataFrame(schema={S.PRODUCT: pl.UInt32, PMI: pl.Float32, LIFT: pl.Float32, SUPPORT: pl.UInt32})
+        return self.related.related_to(product_id, k)
+
+    def knows_product(self, product_id: int) -> bool:
+        return product_id in self._info
 
     def recommend_many(self, user_ids: Sequence[int], k: int, ctx: Context) -> list[Recommendation]:
         """Top-``k`` for many users with one ONNX call (the batch path)."""
@@ -248,7 +307,8 @@ class ServingModel:
         probs = self.basket_probabilities(self.features(rows, ctx))[repeat]
         products = np.asarray(self.products[rows])[repeat]
         order = best_first(products, probs)[:MAX_CANDIDATES]
-        k, none, f1 = optimal_basket(probs[order])
+        network_none = float(self.base[rows.start, self._seq_none]) if self._seq_none is not None else math.nan
+        k, none, f1 = optimal_basket(probs[order], none_probability(probs[order], network_none, self.none_source))
         chosen = order[:k]
         return Basket(user_id, products[chosen], probs[chosen], bool(none), float(f1), RANKER_STRATEGY)
 

@@ -84,6 +84,29 @@ class Item(BaseModel):
     repeat: bool = Field(description="The user has bought it before.")
 
 
+class RelatedItem(BaseModel):
+    """A product often bought together with the asked one."""
+
+    product_id: int
+    name: str
+    aisle: str
+    department: str
+    pmi: float = Field(
+        description="log(P(both) / (P(a) P(b))) over baskets; > 0 means more often together than chance."
+    )
+    lift: float = Field(description="P(both) / (P(a) P(b)).")
+    support: int = Field(description="Baskets (of the counted sample) holding both.")
+    rank: int = Field(description="1 = the strongest association.")
+
+
+class RelatedResponse(BaseModel):
+    """GET /v1/products/{product_id}/related."""
+
+    product_id: int
+    model_version: str
+    items: list[RelatedItem]
+
+
 class UserRecommendations(BaseModel):
     """One user's top-k."""
 

@@ -104,6 +104,7 @@ FAST_TRAIN = {
     "lightgbm": {"n_estimators": 150},
     "xgboost": {"enabled": False},
     "windows": {"extra_windows": 1},
+    "sequence": {"epochs": 2},
 }
 
 

@@ -165,6 +165,31 @@ def methods_table(methods: Mapping[str, Mapping[str, float]], ks: list[int]) -> 
     )
 
 
+def repeat_explore_table(split: Mapping[str, Mapping[str, float]], order: list[str]) -> str:
+    """Each method's NDCG@10 and Recall@10 on the products the shopper bought before (repeat) and
+    on the products new to them (explore); the best of each column underlined."""
+    cols = [
+        c
+        for c in ("repeat_ndcg@10", "repeat_recall@10", "explore_ndcg@10", "explore_recall@10")
+        if c in next(iter(split.values()))
+    ]
+    names = [n for n in order if n in split] + [n for n in split if n not in order]
+    best = {c: max(split[n][c] for n in names if split[n][c] == split[n][c]) for c in cols}
+    head = "".join(f'<th class="num">{e(c.replace("_", " "))}</th>' for c in cols)
+    rows = []
+    for n in names:
+        cells = "".join(
+            f'<td class="num">{"<u>" if split[n][c] == best[c] else ""}{split[n][c]:.4f}'
+            f"{'</u>' if split[n][c] == best[c] else ''}</td>"
+            for c in cols
+        )
+        rows.append(f"<tr><td>{e(F.method_label(n))}</td>{cells}</tr>")
+    return (
+        f'<div class="scroll"><table class="metrics"><thead><tr><th>method</th>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
 def model_section(report: EvaluationReport, methods: Mapping[str, Mapping[str, float]]) -> str:
     """Model performance: the run's evaluation (``methods`` in reading order) as charts and the table."""
     ks = sorted({int(c.split("@")[1]) for c in next(iter(methods.values()))})
@@ -178,6 +203,15 @@ def model_section(report: EvaluationReport, methods: Mapping[str, Mapping[str, f
         ),
         f'<div class="card wide"><h3>The evaluation table</h3><p class="cap">Mean over held-out users; '
         f"the best value of each row underlined.</p>{methods_table(methods, ks)}</div>",
+        *(
+            [
+                f'<div class="card wide"><h3>Repeat and explore</h3><p class="cap">The held-out order split into '
+                "products the shopper bought before (repeat) and products new to them (explore), each method "
+                f"scored on each part.</p>{repeat_explore_table(report.repeat_explore, list(methods))}</div>"
+            ]
+            if report.repeat_explore
+            else []
+        ),
         chart("model_precision", "Precision@K", "Share of the top K that the shopper bought."),
         chart("model_recall", "Recall@K", "Share of the order's products found in the top K."),
         chart(

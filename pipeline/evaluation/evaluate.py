@@ -17,6 +17,7 @@ from collections.abc import Mapping
 import numpy as np
 import polars as pl
 
+from features.sequence import SEQ_LOGIT, SEQ_NONE
 from pipeline.config import TrainConfig
 from pipeline.data import schema as S
 from pipeline.evaluation import baselines
@@ -24,6 +25,7 @@ from pipeline.evaluation.report import (
     BASELINES,
     CURVE_KS,
     RANKER,
+    SEQUENCE,
     XGBOOST,
     CalibrationBin,
     CandidateRecall,
@@ -31,7 +33,7 @@ from pipeline.evaluation.report import (
     RepeatNewHits,
 )
 from pipeline.metrics import kaggle_f1, per_key_metrics, ranking_metrics, repeat_new_hits
-from pipeline.model.basket import choose_baskets
+from pipeline.model.basket import NONE_SOURCES, choose_baskets
 from pipeline.model.windows import Window
 from pipeline.ranking import rank_within, top_k
 
@@ -87,11 +89,74 @@ def calibration_bins(prob: np.ndarray, label: np.ndarray, bins: int = 10) -> lis
     return out
 
 
-def _basket_f1(rows: pl.DataFrame, probs: np.ndarray, users: pl.Series, truth_reordered: pl.DataFrame) -> float:
-    """Kaggle F1 of F1-optimal baskets over the repeat candidates' probabilities."""
+def _basket_f1(
+    rows: pl.DataFrame,
+    probs: np.ndarray,
+    users: pl.Series,
+    truth_reordered: pl.DataFrame,
+    p_none: pl.DataFrame | None = None,
+    none_weight: float = 1.0,
+) -> float:
+    """Kaggle F1 of F1-optimal baskets over the repeat candidates' probabilities (``p_none``: each
+    user's P(None) from the sequence network, mixed with Π(1 - p) by ``none_weight``)."""
     scored = rows.select(S.USER, S.PRODUCT, S.IS_REPEAT).with_columns(pl.Series(S.SCORE, probs))
-    baskets = choose_baskets(scored.filter(pl.col(S.IS_REPEAT)), S.USER, keys=users)
+    baskets = choose_baskets(
+        scored.filter(pl.col(S.IS_REPEAT)), S.USER, keys=users, p_none=p_none, none_weight=none_weight
+    )
     return kaggle_f1(baskets, truth_reordered, S.USER)
+
+
+def network_none(rows: pl.DataFrame) -> pl.DataFrame | None:
+    """Each user's ``seq_none`` (USER, SCORE), or None when the rows carry no network output."""
+    if SEQ_NONE not in rows.columns or rows[SEQ_NONE].is_nan().all():
+        return None
+    return rows.group_by(S.USER).agg(pl.col(SEQ_NONE).first().alias(S.SCORE))
+
+
+def choose_none_source(window: Window, rows: pl.DataFrame, probs: np.ndarray, users: pl.Series) -> str:
+    """The P(None) source (``NONE_SOURCES``) with the best Kaggle F1 on ``users`` (the stop users);
+    the product rule when the rows carry no network output or on a tie."""
+    p_none = network_none(rows)
+    if p_none is None:
+        return "product"
+    truth = window.truth.filter((pl.col(S.REORDERED) == 1) & pl.col(S.USER).is_in(users.implode()))
+    f1 = {
+        source: _basket_f1(rows, probs, users, truth, None if w == 0 else p_none, w)
+        for source, w in NONE_SOURCES.items()
+    }
+    return max(f1, key=lambda s: (f1[s], -NONE_SOURCES[s]))
+
+
+def network_ranking(rows: pl.DataFrame, k: int) -> pl.DataFrame | None:
+    """The sequence network alone: the user's past products by ``seq_logit`` (None without it)."""
+    if SEQ_LOGIT not in rows.columns or rows[SEQ_LOGIT].is_nan().all():
+        return None
+    logit = rows[SEQ_LOGIT].to_numpy().astype(np.float64)
+    repeat = rows.filter(~np.isnan(logit))
+    return top_k(repeat, logit[~np.isnan(logit)], k)
+
+
+def repeat_explore(
+    rankings: Mapping[str, pl.DataFrame], truth: pl.DataFrame, history_pairs: pl.DataFrame, k: int = 10
+) -> dict[str, dict[str, float]]:
+    """Per method, NDCG@k and Recall@k against the repeat part of the truth (products the user
+    bought before; users with such truth) and against the explore part (new to the user)."""
+    flagged = truth.join(
+        history_pairs.select(S.USER, S.PRODUCT).unique().with_columns(pl.lit(True).alias("_r")),
+        on=[S.USER, S.PRODUCT],
+        how="left",
+    ).with_columns(pl.col("_r").fill_null(False))
+    parts = {"repeat": flagged.filter(pl.col("_r")), "explore": flagged.filter(~pl.col("_r"))}
+    out: dict[str, dict[str, float]] = {}
+    for name, ranking in rankings.items():
+        row: dict[str, float] = {}
+        for part, t in parts.items():
+            m = ranking_metrics(ranking, t.select(S.USER, S.PRODUCT), (k,)) if t.height else {}
+            row[f"{part}_ndcg@{k}"] = m.get(f"ndcg@{k}", math.nan)
+            row[f"{part}_recall@{k}"] = m.get(f"recall@{k}", math.nan)
+            row[f"{part}_users"] = float(t[S.USER].n_unique())
+        out[name] = row
+    return out
 
 
 def _fixed_size_f1(ranking: pl.DataFrame, users: pl.Series, truth_reordered: pl.DataFrame) -> dict[str, float]:
@@ -141,6 +206,9 @@ def evaluation_report(
     for method, score_name in RANKER_METHODS.items():
         if score_name in scores:
             rankings[method] = top_k(rows, scores[score_name], kmax)
+    network = network_ranking(rows, kmax)
+    if network is not None:
+        rankings[SEQUENCE] = network
 
     ks = config.evaluation.ks
     methods = {name: ranking_metrics(r, truth, ks) for name, r in rankings.items()}
@@ -149,6 +217,14 @@ def evaluation_report(
         for name, r in rankings.items()
     }
     baskets = {"lightgbm_f1_optimal": _basket_f1(rows, scores["basket"], users, truth_reordered)}
+    p_none = network_none(rows)
+    if p_none is not None:
+        # P(None) from the network's None row instead of Π(1 - p) (whose independence assumption
+        # the None row does not make), and the mean of the two.
+        for source in ("network", "mean"):
+            baskets[f"lightgbm_f1_optimal_{source}_none"] = _basket_f1(
+                rows, scores["basket"], users, truth_reordered, p_none, NONE_SOURCES[source]
+            )
     if XGBOOST in scores:
         baskets["xgboost_f1_optimal"] = _basket_f1(rows, scores[XGBOOST], users, truth_reordered)
     fixed = _fixed_size_f1(rankings["top_frequency"], users, truth_reordered)
@@ -173,4 +249,5 @@ def evaluation_report(
         calibration=calibration_bins(scores["basket"], rows[S.LABEL].to_numpy()),
         ratios=ratios,
         ranker_beats_all_baselines=beats_all,
+        repeat_explore=repeat_explore(rankings, truth, history_pairs),
     )

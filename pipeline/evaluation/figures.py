@@ -30,6 +30,7 @@ METHOD_LABELS: Final[dict[str, str]] = {
     "top_frequency": "Personal top-frequency",
     "tifu_knn": "TIFU-KNN",
     "als": "ALS",
+    "sequence_model": "Sequence network (GRU + attention)",
     "lightgbm": "LightGBM ranker",
     "xgboost": "XGBoost ranker",
 }
@@ -38,6 +39,7 @@ METHOD_COLORS: Final[dict[str, str]] = {
     "top_frequency": "#2ca02c",
     "tifu_knn": "#9467bd",
     "als": "#8c564b",
+    "sequence_model": "#17becf",
     "lightgbm": RANKER_COLOR,
     "xgboost": "#ff7f0e",
 }

@@ -18,12 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.data.publish import Kind, atomic_write_bytes, loads
 from pipeline.data.storage import read_json
 from pipeline.errors import DataError
+from pipeline.evaluation.cart import CartCompletion
 
 REPORT_JSON: Final = "report.json"
 REPORT_MD: Final = "report.md"
 FIGURES_HTML: Final = "figures.html"
 RANKER: Final = "lightgbm"  # the method name of the ranker in every table
 XGBOOST: Final = "xgboost"
+SEQUENCE: Final = "sequence_model"  # the sequence network alone (pipeline.model.sequence)
 BASELINES: Final = ("popularity", "top_frequency", "tifu_knn", "als")
 CURVE_KS: Final = tuple(range(1, 21))
 
@@ -88,6 +90,15 @@ class EvaluationReport(BaseModel):
     selection: dict[str, float] = Field(default_factory=dict)  # stop-user NDCG@10 of each objective
     folds: int | None = None  # k of a k-fold cross-validated report
     timings: dict[str, float] = Field(default_factory=dict)
+    # method → repeat_/explore_ ndcg@10, recall@10, users: the truth split into products the user
+    # bought before and products new to them.
+    repeat_explore: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # "What goes in the cart next" on the validation users (pipeline.evaluation.cart), and the
+    # choices made on the stop users: the cart weight β and the source of P(None) of the baskets.
+    cart_completion: CartCompletion | None = None
+    cart_weight: float | None = None
+    cart_attention_weight: float | None = None
+    none_source: str | None = None
 
     @property
     def ranker(self) -> dict[str, float]:
@@ -150,6 +161,23 @@ def markdown(report: EvaluationReport, title: str = "Evaluation") -> str:
         "",
         f"- hits {rn.hits}: repeat share {rn.repeat_share:.3f}, new share {rn.new_share:.3f}",
     ]
+    if report.repeat_explore:
+        lines += ["", "## Repeat and explore products at 10 (truth split by whether the user bought it before)", ""]
+        keys = list(next(iter(report.repeat_explore.values())))
+        lines.append("| method | " + " | ".join(keys) + " |")
+        lines.append("|---" * (len(keys) + 1) + "|")
+        for name, row in report.repeat_explore.items():
+            lines.append(f"| {name} | " + " | ".join(f"{row[k]:.4f}" for k in keys) + " |")
+    if report.cart_completion is not None:
+        lines += [
+            "",
+            f"## What goes in the cart next (served: ranker + γ·cart attention + β·PMI, γ = "
+            f"{report.cart_attention_weight}, β = {report.cart_weight})",
+            "",
+        ]
+        lines.append(report.cart_completion.markdown())
+    if report.none_source is not None:
+        lines += ["", f"P(None) of the baskets: {report.none_source} (chosen on the stop users' Kaggle F1)."]
     return "\n".join(lines) + "\n"
 
 

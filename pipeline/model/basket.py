@@ -39,6 +39,20 @@ from pipeline.ranking import sort_best_first
 # and the cap bounds the O(n²) time and the O(B n²) memory of a batch.
 MAX_CANDIDATES: Final = 80
 
+# Where P(no product reordered) comes from: the product rule Π(1 - p_i) over the candidates, the
+# sequence network's None row, or their mean — the weight of the network's value.
+NONE_SOURCES: Final = {"product": 0.0, "network": 1.0, "mean": 0.5}
+
+
+def none_probability(probs: np.ndarray, network_none: float, source: str) -> float | None:
+    """P(None) for :func:`optimal_basket` of one order (None = the product rule itself)."""
+    weight = NONE_SOURCES[source]
+    if weight == 0 or not np.isfinite(network_none):
+        return None
+    rule = float(np.prod(1.0 - np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)))
+    return weight * float(network_none) + (1 - weight) * rule
+
+
 # Orders optimised together; the C table of a batch holds BATCH * (n+1)² float64 values
 # (about 54 MB for n = 80).
 _BATCH: Final = 1024
@@ -49,13 +63,16 @@ _GROUP: Final = "_group"
 _K: Final = "_k"
 
 
-def _expected_f1_batch(P: np.ndarray) -> np.ndarray:
+def _expected_f1_batch(P: np.ndarray, p_none: np.ndarray | None = None) -> np.ndarray:
     """Expected F1 of every (k, none) choice for a batch of orders.
 
     Args:
         P: float array of shape (B, n); each row sorted in decreasing order, values in [0, 1].
             Rows with fewer candidates are padded with zeros (a zero-probability candidate does
             not change the distribution of the truth).
+        p_none: optional (B,) probabilities that the truth is {None}, from a model of their own
+            (Kaggle's 2nd place's None model, the 3rd place's None row; Faron's ``pNone``);
+            default Π(1 - p_i). Only the "truth empty" terms use it.
 
     Returns:
         Array of shape (B, n + 1, 2): ``[b, k, 0]`` is the expected F1 of predicting the top k
@@ -65,7 +82,7 @@ def _expected_f1_batch(P: np.ndarray) -> np.ndarray:
     P = np.asarray(P, dtype=np.float64)
     B, n = P.shape
     Q = 1.0 - P
-    p_none = np.prod(Q, axis=1)
+    p_none = np.prod(Q, axis=1) if p_none is None else np.clip(np.asarray(p_none, dtype=np.float64), 0.0, 1.0)
 
     # Forward: C[:, a, j] = P(exactly a true among the first j products).
     C = np.zeros((B, n + 1, n + 1))
@@ -116,19 +133,21 @@ def _best_choice(table: np.ndarray, n_valid: np.ndarray) -> tuple[np.ndarray, np
     return k, none, flat[np.arange(B), idx]
 
 
-def optimal_basket(probs: np.ndarray) -> tuple[int, bool, float]:
+def optimal_basket(probs: np.ndarray, p_none: float | None = None) -> tuple[int, bool, float]:
     """The expected-F1-maximising prediction for one order.
 
     Args:
         probs: 1-D array of the independent reorder probabilities of the candidates (any order;
             all are used, no cap).
+        p_none: P(no product reordered) from a model of its own; default Π(1 - p_i).
 
     Returns:
         ``(k, include_none, expected_f1)``: predict the k most probable products, plus the
         "None" token when ``include_none``. ``k == 0`` always comes with ``include_none=True``.
         Ties are resolved towards the smaller k, then towards no None.
     """
-    table = expected_f1_table(probs)
+    p = np.sort(np.clip(np.asarray(probs, dtype=np.float64).ravel(), 0.0, 1.0))[::-1]
+    table = _expected_f1_batch(p[None, :], None if p_none is None else np.array([p_none]))[0]
     k, none, f1 = _best_choice(table[None], np.array([table.shape[0] - 1]))
     return int(k[0]), bool(none[0]), float(f1[0])
 
@@ -140,6 +159,8 @@ def choose_baskets(
     keys: pl.Series | Sequence[int] | None = None,
     max_candidates: int = MAX_CANDIDATES,
     with_expected_f1: bool = False,
+    p_none: pl.DataFrame | None = None,
+    none_weight: float = 1.0,
 ) -> pl.DataFrame:
     """F1-optimal basket (with or without "None") for every key.
 
@@ -152,6 +173,11 @@ def choose_baskets(
         max_candidates: only the ``max_candidates`` most probable products of a key are
             considered (default ``MAX_CANDIDATES`` = 80); the rest are never predicted.
         with_expected_f1: also return the maximal expected F1 in ``S.BASKET_EXPECTED_F1``.
+        p_none: optional ``key``, ``S.SCORE`` rows: each key's P(no product reordered) from a
+            model of its own (see :func:`_expected_f1_batch`); keys without one (or with a null
+            or NaN value) use Π(1 - p_i).
+        none_weight: P(None) = ``none_weight`` × the given value + (1 - ``none_weight``) × Π(1 - p_i)
+            (see :data:`NONE_SOURCES`).
 
     Returns:
         One row per key, sorted by key: ``key`` (dtype of the input), ``S.BASKET_PRODUCTS``
@@ -177,6 +203,18 @@ def choose_baskets(
     P = np.zeros((n_keys, width))
     P[group, cand[_POS].to_numpy()] = np.clip(cand[S.SCORE].to_numpy(), 0.0, 1.0)
 
+    given = np.full(n_keys, np.nan)
+    if p_none is not None:
+        matched = per_key.select(key).join(
+            p_none.select(pl.col(key).cast(scores.schema[key]), pl.col(S.SCORE).cast(pl.Float64).fill_nan(None)),
+            on=key,
+            how="left",
+            maintain_order="left",
+        )
+        given = matched[S.SCORE].fill_null(float("nan")).to_numpy()
+    product_rule = np.prod(1.0 - P, axis=1)
+    none_prob = np.where(np.isnan(given), product_rule, none_weight * given + (1 - none_weight) * product_rule)
+
     best_k = np.zeros(n_keys, dtype=np.int64)
     best_none = np.zeros(n_keys, dtype=bool)
     best_f1 = np.zeros(n_keys)
@@ -184,7 +222,7 @@ def choose_baskets(
     for start in range(0, n_keys, _BATCH):
         rows = order[start : start + _BATCH]
         n_max = int(counts[rows].max())
-        table = _expected_f1_batch(P[rows, :n_max])
+        table = _expected_f1_batch(P[rows, :n_max], none_prob[rows])
         best_k[rows], best_none[rows], best_f1[rows] = _best_choice(table, counts[rows])
 
     chosen = per_key.with_columns(

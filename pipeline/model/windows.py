@@ -27,6 +27,7 @@ import polars as pl
 from features import cutoffs as C
 from features.build import feature_frame
 from features.history import History, as_of
+from features.sequence import SequenceScorer
 from pipeline.config import TrainConfig
 from pipeline.data import schema as S
 from pipeline.data.storage import Dataset
@@ -104,17 +105,24 @@ class Window:
     truth: pl.DataFrame  # USER, PRODUCT, REORDERED of the target orders
 
 
-def build_windows(
-    data: Dataset, lines: pl.DataFrame, config: TrainConfig, timings: Timings, roles: pl.DataFrame | None = None
-) -> list[Window]:
-    """Window 0..extra_windows: cutoffs, history, ALS, candidates, features, labels.
+@dataclass(frozen=True)
+class PlannedWindow:
+    """A label window to build: its cutoffs and the users who get rows (None = all of them)."""
+
+    window: int
+    cutoffs: pl.DataFrame
+    users: pl.Series | None
+
+
+def plan_windows(data: Dataset, config: TrainConfig, roles: pl.DataFrame | None = None) -> list[PlannedWindow]:
+    """Which label windows :func:`build_windows` builds, and for whom (cheap: cutoffs only).
 
     Without ``roles`` every user of every window gets rows (cross-validation). With them, window
     0 gets rows for the stop users, the evaluated validation users and fit users, and each
     window adds fit users until ``max_training_groups`` of them are used (the last window's a
     seeded sample); windows beyond that budget are not built.
     """
-    windows = []
+    plan = []
     budget = config.max_training_groups
     for w in range(config.windows.extra_windows + 1):
         if roles is not None and budget is not None and budget <= 0:
@@ -134,18 +142,37 @@ def build_windows(
                 users = pl.concat(
                     [users, roles.filter(pl.col(S.ROLE) == STOP)[S.USER], evaluation_users(roles, config)]
                 )
-        window = build_window(data, lines, cutoffs, w, config, users=users, timings=timings)
+        plan.append(PlannedWindow(w, cutoffs, users))
+    if not plan or plan[0].window != 0:
+        raise not_enough_orders(config)
+    return plan
+
+
+def build_windows(
+    data: Dataset,
+    lines: pl.DataFrame,
+    config: TrainConfig,
+    timings: Timings,
+    roles: pl.DataFrame | None = None,
+    network: SequenceScorer | None = None,
+    plan: list[PlannedWindow] | None = None,
+) -> list[Window]:
+    """Window 0..extra_windows as :func:`plan_windows` plans them: cutoffs, history, ALS,
+    candidates, features (with the sequence ``network``'s, when given), labels."""
+    windows = []
+    for planned in plan if plan is not None else plan_windows(data, config, roles):
+        window = build_window(
+            data, lines, planned.cutoffs, planned.window, config, users=planned.users, timings=timings, network=network
+        )
         log.info(
             "window %d: %d users with a cutoff, %d with rows, %d candidate rows, %.1f%% positive",
-            w,
+            planned.window,
             window.history.cutoffs.height,
             window.frame[S.USER].n_unique(),
             window.frame.height,
             100 * (window.frame.select(pl.col(S.LABEL).cast(pl.Float64).mean()).item() or 0.0),
         )
         windows.append(window)
-    if not windows or windows[0].window != 0:
-        raise not_enough_orders(config)
     return windows
 
 
@@ -158,6 +185,7 @@ def build_window(
     als: ALSModel | None = None,
     users: pl.Series | None = None,
     timings: Timings | None = None,
+    network: SequenceScorer | None = None,
 ) -> Window:
     """Candidates, features and labels for ``cutoffs`` (ALS fitted here unless given).
 
@@ -174,7 +202,7 @@ def build_window(
     with timings.stage(f"window {window}: candidates ({chosen.len():,} users)"):
         cands = candidates(h, als, chosen, config.candidates)
     with timings.stage(f"window {window}: features ({cands.height:,} rows)"):
-        frame = feature_frame(h, cands, config.features)
+        frame = feature_frame(h, cands, config.features, network)
     truth = C.labels(lines, h.cutoffs.join(pl.DataFrame(chosen), on=S.USER, how="semi"))
     frame = frame.join(
         truth.select(S.USER, S.PRODUCT, pl.lit(1, pl.UInt8).alias(S.LABEL)),

@@ -28,17 +28,20 @@ import polars as pl
 from features import cutoffs as C
 from features.build import BASE_FEATURES, FEATURE_NAMES, FeatureTables
 from features.history import History, as_of, order_lines
+from features.sequence import SequenceScorer
 from pipeline.config import TrainConfig
 from pipeline.data import schema as S
 from pipeline.data.publish import publishing_dir
 from pipeline.data.storage import Dataset, read_dataset, write_json
 from pipeline.errors import ExportError
 from pipeline.model.candidates import ALSModel, candidates
+from pipeline.model.cooccurrence import Cooccurrence
 from pipeline.model.training import Rankers
 from pipeline.progress import Timings
 from pipeline.ranking import best_first
 from pipeline.workflows.run_folder import RUN_FOLDER, load_run
-from serving.bundle import BASKET, BUNDLE, CATALOG, MANIFEST, RANKER, BundleManifest, Parity
+from serving.bundle import BASKET, BUNDLE, CATALOG, MANIFEST, RANKER, RELATED, BundleManifest, Parity
+from serving.cart import CART_FILE, VOCABULARY_FILE
 from serving.model import Context, ServingModel
 
 log = logging.getLogger(__name__)
@@ -107,7 +110,7 @@ def latest_history(data: Dataset, lines: pl.DataFrame) -> History:
 
 
 def _write_snapshot(
-    folder: Path, h: History, als: ALSModel, config: TrainConfig, timings: Timings
+    folder: Path, h: History, als: ALSModel, config: TrainConfig, timings: Timings, network: SequenceScorer | None
 ) -> dict[str, np.ndarray]:
     """Every known user's candidates and base features as of ``h`` (see ``latest_history``).
 
@@ -120,7 +123,7 @@ def _write_snapshot(
     users, counts = np.unique(cands[S.USER].to_numpy(), return_counts=True)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     with timings.stage(f"snapshot: features ({cands.height:,} rows, one cutoff)"):
-        tables = FeatureTables.of(h, config.features)
+        tables = FeatureTables.of(h, config.features, network)
         # Appended chunk by chunk behind a .npy header: written pages go to the page cache, not
         # to this process's resident memory (as a writable memory map's would).
         with (folder / "base.npy").open("wb") as fh:
@@ -141,9 +144,15 @@ def _write_snapshot(
 
 
 def _write_arrays(
-    folder: Path, h: History, als: ALSModel, config: TrainConfig, data: Dataset, timings: Timings
+    folder: Path,
+    h: History,
+    als: ALSModel,
+    config: TrainConfig,
+    data: Dataset,
+    timings: Timings,
+    network: SequenceScorer | None,
 ) -> dict[str, list[int]]:
-    arrays = _write_snapshot(folder, h, als, config, timings)
+    arrays = _write_snapshot(folder, h, als, config, timings, network)
     lines = h.lines
     popular = lines.group_by(S.PRODUCT).len().sort(["len", S.PRODUCT], descending=[True, False]).head(POPULAR)
     arrays["popular_products"] = popular[S.PRODUCT].to_numpy().astype(np.uint32)
@@ -253,15 +262,32 @@ def write_bundle(
     als: ALSModel,
     config: TrainConfig,
     timings: Timings | None = None,
+    network: SequenceScorer | None = None,
+    *,
+    cart_weight: float = 0.0,
+    cart_attention_weight: float = 0.0,
+    none_source: str = "product",
+    cart_files: Path | None = None,
 ) -> BundleManifest:
     """Write the serving bundle into ``folder`` (created); returns its manifest. Raises on failed parity.
 
-    ``timings`` records the snapshot's candidates, its features and the ONNX export + parity check.
+    ``timings`` records the snapshot's candidates, its features and the ONNX export + parity check;
+    ``network`` computes the sequence features of the snapshot (missing without it). The
+    co-occurrence table of ``h``'s baskets goes to ``related/`` (``GET /v1/products/{id}/related``
+    and the cart term of the served score, weighted by ``cart_weight``); ``none_source`` says where
+    the served baskets take P(None) from (``pipeline.model.basket.NONE_SOURCES``).
     """
     folder.mkdir(parents=True)
     start = time.perf_counter()
     timings = timings or Timings()
-    shapes = _write_arrays(folder, h, als, config, data, timings)
+    shapes = _write_arrays(folder, h, als, config, data, timings, network)
+    with timings.stage("co-occurrence table (often bought together)"):
+        Cooccurrence.of(h.lines.select(S.USER, S.ORDER_NUMBER, S.PRODUCT)).save(folder / RELATED)
+    has_cart = cart_files is not None and (cart_files / CART_FILE).is_file()
+    if has_cart:  # the cart attention and the vocabulary it reads product ids with
+        assert cart_files is not None
+        for name in (CART_FILE, VOCABULARY_FILE):
+            shutil.copyfile(cart_files / name, folder / name)
     with timings.stage("ONNX export + parity check"):
         ranker_bytes = to_onnx(rankers.ranking)
         (folder / RANKER).write_bytes(ranker_bytes)
@@ -279,6 +305,9 @@ def write_bundle(
             ranking_objective=rankers.ranking_objective,
             onnx_bytes={RANKER: len(ranker_bytes), BASKET: (folder / BASKET).stat().st_size},
             snapshot_bytes=sum((folder / f"{n}.npy").stat().st_size for n in shapes),
+            cart_weight=cart_weight,
+            cart_attention_weight=cart_attention_weight if has_cart else 0.0,
+            none_source=none_source,
         )
         _write_manifest(folder, manifest)
         check = parity(ServingModel.load(folder, threads=os.cpu_count() or 1), rankers)
@@ -322,4 +351,17 @@ def export(run_dir: Path, data_dir: Path | None = None) -> BundleManifest:
             else:
                 os.link(item, tmp / item.name)
         h = latest_history(data, order_lines(data))
-        return write_bundle(tmp / BUNDLE, data, h, run.rankers, als, run.config)
+        report = run.report()
+        return write_bundle(
+            tmp / BUNDLE,
+            data,
+            h,
+            run.rankers,
+            als,
+            run.config,
+            network=run.network(),
+            cart_weight=report.cart_weight or 0.0,
+            cart_attention_weight=report.cart_attention_weight or 0.0,
+            none_source=report.none_source or "product",
+            cart_files=run.folder.sequence,
+        )

@@ -64,7 +64,7 @@ def predict(
         raise DataError(f"{data_dir}: eval set '{eval_set}' has no orders to predict")
     # Orders of the train set are window 0's targets: the ALS fitted without them.
     als = run.als(latest=eval_set != S.TRAIN)
-    window = build_window(data, order_lines(data), cutoffs, 0, run.config, als=als)
+    window = build_window(data, order_lines(data), cutoffs, 0, run.config, als=als, network=run.network())
     rows = rows_of([window], users)
     scores = run.rankers.score(rows)
     orders = data.orders.filter(pl.col(S.EVAL_SET) == eval_set).select(S.ORDER, S.USER)

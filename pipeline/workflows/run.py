@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -19,22 +20,36 @@ from typing import Any
 import polars as pl
 
 from features.history import History, order_lines
+from features.sequence import SequenceScorer
 from pipeline.config import TrainConfig
 from pipeline.data import schema as S
 from pipeline.data.publish import check_output, publishing_dir
 from pipeline.data.storage import Dataset, read_dataset, read_manifest
 from pipeline.errors import ExportError
-from pipeline.evaluation.evaluate import evaluation_report
+from pipeline.evaluation.cart import cart_stage, target_lines
+from pipeline.evaluation.evaluate import choose_none_source, evaluation_report
 from pipeline.evaluation.report import EvaluationReport, write_report
 from pipeline.model.candidates import ALSModel
 from pipeline.model.training import Rankers, fit_rankers
-from pipeline.model.windows import FIT, STOP, VALID, Window, build_windows, evaluation_users, roles_of, rows_of
+from pipeline.model.windows import (
+    FIT,
+    STOP,
+    VALID,
+    Window,
+    build_windows,
+    evaluation_users,
+    plan_windows,
+    roles_of,
+    rows_of,
+)
 from pipeline.progress import Timings
 from pipeline.workflows.export import latest_history, write_bundle
 from pipeline.workflows.run_folder import RUN_FOLDER, DataRef, RunFolder, RunManifest, ServingRef
+from pipeline.workflows.sequence_stage import fit_network
+from serving.cart import CartScorer
 
 log = logging.getLogger(__name__)
-LIBRARIES = ("polars", "numpy", "lightgbm", "xgboost-cpu", "implicit", "scipy", "pyarrow")
+LIBRARIES = ("polars", "numpy", "lightgbm", "xgboost-cpu", "implicit", "scipy", "pyarrow", "torch", "onnxruntime")
 
 
 @dataclass
@@ -65,14 +80,22 @@ def train(data_dir: Path, out: Path, config: TrainConfig, *, force: bool = False
         manifest_in = read_manifest(data_dir)
         lines = order_lines(data)
     roles = roles_of(data, config)
-    windows = build_windows(data, lines, config, timings, roles)
+    plan = plan_windows(data, config, roles)
+    sequence = fit_network(data, lines, config, plan, timings, roles=roles)
+    network = sequence.scorer if sequence is not None else None
+    windows = build_windows(data, lines, config, timings, roles, network=network, plan=plan)
     # A user whose cutoff has no visible order (possible only with gaps in order numbers) has no rows.
     roles = roles.join(windows[0].history.cutoffs.select(S.USER), on=S.USER, how="semi")
     with timings.stage("rankers (LightGBM lambdarank + binary, XGBoost baseline)"):
         rankers = fit_rankers(windows, roles, config)
     valid_users = evaluation_users(roles, config)
-    with timings.stage("evaluation on validation users"):
-        report = _validation_report(windows[0], valid_users, rankers, config)
+    with timings.stage("evaluation on validation users"):  # + cart completion, P(None) choice on stop users
+        cart_scorer = (
+            CartScorer(sequence.cart.onnx_bytes, sequence.scorer.vocabulary, os.cpu_count() or 1)
+            if sequence is not None and sequence.cart is not None
+            else None
+        )
+        report = _validation_report(windows[0], lines, roles, valid_users, rankers, config, cart_scorer)
     stats = _window_stats(windows, roles, rankers)
     als_eval = windows[0].als
     del windows  # the label windows are done with: free them before the snapshot
@@ -91,6 +114,7 @@ def train(data_dir: Path, out: Path, config: TrainConfig, *, force: bool = False
         users={role: int((roles[S.ROLE] == role).sum()) for role in (FIT, STOP, VALID)},
         metrics=report.methods,
         kaggle_f1=report.kaggle_f1,
+        sequence=sequence.meta() if sequence is not None else None,
         versions=_versions(),
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
     )
@@ -102,17 +126,51 @@ def train(data_dir: Path, out: Path, config: TrainConfig, *, force: bool = False
         roles.write_parquet(folder.roles)
         folder.save_features()
         folder.save_config(config)
+        if sequence is not None:
+            sequence.scorer.save(folder.sequence, sequence.meta(), sequence.cart.onnx_bytes if sequence.cart else None)
         folder.report.mkdir()
         write_report(report, folder.report, "Validation report", rankers.importance())
-        _publish_bundle(folder, manifest, data, latest_h, rankers, latest, config, timings)
+        _publish_bundle(folder, manifest, data, latest_h, rankers, latest, config, timings, network, report)
     return TrainResult(run_dir=Path(out), report=report, timings=timings)
 
 
-def _validation_report(window: Window, users: pl.Series, rankers: Rankers, config: TrainConfig) -> EvaluationReport:
-    """Every method on the validation users' window-0 orders, with the rankers' objective choice."""
+def _validation_report(
+    window: Window,
+    lines: pl.DataFrame,
+    roles: pl.DataFrame,
+    users: pl.Series,
+    rankers: Rankers,
+    config: TrainConfig,
+    cart_scorer: CartScorer | None,
+) -> EvaluationReport:
+    """Every method on the validation users' window-0 orders, with the rankers' objective choice;
+    the stop users choose the P(None) source of the baskets and the cart weight β, and the
+    validation users' carts give the cart-completion table."""
     rows = rows_of([window], users, window0_only=True)
-    report = evaluation_report(window, users, rows, rankers.score(rows), config)
-    return report.model_copy(update={"ranking_objective": rankers.ranking_objective, "selection": rankers.selection})
+    scores = rankers.score(rows)
+    report = evaluation_report(window, users, rows, scores, config)
+    stop_users = roles.filter(pl.col(S.ROLE) == STOP)[S.USER]
+    stop_rows = rows_of([window], stop_users, window0_only=True)
+    stop_scores = rankers.score(stop_rows)
+    none_source = choose_none_source(window, stop_rows, stop_scores["basket"], stop_users)
+    cart = cart_stage(
+        window.history.lines,
+        target_lines(lines, window.history.cutoffs),
+        (stop_rows, stop_scores["ranking"]),
+        (rows, scores["ranking"]),
+        window.history.user_products.select(S.USER, S.PRODUCT),
+        cart_scorer,
+    )
+    return report.model_copy(
+        update={
+            "ranking_objective": rankers.ranking_objective,
+            "selection": rankers.selection,
+            "cart_completion": cart.report,
+            "cart_weight": cart.weight,
+            "cart_attention_weight": cart.network_weight,
+            "none_source": none_source,
+        }
+    )
 
 
 def _window_stats(windows: list[Window], roles: pl.DataFrame, rankers: Rankers) -> dict[str, Any]:
@@ -137,9 +195,24 @@ def _publish_bundle(
     latest: ALSModel,
     config: TrainConfig,
     timings: Timings,
+    network: SequenceScorer | None,
+    report: EvaluationReport,
 ) -> None:
     """The serving bundle, then the run manifest that points at it (written last)."""
-    bundle = write_bundle(folder.bundle, data, latest_h, rankers, latest, config, timings)
+    bundle = write_bundle(
+        folder.bundle,
+        data,
+        latest_h,
+        rankers,
+        latest,
+        config,
+        timings,
+        network,
+        cart_weight=report.cart_weight or 0.0,
+        cart_attention_weight=report.cart_attention_weight or 0.0,
+        none_source=report.none_source or "product",
+        cart_files=folder.sequence,
+    )
     if bundle.parity is None:
         raise ExportError(f"{folder.bundle}: the bundle was written without a parity check")
     serving = ServingRef(

@@ -6,6 +6,8 @@ A run folder holds, published atomically by ``basketcast train``:
   probabilities for baskets), ``xgboost.json`` (the baseline; absent when disabled);
 - ``als_eval.npz`` (ALS fitted on the window-0 history, for evaluation) and ``als.npz`` (ALS
   fitted on all known orders, for predicting the next ones);
+- ``sequence/`` (the sequence network: ``network.onnx``, ``vocabulary.npz``, ``meta.json``;
+  absent when it is disabled or the data has no orders older than the ranker's windows);
 - ``roles.parquet`` (user → fit / stop / valid), ``features.json`` (feature names, in order);
 - ``config.json`` (the resolved TrainConfig), ``manifest.json`` (:class:`RunManifest`);
 - ``report/`` (the evaluation report: ``pipeline.evaluation.report``);
@@ -31,6 +33,7 @@ from pipeline.data.storage import read_json, write_json
 from pipeline.errors import DataError
 from pipeline.evaluation.report import REPORT_JSON, EvaluationReport
 from pipeline.model.candidates import ALSModel
+from pipeline.model.sequence import OnnxScorer
 from pipeline.model.training import Rankers
 from serving.bundle import BUNDLE, DASHBOARD, Parity
 
@@ -44,6 +47,7 @@ FEATURES: Final = "features.json"
 CONFIG: Final = "config.json"
 MANIFEST: Final = "manifest.json"
 REPORT: Final = "report"
+SEQUENCE: Final = "sequence"
 EVALUATION: Final = "evaluation"
 EVALUATION_KFOLD: Final = "evaluation-kfold"
 REQUIRED: Final = (RANKER_MODEL, BASKET_MODEL, ALS_LATEST, ALS_EVAL, ROLES, FEATURES, CONFIG, MANIFEST)
@@ -92,6 +96,7 @@ class RunManifest(_Part):
     versions: dict[str, str]  # library versions
     created: str
     serving: ServingRef | None = None  # absent only while the run is being written
+    sequence: dict[str, Any] | None = None  # the sequence network's training record (absent without one)
     timings: dict[str, float] = Field(default_factory=dict)
 
     def save(self, path: Path) -> None:
@@ -163,6 +168,10 @@ class RunFolder:
     def bundle(self) -> Path:
         return self.path / BUNDLE
 
+    @property
+    def sequence(self) -> Path:
+        return self.path / SEQUENCE
+
     def evaluation(self, folds: int | None) -> Path:
         """The default output folder of ``basketcast evaluate`` (with or without ``--folds``)."""
         return self.path / (EVALUATION if folds is None else EVALUATION_KFOLD)
@@ -193,6 +202,10 @@ class Run:
     def als(self, latest: bool) -> ALSModel:
         """The ALS of all known orders (``latest``) or of the window-0 history (evaluation)."""
         return ALSModel.load(self.folder.als_latest if latest else self.folder.als_eval)
+
+    def network(self) -> OnnxScorer | None:
+        """The sequence network in onnxruntime (None when the run has none)."""
+        return OnnxScorer.load(self.folder.sequence, self.config.sequence.threads)
 
     def report(self) -> EvaluationReport:
         """The evaluation report written at training time."""

@@ -23,9 +23,18 @@ from pipeline.errors import DataError
 from pipeline.evaluation.evaluate import evaluation_report
 from pipeline.evaluation.report import REPORT_FOLDER, EvaluationReport, markdown, write_report
 from pipeline.model.training import fit_rankers
-from pipeline.model.windows import Window, build_window, build_windows, evaluation_users, rows_of, split_users
+from pipeline.model.windows import (
+    Window,
+    build_window,
+    build_windows,
+    evaluation_users,
+    plan_windows,
+    rows_of,
+    split_users,
+)
 from pipeline.progress import Timings
 from pipeline.workflows.run_folder import Run, load_run
+from pipeline.workflows.sequence_stage import fit_network
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +44,10 @@ def evaluation_window(data: Dataset, lines: pl.DataFrame, run: Run) -> tuple[Win
     the run's evaluation ALS, rows for the users its report was computed on (returned too)."""
     users = evaluation_users(pl.read_parquet(run.folder.roles), run.config)
     cutoffs = C.label_window(data.orders, 0, run.config.windows.min_history)
-    return build_window(data, lines, cutoffs, 0, run.config, als=run.als(latest=False), users=users), users
+    window = build_window(
+        data, lines, cutoffs, 0, run.config, als=run.als(latest=False), users=users, network=run.network()
+    )
+    return window, users
 
 
 def evaluate(
@@ -79,10 +91,17 @@ def evaluate(
 
 def cross_validate(data: Dataset, lines: pl.DataFrame, run: Run, folds: int, timings: Timings) -> EvaluationReport:
     """k-fold over users with the run's config: for each fold, rankers trained on the other folds'
-    users (all windows) predict the fold's window-0 orders; one report over every user."""
+    users (all windows) predict the fold's window-0 orders; one report over every user.
+
+    The sequence network is trained once, on every user's orders older than every ranker window
+    (so on no order any fold predicts or trains a ranker on): its outputs are features of the
+    same kind the served model computes, out-of-sample in time for every fold.
+    """
     if folds < 2:
         raise DataError(f"--folds must be at least 2, got {folds}")
-    windows = build_windows(data, lines, run.config, timings)
+    plan = plan_windows(data, run.config)
+    network = fit_network(data, lines, run.config, plan, timings, all_users=plan[0].cutoffs[S.USER])
+    windows = build_windows(data, lines, run.config, timings, network=network.scorer if network else None, plan=plan)
     all_users = windows[0].history.cutoffs[S.USER].to_numpy()
     fold_of = np.random.default_rng(run.config.seed).permutation(all_users.size) % folds
     parts: list[pl.DataFrame] = []

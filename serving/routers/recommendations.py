@@ -20,10 +20,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_validator
 
+from pipeline.data import schema as S
+from pipeline.model.cooccurrence import LIFT, PMI, SUPPORT
 from serving.model import Context, Recommendation, ServingModel
 from serving.schemas import (
     BODY_ERROR_RESPONSES,
@@ -41,8 +43,11 @@ from serving.schemas import (
     BatchRequest,
     BatchResponse,
     ContextOut,
+    ErrorResponse,
     Item,
     RecommendationResponse,
+    RelatedItem,
+    RelatedResponse,
     UserRecommendations,
     not_null,
 )
@@ -253,12 +258,15 @@ def items(model: ServingModel, rec: Recommendation) -> list[Item]:
 async def recommend(user_id: UserId, model: ModelDep, request: Request) -> Response:
     """The user's top-``k`` without the ``exclude`` and ``cart`` products (still ``k`` when possible).
 
-    Unknown users get the popular list with ``strategy="popular"``.
+    The ``cart`` also re-ranks: each candidate gains the model's cart weight × its mean PMI with the
+    cart's products (often bought together). Unknown users get the popular list with
+    ``strategy="popular"``.
     """
     query = read_query(request)
-    removed = set(parse_ids(query.exclude, "exclude")) | set(parse_ids(query.cart, "cart"))
+    exclude = set(parse_ids(query.exclude, "exclude"))
+    cart = set(parse_ids(query.cart, "cart"))
     ctx, ctx_out = order_context(query.dow, query.hour, query.days_since_last_order)
-    rec = model.recommend(user_id, query.k, ctx, exclude=removed)
+    rec = model.recommend(user_id, query.k, ctx, exclude=exclude, cart=cart)
     return _json(
         RecommendationResponse(
             user_id=user_id,
@@ -268,6 +276,44 @@ async def recommend(user_id: UserId, model: ModelDep, request: Request) -> Respo
             items=items(model, rec),
         )
     )
+
+
+ProductId = Annotated[
+    int,
+    Path(ge=0, le=UINT32_MAX, description="The product's id."),
+    BeforeValidator(digits_only),
+]
+RelatedK = Annotated[int, Query(ge=1, le=50, description="How many related products (1-50).")]
+
+
+@router.get(
+    "/products/{product_id}/related",
+    response_model=RelatedResponse,
+    summary="Products often bought together with this one",
+    responses={404: {"model": ErrorResponse, "description": "Unknown product."}},
+)
+async def related(product_id: ProductId, model: ModelDep, k: RelatedK = 10) -> Response:
+    """The products with the highest PMI with ``product_id`` over the training baskets (pairs seen
+    in at least 5 baskets); empty when none is. A product not in the catalogue is a 404."""
+    if not model.knows_product(product_id):
+        raise HTTPException(status_code=404, detail=f"product {product_id} is not in the model's catalogue")
+    table = model.related_products(product_id, k)
+    out = []
+    for rank, row in enumerate(table.iter_rows(named=True), start=1):
+        name, aisle, department = model.product_info(int(row[S.PRODUCT]))
+        out.append(
+            RelatedItem(
+                product_id=int(row[S.PRODUCT]),
+                name=name,
+                aisle=aisle,
+                department=department,
+                pmi=float(row[PMI]),
+                lift=float(row[LIFT]),
+                support=int(row[SUPPORT]),
+                rank=rank,
+            )
+        )
+    return _json(RelatedResponse(product_id=product_id, model_version=model.version, items=out))
 
 
 @router.post(

@@ -101,7 +101,7 @@ def test_snapshot_written_in_chunks_equals_one_pass(
 
     als = ALSModel.fit(history.lines, CONFIG.als)
     monkeypatch.setattr(export, "SNAPSHOT_CHUNK_USERS", 7)  # many chunks, uneven last one
-    arrays = export._write_snapshot(tmp_path, history, als, CONFIG, Timings())
+    arrays = export._write_snapshot(tmp_path, history, als, CONFIG, Timings(), None)
     base = np.load(tmp_path / "base.npy")
     cands = candidates(history, als, history.cutoffs[S.USER], CONFIG.candidates)
     expected = base_feature_frame(history, cands, CONFIG.features)

@@ -68,7 +68,15 @@ def test_train_publishes_a_complete_run_folder(trained: dict[str, Path]) -> None
     assert manifest["data"]["fingerprint"] == data_manifest["fingerprint"]
     assert manifest["versions"]["lightgbm"] and manifest["users"]["valid"] == 20
     report = json.loads((run / "report/report.json").read_text())
-    assert set(report["methods"]) == {"popularity", "top_frequency", "tifu_knn", "als", "lightgbm", "xgboost"}
+    assert set(report["methods"]) == {
+        "popularity",
+        "top_frequency",
+        "tifu_knn",
+        "als",
+        "lightgbm",
+        "xgboost",
+        "sequence_model",
+    }
     assert 0 < report["methods"]["lightgbm"]["ndcg@10"] <= 1
     assert not [p for p in trained["root"].iterdir() if p.name.startswith(".run")]
 

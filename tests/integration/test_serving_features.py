@@ -44,7 +44,7 @@ def test_serving_rows_equal_the_training_feature_frame(
     np.testing.assert_array_equal(cands[S.USER].to_numpy(), np.repeat(model.users, np.diff(model.offsets)))
     np.testing.assert_array_equal(cands[S.PRODUCT].to_numpy(), model.products)
 
-    expected = to_matrix(feature_frame(h, cands, run.config.features))
+    expected = to_matrix(feature_frame(h, cands, run.config.features, run.network()))
     got = model.features(slice(0, model.base.shape[0]), Context(dow=dow, hour=hour, days=float(days)))
     assert model.manifest.features == list(FEATURE_NAMES) and got.dtype == expected.dtype == np.float32
     for j, name in enumerate(FEATURE_NAMES):  # NaN where NaN, equal elsewhere: bit for bit in float32

@@ -55,6 +55,7 @@ OPERATIONS = {
     "GET /v1/users/{user_id}/recommendations",
     "POST /v1/recommendations",
     "GET /v1/users/{user_id}/basket",
+    "GET /v1/products/{product_id}/related",
     "POST /admin/reload",
     "GET /dashboard",
 }
