@@ -1,7 +1,8 @@
 -- wrk script for benchmarks/bench_serve.py.
 --
 --   wrk -t1 -c8 -d10s --latency -s wrk_recommend.lua URL -- users USERS_FILE K
---       GET /v1/users/{random id of USERS_FILE}/recommendations?k=K (one id a line)
+--       GET /v1/users/{random id of USERS_FILE}/recommendations?k=K (one id a line; a line
+--       "ID P1,P2,…" adds &cart=P1,P2,…)
 --   wrk -t1 -c8 -d10s --latency -s wrk_recommend.lua URL -- path /health
 --       GET of a fixed path
 --
@@ -16,7 +17,7 @@ function init(args)
   local mode = args[1] or "path"
   if mode == "users" then
     for line in io.lines(args[2]) do
-      if line ~= "" then
+      if line ~= "" then  -- "ID" or "ID P1,P2,…"
         ids[#ids + 1] = line
       end
     end
@@ -35,7 +36,12 @@ function request()
   if fixed ~= nil then
     return fixed
   end
-  return wrk.format("GET", "/v1/users/" .. ids[math.random(#ids)] .. "/recommendations?k=" .. k)
+  local line = ids[math.random(#ids)]
+  local id, cart = line:match("^(%S+)%s+(%S+)$")
+  if id == nil then
+    return wrk.format("GET", "/v1/users/" .. line .. "/recommendations?k=" .. k)
+  end
+  return wrk.format("GET", "/v1/users/" .. id .. "/recommendations?k=" .. k .. "&cart=" .. cart)
 end
 
 function done(summary, latency, requests)

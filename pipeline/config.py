@@ -100,9 +100,14 @@ class SequenceConfig(_Config):
     hidden: int = Field(32, ge=4, description="GRU hidden size")
     embedding: int = Field(32, ge=4, description="product / aisle / department embedding size (summed)")
     heads: int = Field(4, ge=1, description="attention heads (must divide embedding)")
-    windows: int = Field(2, ge=1, description="target orders per user, just older than the ranker's oldest window")
+    windows: int = Field(
+        8,
+        ge=1,
+        description="label windows the network learns from at most: the ones just older than the ranker's oldest, "
+        "added from the most recent back until max_training_groups is used (so small data gets more of them)",
+    )
     min_product_buyers: int = Field(5, ge=1, description="products bought by fewer users share one embedding")
-    max_training_groups: int = Field(20_000, ge=1, description="(window, fit user) groups trained on at most")
+    max_training_groups: int = Field(6_000, ge=1, description="(window, fit user) groups trained on at most")
     negative_sample_rate: float = Field(0.3, gt=0, le=1, description="negative rows kept, reweighted by 1/rate")
     aux_weight: float = Field(0.5, ge=0, description="weight of the every-step loss (each earlier order as a target)")
     epochs: int = Field(4, ge=1)

@@ -221,6 +221,7 @@ class TrainingSet:
     label: np.ndarray  # float32 (n,)
     weight: np.ndarray  # float32 (n,)
     groups: int
+    windows: list[int]  # the label windows the rows come from
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -285,6 +286,7 @@ def training_set(
     budget = config.max_training_groups
     parts: list[tuple[UserSequences, RowSequences, np.ndarray, np.ndarray]] = []
     groups = 0
+    used: list[int] = []
     for w in windows:
         if budget <= 0:
             break
@@ -308,13 +310,16 @@ def training_set(
             rows, label, weight = rows.filter(pl.Series(keep_row)), label[keep_row], weight[keep_row]
         seqs = UserSequences.of(h, config.steps, vocab)
         parts.append((seqs, encode_rows(h, seqs, rows, vocab), label, weight))
+        used.append(w)
         log.info("sequence network: window %d, %d users, %d rows", w, n_users, rows.height)
     if not parts:
         return None
-    return _concat(parts, groups)
+    return _concat(parts, groups, used)
 
 
-def _concat(parts: list[tuple[UserSequences, RowSequences, np.ndarray, np.ndarray]], groups: int) -> TrainingSet:
+def _concat(
+    parts: list[tuple[UserSequences, RowSequences, np.ndarray, np.ndarray]], groups: int, windows: list[int]
+) -> TrainingSet:
     """One training set from the windows' parts (user indices shifted to the stacked user arrays)."""
     offsets = np.cumsum([0, *(p[0].users.size for p in parts)])
     first = parts[0][0]
@@ -336,7 +341,7 @@ def _concat(parts: list[tuple[UserSequences, RowSequences, np.ndarray, np.ndarra
         department=np.concatenate([p[1].department for p in parts]),
     )
     return TrainingSet(
-        users, rows, np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts]), groups
+        users, rows, np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts]), groups, windows
     )
 
 
@@ -663,4 +668,4 @@ def train_sequence(
         max(checked.max_abs_diff_logit, checked.max_abs_diff_state),
         checked.rows,
     )
-    return SequenceModel(scorer, windows, result, checked, time.perf_counter() - started)
+    return SequenceModel(scorer, train.windows, result, checked, time.perf_counter() - started)

@@ -176,3 +176,16 @@ def test_other_data_leaves_out_only_the_per_segment_quality(built_report: BuiltR
             "users"
         ]
     )
+
+
+def test_model_section_shows_the_sequence_network_and_the_repeat_explore_split(built_report: BuiltReport) -> None:
+    """The run's report has the network as a method and the repeat / explore split: both on the page,
+    with the report's own numbers."""
+    text = built_report.html.read_text()
+    model = text[text.index('<section id="model">') : text.index('<section id="explorer">')]
+    report = load_run(built_report.run).report()
+    assert "sequence_model" in report.methods and report.repeat_explore
+    assert "Sequence network (GRU + attention)" in model
+    assert "Repeat and explore" in model
+    for method, row in report.repeat_explore.items():
+        assert f"{row['repeat_ndcg@10']:.4f}" in model, method
