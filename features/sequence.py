@@ -46,7 +46,7 @@ STEP_INPUTS: Final = (
 N_INPUTS: Final = len(STEP_INPUTS)
 _ORDER_INPUTS: Final = 6  # the order-context part: days_prior .. hour (per user, shared by its rows)
 RECENT_BASKETS: Final = 3  # baskets whose products form the attention context
-RECENT_MAX: Final = 64  # at most this many of their products, most recent basket first
+RECENT_MAX: Final = 32  # at most this many of their products, most recent basket first (3 baskets ≈ 30)
 
 # Vocabulary rows with a meaning of their own (product, aisle and department tables alike).
 OOV: Final = 0  # a product too rare in the training history to have its own embedding
@@ -194,7 +194,11 @@ class UserSequences:
 class SequenceBatch:
     """Dense network inputs for a block of rows of consecutive users (see the module doc)."""
 
-    steps: np.ndarray  # float32 (n, T, N_INPUTS)
+    # The step inputs come in two parts, joined inside the network (STEP_INPUTS order: present,
+    # bought, cart_rel, then the order context): the row's own (n, T, 2) — bought, cart_rel — and
+    # its user's (u, T, 7) — present and the order context — gathered by ``row_user``.
+    row_steps: np.ndarray  # float32 (n, T, 2)
+    user_steps: np.ndarray  # float32 (u, T, 7)
     product: np.ndarray  # int64 (n,) vocabulary rows
     aisle: np.ndarray
     department: np.ndarray
@@ -239,15 +243,14 @@ class RowSequences:
         """Dense inputs of the rows ``index`` (a slice or an index array), any order."""
         uidx = self.user_index[index]
         block, row_user = np.unique(uidx, return_inverse=True)
-        ctx = users.orders[uidx]
-        steps = np.empty((*ctx.shape[:2], N_INPUTS), dtype=np.float32)
-        steps[:, :, 0] = ctx[:, :, 0]
-        steps[:, :, 1] = self.bought[index]
-        steps[:, :, 2] = self.cart[index] * np.float32(1.0 / _CART_SCALE)
-        steps[:, :, 3:] = ctx[:, :, 1:]
+        bought = self.bought[index]
+        row_steps = np.empty((*bought.shape, 2), dtype=np.float32)
+        row_steps[:, :, 0] = bought
+        row_steps[:, :, 1] = self.cart[index] * np.float32(1.0 / _CART_SCALE)
         recent = users.recent[block]
         return SequenceBatch(
-            steps=steps,
+            row_steps=row_steps,
+            user_steps=users.orders[block],
             product=self.product[index],
             aisle=self.aisle[index],
             department=self.department[index],

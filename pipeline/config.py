@@ -111,7 +111,7 @@ class SequenceConfig(_Config):
     negative_sample_rate: float = Field(0.3, gt=0, le=1, description="negative rows kept, reweighted by 1/rate")
     aux_weight: float = Field(0.5, ge=0, description="weight of the every-step loss (each earlier order as a target)")
     epochs: int = Field(4, ge=1)
-    patience: int = Field(1, ge=0, description="epochs without a better stop-user loss before stopping")
+    patience: int = Field(0, ge=0, description="epochs without a better stop-user loss before stopping")
     batch_size: int = Field(512, ge=16)
     learning_rate: float = Field(3e-3, gt=0)
     threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")

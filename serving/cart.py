@@ -13,9 +13,11 @@ from typing import Any, Final
 
 import numpy as np
 
-from features.sequence import MAX_CART, SEQ_STATES, Vocabulary
+from features.sequence import MAX_CART, Vocabulary
 
 CART_FILE: Final = "cart.onnx"
+ROWS_PER_CALL: Final = 65_536  # beyond this many rows, users are scored USERS_PER_CALL at a time
+USERS_PER_CALL: Final = 512
 VOCABULARY_FILE: Final = "vocabulary.npz"
 
 
@@ -50,6 +52,30 @@ class CartScorer:
         known = ~np.isnan(states).any(axis=1)
         if not known.any() or not carts:
             return out
+        row_user = np.asarray(row_user, dtype=np.int64)
+        if products.size > ROWS_PER_CALL:
+            # Whole users at a time: the attention holds (rows × cart × embedding) floats per call.
+            bounds = np.searchsorted(row_user, np.arange(0, len(carts) + USERS_PER_CALL, USERS_PER_CALL))
+            if not np.all(np.diff(row_user) >= 0):
+                raise ValueError("rows must be grouped by user (row_user ascending) beyond ROWS_PER_CALL rows")
+            for i in range(bounds.size - 1):
+                lo, hi = int(bounds[i]), int(bounds[i + 1])
+                if hi > lo:
+                    first = i * USERS_PER_CALL
+                    out[lo:hi] = self._deltas(
+                        row_user[lo:hi] - first, products[lo:hi], states[lo:hi], carts[first : first + USERS_PER_CALL]
+                    )
+            return out
+        return self._deltas(row_user, products, states, carts)
+
+    def _deltas(
+        self, row_user: np.ndarray, products: np.ndarray, states: np.ndarray, carts: list[np.ndarray]
+    ) -> np.ndarray:
+        """One onnxruntime call for these rows (see :meth:`deltas`)."""
+        out = np.zeros(products.size, dtype=np.float32)
+        known = ~np.isnan(states).any(axis=1)
+        if not known.any():
+            return out
         width = max(1, min(MAX_CART, max(c.size for c in carts)))
         cart = np.zeros((len(carts), width), dtype=np.int64)
         for u, c in enumerate(carts):
@@ -69,6 +95,3 @@ class CartScorer:
         }
         out[known] = self.session.run(None, feeds)[0]
         return out
-
-
-STATE_COLUMNS: Final = SEQ_STATES

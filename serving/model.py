@@ -247,7 +247,7 @@ class ServingModel:
         X = self.features(rows, ctx)
         products = np.asarray(self.products[rows])
         scores = self.rank_scores(X)
-        cart_ids = np.fromiter(cart, np.uint32) if cart else np.zeros(0, np.uint32)
+        cart_ids = np.sort(np.fromiter(cart, np.uint32)) if cart else np.zeros(0, np.uint32)
         if cart_ids.size and self.cart_attention is not None and self.cart_attention_weight > 0 and self._states:
             states = np.asarray(self.base[rows][:, self._states], dtype=np.float32)
             g = self.cart_attention.deltas(np.zeros(products.size, np.int64), products, states, [cart_ids])

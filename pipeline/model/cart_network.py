@@ -49,8 +49,11 @@ INPUT_NAMES: Final = (
     "cart_pad",
     "state",
 )
-EPOCHS: Final = 3
+EPOCHS: Final = 2
 BATCH_USERS: Final = 64
+# Users whose baskets train (and early-stop) the cart attention at most: a seeded sample beyond.
+MAX_FIT_USERS: Final = 2_000
+MAX_STOP_USERS: Final = 1_000
 
 
 def _module_class() -> type:
@@ -246,12 +249,19 @@ def train_cart(
     min_history: int,
     seed: int = 42,
 ) -> CartModel | None:
-    """Fit the cart residual on the network's first training window; export and parity-check it."""
+    """Fit the cart residual on the network's most recent training window (at most MAX_FIT_USERS fit
+    and MAX_STOP_USERS stop users, seeded samples); export and parity-check it."""
     torch = _torch()
     started = time.perf_counter()
     window = sequence.windows[0]
-    train = examples(data, lines, window, fit_users, sequence.scorer, min_history)
-    stop = examples(data, lines, window, stop_users, sequence.scorer, min_history)
+    pick = np.random.default_rng(seed)
+
+    def sample(users: pl.Series, n: int) -> pl.Series:
+        users = users.sort()
+        return users if users.len() <= n else users.gather(np.sort(pick.choice(users.len(), size=n, replace=False)))
+
+    train = examples(data, lines, window, sample(fit_users, MAX_FIT_USERS), sequence.scorer, min_history)
+    stop = examples(data, lines, window, sample(stop_users, MAX_STOP_USERS), sequence.scorer, min_history)
     if train is None or stop is None:
         return None
     torch.manual_seed(seed)

@@ -33,11 +33,13 @@ def fit_network(
     *,
     roles: pl.DataFrame | None = None,
     all_users: pl.Series | None = None,
+    with_cart: bool = True,
 ) -> SequenceModel | None:
     """Train the network for the windows of ``plan`` (None when disabled or without old enough
     orders). Fit and stop users are the roles' (``roles``), or a seeded STOP_SHARE of
     ``all_users`` stops and the rest fit (cross-validation: no user is validated on those
-    orders, which are older than every ranker window)."""
+    orders, which are older than every ranker window). ``with_cart`` also trains the cart
+    attention (``pipeline.model.cart_network``) after it."""
     if not config.sequence.enabled:
         return None
     if roles is not None:
@@ -50,7 +52,7 @@ def fit_network(
     oldest = max(p.window for p in plan)
     with timings.stage(f"sequence network (windows older than {oldest}; PyTorch → ONNX)"):
         model = train_sequence(data, lines, oldest, fit_users, stop_users, config.sequence, config.windows.min_history)
-    if model is not None:
+    if model is not None and with_cart:
         with timings.stage("cart attention (PyTorch → ONNX)"):
             model.cart = train_cart(data, lines, model, fit_users, stop_users, config.windows.min_history, config.seed)
     return model

@@ -100,7 +100,7 @@ def cross_validate(data: Dataset, lines: pl.DataFrame, run: Run, folds: int, tim
     if folds < 2:
         raise DataError(f"--folds must be at least 2, got {folds}")
     plan = plan_windows(data, run.config)
-    network = fit_network(data, lines, run.config, plan, timings, all_users=plan[0].cutoffs[S.USER])
+    network = fit_network(data, lines, run.config, plan, timings, all_users=plan[0].cutoffs[S.USER], with_cart=False)
     windows = build_windows(data, lines, run.config, timings, network=network.scorer if network else None, plan=plan)
     all_users = windows[0].history.cutoffs[S.USER].to_numpy()
     fold_of = np.random.default_rng(run.config.seed).permutation(all_users.size) % folds

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 
 from serving.bundle import BUNDLE, MANIFEST
@@ -90,3 +91,23 @@ def test_related_unknown_product_is_404(client: TestClient) -> None:
     response = client.get("/v1/products/4294967295/related")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_cart_attention_scores_many_users_in_bounded_calls(trained_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scored whole users a few at a time (bounded memory), the deltas equal one call over all rows."""
+    import serving.cart as cart_module
+    from features.sequence import SEQ_STATES
+
+    model = ServingModel.load(trained_run)
+    assert model.cart_attention is not None
+    users = np.asarray(model.users)[:40]
+    idx, counts = model.gather(np.arange(users.size))
+    states = np.asarray(model.base[idx][:, [model.manifest.base_features.index(n) for n in SEQ_STATES]])
+    products = np.asarray(model.products[idx])
+    row_user = np.repeat(np.arange(users.size), counts)
+    carts = [products[row_user == u][:3] for u in range(users.size)]
+    whole = model.cart_attention.deltas(row_user, products, states, carts)
+    assert np.abs(whole).max() > 0
+    monkeypatch.setattr(cart_module, "ROWS_PER_CALL", 50)
+    monkeypatch.setattr(cart_module, "USERS_PER_CALL", 3)
+    np.testing.assert_allclose(model.cart_attention.deltas(row_user, products, states, carts), whole, atol=1e-6)
