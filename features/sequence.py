@@ -148,7 +148,7 @@ class UserSequences:
 
     @classmethod
     def of(cls, h: History, steps: int, vocab: Vocabulary) -> UserSequences:
-        users = h.cutoffs[S.USER].to_numpy().astype(np.uint32)  # sorted by as_of
+        users = h.cutoffs[S.USER].to_numpy().astype(np.uint32)  # as_of sorts the cutoffs by user
         n = users.size
         orders = h.orders.filter(pl.col(FROM_END) < steps)
         uidx = np.searchsorted(users, orders[S.USER].to_numpy())
@@ -328,6 +328,8 @@ def sequence_features(
     if not cands[S.USER].is_sorted():
         raise ValueError("candidate rows must be sorted by user")
     repeat = cands[S.IS_REPEAT].to_numpy().astype(bool)
+    if not repeat.any():  # only products new to their users (e.g. a chunk of ALS proposals)
+        return pl.DataFrame({k: pl.Series(k, v, dtype=pl.Float32) for k, v in out.items()})
     rows = with_none_rows(cands.filter(pl.col(S.IS_REPEAT)))
     logit = np.empty(rows.height, dtype=np.float32)
     state = np.empty((rows.height, STATE_SIZE), dtype=np.float32)

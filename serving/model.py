@@ -230,7 +230,7 @@ class ServingModel:
         return _positive_column(out)
 
     def recommend(
-        self, user_id: int, k: int, ctx: Context, exclude: Collection[int] = (), cart: Collection[int] = ()
+        self, user_id: int, k: int, ctx: Context, exclude: Collection[int] = (), cart: Sequence[int] = ()
     ) -> Recommendation:
         """Top-``k`` products for one user, ``exclude`` and ``cart`` removed; popular list if unknown.
 
@@ -247,7 +247,8 @@ class ServingModel:
         X = self.features(rows, ctx)
         products = np.asarray(self.products[rows])
         scores = self.rank_scores(X)
-        cart_ids = np.sort(np.fromiter(cart, np.uint32)) if cart else np.zeros(0, np.uint32)
+        # In the order the products were added (as in training, the attention reads the first MAX_CART).
+        cart_ids = np.fromiter(dict.fromkeys(cart), np.uint32) if cart else np.zeros(0, np.uint32)
         if cart_ids.size and self.cart_attention is not None and self.cart_attention_weight > 0 and self._states:
             states = np.asarray(self.base[rows][:, self._states], dtype=np.float32)
             g = self.cart_attention.deltas(np.zeros(products.size, np.int64), products, states, [cart_ids])

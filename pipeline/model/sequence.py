@@ -20,7 +20,7 @@ ranker uses* (``training_windows``) — the final step's target — plus, as an 
 earlier order of those sequences as the target of the step before it. So no ranker label, no
 validation order and no held-out fold's order was ever a network target, and its outputs are
 out-of-sample features for every ranker window, the evaluation and the serving snapshot
-(``tests/features/test_leakage.py`` proves it by rewriting those orders).
+(``tests/pipeline/model/test_sequence.py`` proves it by rewriting those orders).
 
 **Serving without PyTorch.** :func:`to_onnx` exports with the legacy TorchScript exporter (the
 dynamo exporter writes ``nn.GRU`` with ``linear_before_reset=0``, pytorch/pytorch#189225; the
@@ -661,7 +661,8 @@ def train_sequence(
     """
     started = time.perf_counter()
     windows = training_windows(oldest_ranker_window, config)
-    # The vocabulary and its rare-product rule come from the oldest training history only.
+    # The vocabulary and its rare-product rule come from the history before the most recent
+    # training window's targets (older than every ranker window).
     cutoffs = C.label_window(data.orders, windows[0], min_history)
     if cutoffs.height == 0:
         log.info("sequence network: no user has orders older than window %d; skipped", oldest_ranker_window)

@@ -258,13 +258,13 @@ def items(model: ServingModel, rec: Recommendation) -> list[Item]:
 async def recommend(user_id: UserId, model: ModelDep, request: Request) -> Response:
     """The user's top-``k`` without the ``exclude`` and ``cart`` products (still ``k`` when possible).
 
-    The ``cart`` also re-ranks: each candidate gains the model's cart weight × its mean PMI with the
-    cart's products (often bought together). Unknown users get the popular list with
-    ``strategy="popular"``.
+    The ``cart`` also re-ranks: each past product gains γ × the cart attention's delta and every
+    candidate β × its mean PMI with the cart's products (often bought together); γ and β were
+    chosen at training. Unknown users get the popular list with ``strategy="popular"``.
     """
     query = read_query(request)
     exclude = set(parse_ids(query.exclude, "exclude"))
-    cart = set(parse_ids(query.cart, "cart"))
+    cart = list(dict.fromkeys(parse_ids(query.cart, "cart")))  # as added (the attention reads the first 32)
     ctx, ctx_out = order_context(query.dow, query.hour, query.days_since_last_order)
     rec = model.recommend(user_id, query.k, ctx, exclude=exclude, cart=cart)
     return _json(

@@ -68,7 +68,7 @@ def test_cart_without_weight_only_filters(model_dir: Path) -> None:
     user, _, _, c = _user_and_cart(model)
     ctx = Context(dow=2, hour=10, days=7.0)
     plain = [p for p in model.recommend(user, 30, ctx).products.tolist() if p != c]
-    carted = model.recommend(user, 30, ctx, cart={c}).products.tolist()
+    carted = model.recommend(user, 30, ctx, cart=[c]).products.tolist()
     assert carted == plain[: len(carted)]
 
 

@@ -147,3 +147,18 @@ def test_the_leakage_test_can_fail(real: Dataset, trained: SequenceModel) -> Non
     cutoffs = C.label_window(real.orders, OLDEST + 2, 2)
     again = _train(_rewrite_future(real, cutoffs, seed=3))
     assert again.scorer.onnx_bytes != trained.scorer.onnx_bytes
+
+
+def test_rows_of_new_products_only_get_missing_features(trained: SequenceModel, real: Dataset) -> None:  # noqa: F811
+    """A chunk holding only products new to their users (ALS proposals): every column NaN, no error."""
+    from features.sequence import sequence_features
+
+    h = as_of(real, C.label_window(real.orders, 0, 2), order_lines(real))
+    users = UserSequences.of(h, trained.scorer.steps, trained.scorer.vocabulary)
+    user = int(h.cutoffs[S.USER][0])
+    cands = pl.DataFrame(
+        {S.USER: [user, user], S.PRODUCT: [999_991, 999_992], S.IS_REPEAT: [False, False]},
+        schema={S.USER: pl.UInt32, S.PRODUCT: pl.UInt32, S.IS_REPEAT: pl.Boolean},
+    )
+    out = sequence_features(h, users, cands, trained.scorer)
+    assert out.height == 2 and all(out[c].is_nan().all() for c in FEATURES)
