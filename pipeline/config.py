@@ -95,7 +95,10 @@ class SequenceConfig(_Config):
     last ``steps`` orders, the product's embedding attending over the user's recent baskets; its
     outputs are ranker features. Trained on target orders older than every ranker window."""
 
-    enabled: bool = True
+    # Off by default: measured, its outputs do not improve the ranker (real sample, 5 folds: −0.0048
+    # NDCG@10 [−0.0110, +0.0013]; synthetic: +0.0006 [−0.0011, +0.0024]; 100 real users: worse
+    # than TIFU-KNN by up to 0.024) and it doubles `make train` (BENCHMARKS.md, "Deep learning").
+    enabled: bool = False
     steps: int = Field(32, ge=2, le=64, description="orders per sequence (the most recent ones)")
     hidden: int = Field(32, ge=4, description="GRU hidden size")
     embedding: int = Field(32, ge=4, description="product / aisle / department embedding size (summed)")

@@ -104,7 +104,8 @@ FAST_TRAIN = {
     "lightgbm": {"n_estimators": 150},
     "xgboost": {"enabled": False},
     "windows": {"extra_windows": 1},
-    "sequence": {"epochs": 2},
+    # The suite's run exercises the sequence network and the cart attention (off by default).
+    "sequence": {"enabled": True, "epochs": 2},
 }
 
 

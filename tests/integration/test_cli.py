@@ -17,7 +17,12 @@ from pipeline.data import schema as S
 from tests.conftest import EXCERPT
 
 pytestmark = pytest.mark.integration
-FAST = {"lightgbm": {"n_estimators": 200}, "xgboost": {"n_estimators": 100}, "windows": {"extra_windows": 1}}
+FAST = {
+    "lightgbm": {"n_estimators": 200},
+    "xgboost": {"n_estimators": 100},
+    "windows": {"extra_windows": 1},
+    "sequence": {"enabled": True, "epochs": 2},
+}
 
 
 def bc(*args: str | Path, env: dict[str, str] | None = None, ok: bool = True) -> subprocess.CompletedProcess[str]:
