@@ -304,6 +304,18 @@ def batches(
         yield start, encoded.batch(users, slice(start, min(start + size, len(encoded))))
 
 
+def score_rows(
+    h: History, users: UserSequences, rows: pl.DataFrame, scorer: SequenceScorer
+) -> tuple[np.ndarray, np.ndarray]:
+    """The network's (logit (n,), state (n, STATE_SIZE)) for ``rows`` (USER, PRODUCT; product 0 =
+    the None row), ROWS_PER_BATCH rows at a time."""
+    logit = np.empty(rows.height, dtype=np.float32)
+    state = np.empty((rows.height, STATE_SIZE), dtype=np.float32)
+    for start, batch in batches(h, users, rows, scorer.vocabulary):
+        logit[start : start + len(batch)], state[start : start + len(batch)] = scorer.score(batch)
+    return logit, state
+
+
 def with_none_rows(cands: pl.DataFrame) -> pl.DataFrame:
     """USER, PRODUCT of ``cands`` plus one None row (product 0) per user, sorted by user (None first)."""
     pairs = cands.select(pl.col(S.USER).cast(pl.UInt32), pl.col(S.PRODUCT).cast(pl.UInt32))
@@ -331,12 +343,7 @@ def sequence_features(
     if not repeat.any():  # only products new to their users (e.g. a chunk of ALS proposals)
         return pl.DataFrame({k: pl.Series(k, v, dtype=pl.Float32) for k, v in out.items()})
     rows = with_none_rows(cands.filter(pl.col(S.IS_REPEAT)))
-    logit = np.empty(rows.height, dtype=np.float32)
-    state = np.empty((rows.height, STATE_SIZE), dtype=np.float32)
-    for start, batch in batches(h, users, rows, scorer.vocabulary):
-        lo, st = scorer.score(batch)
-        logit[start : start + len(batch)] = lo
-        state[start : start + len(batch)] = st
+    logit, state = score_rows(h, users, rows, scorer)
     is_none = rows[S.PRODUCT].to_numpy() == 0
     # Rows of ``rows`` are the repeat rows in their original order, interleaved with None rows.
     out[SEQ_LOGIT][repeat] = logit[~is_none]

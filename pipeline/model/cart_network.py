@@ -17,7 +17,6 @@ on the stop users' real carts). PyTorch only trains and exports; serving runs on
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -30,11 +29,11 @@ import polars as pl
 
 from features import cutoffs as C
 from features.history import as_of
-from features.sequence import MAX_CART, STATE_SIZE, UserSequences, Vocabulary, batches, with_none_rows
+from features.sequence import MAX_CART, STATE_SIZE, UserSequences, Vocabulary, score_rows
 from pipeline.data import schema as S
 from pipeline.data.storage import Dataset
 from pipeline.errors import ExportError
-from pipeline.model.sequence import OPSET, TOLERANCE, OnnxScorer, SequenceModel, _torch
+from pipeline.model.sequence import TOLERANCE, OnnxScorer, SequenceModel, _torch, export_legacy
 
 log = logging.getLogger(__name__)
 
@@ -204,13 +203,8 @@ def examples(
         S.USER, S.PRODUCT
     )
     seqs = UserSequences.of(h, scorer.steps, scorer.vocabulary)
-    rows = with_none_rows(pairs.with_columns(pl.lit(True).alias(S.IS_REPEAT))).filter(pl.col(S.PRODUCT) > 0)
-    logit = np.empty(rows.height, dtype=np.float32)
-    state = np.empty((rows.height, STATE_SIZE), dtype=np.float32)
-    for start, batch in batches(h, seqs, rows, scorer.vocabulary):
-        lo_, st = scorer.score(batch)
-        logit[start : start + len(batch)] = lo_
-        state[start : start + len(batch)] = st
+    rows = pairs  # the user's past products (no None row: a cart holds products)
+    logit, state = score_rows(h, seqs, rows, scorer)
     user_ids = h.cutoffs[S.USER].to_numpy().astype(np.uint32)
     per_user = target.group_by(S.USER, maintain_order=True).agg(pl.col(S.PRODUCT))
     basket_of = dict(zip(per_user[S.USER].to_list(), per_user[S.PRODUCT].to_list(), strict=True))
@@ -324,28 +318,23 @@ def train_cart(
 
 
 def to_onnx(net: Any, feeds: dict[str, np.ndarray]) -> bytes:
-    torch = _torch()
-    buffer = io.BytesIO()
+    """``cart.onnx``: rows, users and cart length dynamic, traced on (a few) real rows."""
     sample = {
         k: v[: min(64, v.shape[0])] if k not in ("cart_product", "cart_aisle", "cart_department", "cart_pad") else v
         for k, v in feeds.items()
     }
     sample["row_user"] = np.minimum(sample["row_user"], feeds["cart_pad"].shape[0] - 1)
-    torch.onnx.export(
+    return export_legacy(
         net,
         _tensors(sample),
-        buffer,
-        dynamo=False,
-        opset_version=OPSET,
-        input_names=list(INPUT_NAMES),
-        output_names=["delta"],
-        dynamic_axes={
+        INPUT_NAMES,
+        ("delta",),
+        {
             **{name: {0: "rows"} for name in ("cand_product", "cand_aisle", "cand_department", "row_user", "state")},
             **{name: {0: "users", 1: "cart"} for name in ("cart_product", "cart_aisle", "cart_department", "cart_pad")},
             "delta": {0: "rows"},
         },
     )
-    return buffer.getvalue()
 
 
 def session(onnx_bytes: bytes, threads: int = 1) -> Any:

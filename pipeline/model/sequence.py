@@ -512,10 +512,8 @@ def torch_scores(module: Any, batch: SequenceBatch) -> tuple[np.ndarray, np.ndar
 
 def to_onnx(module: Any, sample: SequenceBatch) -> bytes:
     """Export with the legacy exporter (dynamic rows, steps and users) and check the GRU nodes."""
-    torch = _torch()
     import onnx
 
-    buffer = io.BytesIO()
     dynamic = {
         "row_steps": {0: "rows", 1: "time"},
         "user_steps": {0: "users", 1: "time"},
@@ -527,22 +525,37 @@ def to_onnx(module: Any, sample: SequenceBatch) -> bytes:
         "logit": {0: "rows"},
         "state": {0: "rows"},
     }
-    module.eval()
-    torch.onnx.export(
-        module,
-        _tensors(sample),
-        buffer,
-        dynamo=False,
-        opset_version=OPSET,
-        input_names=list(INPUT_NAMES),
-        output_names=list(OUTPUT_NAMES),
-        dynamic_axes=dynamic,
-    )
-    model = onnx.load_from_string(buffer.getvalue())
+    exported = export_legacy(module, _tensors(sample), INPUT_NAMES, OUTPUT_NAMES, dynamic)
+    model = onnx.load_from_string(exported)
     grus = [n for n in model.graph.node if n.op_type == "GRU"]
     flags = [a.i for n in grus for a in n.attribute if a.name == "linear_before_reset"]
     if not grus or flags != [1] * len(grus):
         raise ExportError(f"the exported GRU must have linear_before_reset=1 (nn.GRU's form), got {flags}")
+    return exported
+
+
+def export_legacy(
+    module: Any,
+    args: tuple[Any, ...],
+    input_names: tuple[str, ...],
+    output_names: tuple[str, ...],
+    dynamic_axes: dict[str, dict[int, str]],
+) -> bytes:
+    """ONNX bytes of ``module`` (in eval mode) by the legacy TorchScript exporter at OPSET — the one
+    that writes ``nn.GRU`` correctly (``linear_before_reset=1``; the dynamo exporter does not)."""
+    torch = _torch()
+    buffer = io.BytesIO()
+    module.eval()
+    torch.onnx.export(
+        module,
+        args,
+        buffer,
+        dynamo=False,
+        opset_version=OPSET,
+        input_names=list(input_names),
+        output_names=list(output_names),
+        dynamic_axes=dynamic_axes,
+    )
     return buffer.getvalue()
 
 
