@@ -1,5 +1,7 @@
 # basketcast serving image: FastAPI + uvicorn + onnxruntime over a memory-mapped serving bundle.
-# Only the `serve` extra is installed: no LightGBM, XGBoost, implicit, MLflow, SciPy or plotting.
+# Only the `serve` extra is installed: no LightGBM, XGBoost, implicit, MLflow, PyTorch or plotting.
+# It does bring SciPy (the fresh online rows after a posted order reuse the offline feature code's
+# sparse neighbour search) and the clients of the online stores: redis and psycopg[binary].
 #
 # The server listens on 0.0.0.0 here, so it needs an admin token for /admin/* (basketcast serve
 # refuses to start off loopback without one); pass it at run time, never bake it in.
@@ -17,8 +19,11 @@
 #
 # Knobs at run time: BASKETCAST_WORKERS (uvicorn worker processes, default 2: one per core),
 # BASKETCAST_PORT (default 8000) and BASKETCAST_HOST (default 0.0.0.0). The server writes only to /tmp (multi-worker metrics
-# files): with a read-only root filesystem, mount a tmpfs there. onnxruntime's telemetry is off
-# (ORT_DISABLE_TELEMETRY=1). Verified without a Docker engine by docker/verify.sh.
+# files) and to BASKETCAST_STATE_DIR=/var/lib/basketcast (the embedded order log and online store,
+# SQLite; a VOLUME owned by the non-root user, unused when BASKETCAST_ORDER_LOG / _ONLINE_STORE
+# name PostgreSQL / Redis): with a read-only root filesystem, mount a tmpfs on /tmp and keep a
+# volume on the state folder. onnxruntime's telemetry is off (ORT_DISABLE_TELEMETRY=1). Compose,
+# Kubernetes and Render set-ups: deploy/README.md. Verified without a Docker engine by docker/verify.sh.
 
 # ---------------------------------------------------------------------------------------------
 FROM python:3.11-slim AS builder
@@ -61,12 +66,17 @@ ENV PATH=/opt/venv/bin:$PATH \
     BASKETCAST_HOST=0.0.0.0 \
     BASKETCAST_PORT=8000 \
     BASKETCAST_WORKERS=2 \
+    BASKETCAST_STATE_DIR=/var/lib/basketcast \
     ORT_DISABLE_TELEMETRY=1
 
 RUN groupadd --gid 10001 basketcast \
     && useradd --uid 10001 --gid basketcast --no-log-init --home-dir /nonexistent --no-create-home \
        --shell /usr/sbin/nologin basketcast \
-    && mkdir /model
+    && mkdir /model \
+    && install -d -o basketcast -g basketcast -m 0750 /var/lib/basketcast
+
+# The embedded stores (SQLite) live here: a fresh volume on it starts owned by the server's user.
+VOLUME ["/var/lib/basketcast"]
 
 COPY --from=builder /opt/venv /opt/venv
 

@@ -17,7 +17,7 @@ SAMPLE_CONFIG ?= configs/instacart_sample.json
 FOLDS ?= 5
 
 .DEFAULT_GOAL := help
-.PHONY: help install data describe train evaluate predict serve score dashboard sample train-sample evaluate-sample test lint mlflow-ui clean bench-data bench-serve bench-score bench-full docker-verify soak
+.PHONY: help install data describe train evaluate predict serve score dashboard sample train-sample evaluate-sample test lint mlflow-ui clean bench-data bench-serve bench-realtime bench-score bench-full docker-verify soak
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -90,6 +90,9 @@ bench-data: $(STAMP) ## Benchmark generate → Kaggle CSV → ingest at full Ins
 
 bench-serve: $(STAMP) ## Serving benchmark: basketcast serve (2 workers) under wrk at concurrency 1/8/32 + /health, vs the in-process limit (RUN)
 	$(BIN)/python benchmarks/bench_serve.py --model $(RUN)
+
+bench-realtime: $(STAMP) ## Real-time path: order → fresh rows (write p50/p99) and reads at c=8, embedded vs Redis + PostgreSQL (RUN)
+	$(BIN)/python benchmarks/bench_realtime.py --model $(RUN)
 
 bench-score: $(STAMP) ## Batch-scoring benchmark: score_users over every user of RUN vs raw onnxruntime on the same rows
 	$(BIN)/python benchmarks/bench_score.py --model $(RUN)

@@ -13,7 +13,8 @@
 #
 # Checks: the image's HEALTHCHECK command passes inside the container (as its non-root user);
 # from the host: GET /health and /ready answer 200, a known user gets 10 ranked recommendations
-# (strategy "ranker"), an unknown user the popular list; no training library is installed in the
+# (strategy "ranker"), an unknown user the popular list, and after POST /v1/orders (the embedded
+# stores in the image's state folder) personal, fresh ones; no training library is installed in the
 # image; the server stops on SIGTERM. PORT=... picks the port (default: a free one); DOCKERFILE=...
 # checks another Dockerfile (default: the repo's); KEEP_IMAGE=1 keeps the built image.
 set -euo pipefail
@@ -138,9 +139,22 @@ unknown = int(users[-1]) + 1_000_000
 status, body = get(f"/v1/users/{unknown}/recommendations?k=5")
 assert status == 200 and body.get("strategy") == "popular", body
 print(f"verify: GET /v1/users/{unknown}/recommendations?k=5 (unknown) -> {status}, strategy popular")
+# An order of the unknown user, recorded in the image's embedded stores (BASKETCAST_STATE_DIR,
+# owned by the non-root user): their next answer is personal and fresh.
+popular = [item["product_id"] for item in body["items"][:2]]
+order = {"order_id": f"verify-{unknown}", "user_id": unknown, "products": popular}
+request = urllib.request.Request(
+    base + "/v1/orders", data=json.dumps(order).encode(), headers={"content-type": "application/json"}
+)
+with urllib.request.urlopen(request, timeout=30) as r:
+    status, answer = r.status, json.loads(r.read())
+assert status == 201 and answer["fresh"] is True, answer
+status, body = get(f"/v1/users/{unknown}/recommendations?k=5")
+assert status == 200 and body.get("strategy") == "ranker" and body.get("freshness") == "fresh", body
+print(f"verify: POST /v1/orders -> 201 fresh; the new shopper's next answer: strategy ranker, freshness fresh")
 packages = re.search(r"^PACKAGES (.*)$", open(log).read(), re.MULTILINE).group(1).split()
 names = {p.split("==")[0].lower().replace("_", "-") for p in packages}
-heavy = names & {"lightgbm", "xgboost", "xgboost-cpu", "implicit", "mlflow", "scipy", "matplotlib", "scikit-learn"}
+heavy = names & {"lightgbm", "xgboost", "xgboost-cpu", "implicit", "mlflow", "torch", "matplotlib", "scikit-learn"}
 assert not heavy, f"training libraries in the serving image: {sorted(heavy)}"
 print(f"verify: {len(packages)} packages in the image, no training library: {' '.join(packages)}")
 EOF

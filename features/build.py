@@ -38,6 +38,23 @@ FEATURE_NAMES: tuple[str, ...] = (*BASE_FEATURES, *context.FEATURES)
 
 
 @dataclass(frozen=True)
+class PublishedTables:
+    """The product-level state of a published model: what fresh online rows take as given.
+
+    ``product`` is ``product.product_features`` of the snapshot's history and ``reference`` its
+    TIFU neighbourhood (both computed once over every user); a user's own tables are recomputed
+    from their history after each new order, these stay those of the published version.
+    """
+
+    product: pl.DataFrame
+    reference: tifu.Neighbourhood
+
+    @classmethod
+    def of(cls, tables: FeatureTables) -> PublishedTables:
+        return cls(product=tables.product, reference=tables.tifu.neighbourhood)
+
+
+@dataclass(frozen=True)
 class FeatureTables:
     """Every feature group of one history, computed once and joined onto any candidate pairs.
 
@@ -58,17 +75,33 @@ class FeatureTables:
     sequences: sequence.UserSequences | None = None
 
     @classmethod
-    def of(cls, h: History, config: FeatureConfig, network: sequence.SequenceScorer | None = None) -> FeatureTables:
-        """Every table of ``h``; the per-user ones sorted by user (see :meth:`base_frame`)."""
+    def of(
+        cls,
+        h: History,
+        config: FeatureConfig,
+        network: sequence.SequenceScorer | None = None,
+        published: PublishedTables | None = None,
+    ) -> FeatureTables:
+        """Every table of ``h``; the per-user ones sorted by user (see :meth:`base_frame`).
+
+        With ``published``, the product table and the TIFU neighbourhood are those given (a
+        published model's) and only the users' own tables come from ``h``: the fresh online rows
+        of a user after a new order (``serving.online``) are built this way, by this same code.
+        """
         sequences = None if network is None else sequence.UserSequences.of(h, network.steps, network.vocabulary)
         return cls(
             history=h,
             user_product=user_product.user_product_features(h).sort(S.USER),
-            product=product.product_features(h),
+            product=product.product_features(h) if published is None else published.product,
             user=user.user_features(h).sort(S.USER),
             aisle=taste.aisle_features(h).sort(S.USER),
             department=taste.department_features(h).sort(S.USER),
-            tifu=tifu.TifuIndex.of(h, config.tifu_neighbors, config.tifu_reference_users),
+            tifu=tifu.TifuIndex.of(
+                h,
+                config.tifu_neighbors,
+                config.tifu_reference_users,
+                reference=None if published is None else published.reference,
+            ),
             network=network,
             sequences=sequences,
         )
@@ -123,6 +156,13 @@ class FeatureTables:
     def frame(self, cands: pl.DataFrame) -> pl.DataFrame:
         """Candidates with every feature in FEATURE_NAMES (Float32, NaN/null = missing)."""
         return add_context(self.base_frame(cands), self.history)
+
+
+def base_matrix(frame: pl.DataFrame) -> np.ndarray:
+    """The (rows, len(BASE_FEATURES)) float32 matrix of a base frame, nulls as NaN: the snapshot's
+    ``base.npy`` rows and the fresh online rows are both made by this."""
+    block = frame.select(pl.col(n).fill_null(float("nan")) for n in BASE_FEATURES).to_numpy()
+    return np.ascontiguousarray(block, dtype="<f4")
 
 
 def base_feature_frame(

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Final
 
 import numpy as np
@@ -184,6 +185,29 @@ class Neighbourhood:
     sq_norms: np.ndarray
     n_neighbors: int
 
+    @classmethod
+    def of(cls, X: sp.csr_matrix, n_neighbors: int) -> Neighbourhood:
+        """Reference vectors ``X`` (CSR) whose nearest ``n_neighbors`` are averaged."""
+        sq_norms = np.asarray(X.multiply(X).sum(axis=1)).ravel()
+        return cls(X=X, XT=sp.csr_matrix(X.T), sq_norms=sq_norms, n_neighbors=n_neighbors)
+
+    def save(self, path: Path) -> None:
+        """Write the reference as ``.npz`` (CSR arrays + n_neighbors); :meth:`load` reads it back exactly."""
+        np.savez(
+            path,
+            data=self.X.data,
+            indices=self.X.indices,
+            indptr=self.X.indptr,
+            shape=np.asarray(self.X.shape, np.int64),
+            n_neighbors=np.int64(self.n_neighbors),
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> Neighbourhood:
+        with np.load(path) as z:
+            X = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(int(v) for v in z["shape"]))
+            return cls.of(X, int(z["n_neighbors"]))
+
 
 @dataclass(frozen=True)
 class TifuSpace:
@@ -206,11 +230,15 @@ class TifuSpace:
         group_decay: float = 0.7,
         n_groups: int = 3,
         orders: pl.DataFrame | None = None,
+        product_ids: np.ndarray | None = None,
     ) -> TifuSpace:
         """From the visible history (USER, ORDER_NUMBER, PRODUCT; see the module doc).
 
         ``orders`` (the distinct USER, ORDER_NUMBER baskets with lines) marks ``history`` as
         already distinct, as ingested data is; without it duplicates are dropped first.
+        ``product_ids`` (sorted, unique) fixes the columns — the catalogue, so that vectors of
+        different histories (a published reference, one user's fresh history) share one space;
+        lines of products outside it are left out. Default: the products bought in ``history``.
         """
         if orders is None:
             history = distinct_lines(history)
@@ -221,10 +249,13 @@ class TifuSpace:
         users = weighted[S.USER].cast(pl.UInt32).to_numpy()
         products = weighted[S.PRODUCT].cast(pl.UInt32).to_numpy()
         user_ids = np.sort(weighted[S.USER].unique().cast(pl.UInt32).to_numpy())
-        product_ids = np.sort(weighted[S.PRODUCT].unique().cast(pl.UInt32).to_numpy())
+        if product_ids is None:
+            product_ids = np.sort(weighted[S.PRODUCT].unique().cast(pl.UInt32).to_numpy())
+        cols = index_of(product_ids, products)
+        inside = cols >= 0
         # COO → CSR sums the weights of each (user, product) and sorts the columns of every row.
         X = sp.csr_matrix(
-            (weighted[_W].to_numpy(), (index_of(user_ids, users), index_of(product_ids, products))),
+            (weighted[_W].to_numpy()[inside], (index_of(user_ids, users)[inside], cols[inside])),
             shape=(user_ids.size, product_ids.size),
         )
         X.sum_duplicates()
@@ -245,8 +276,7 @@ class TifuSpace:
         else:
             rows = np.sort(np.random.default_rng(seed).choice(N, size=max_reference, replace=False))
             X, m = self.X[rows], max(1, round(n_neighbors * max_reference / N))
-        sq_norms = np.asarray(X.multiply(X).sum(axis=1)).ravel()
-        return Neighbourhood(X=X, XT=sp.csr_matrix(X.T), sq_norms=sq_norms, n_neighbors=m)
+        return Neighbourhood.of(X, m)
 
     def block_rows(self, users: np.ndarray, neighbourhood: Neighbourhood | None) -> Iterator[np.ndarray]:
         """Row indices of the known ``users`` (sorted), in blocks of at most KNN_BLOCK users and
@@ -279,9 +309,22 @@ class TifuIndex:
     neighbourhood: Neighbourhood
 
     @classmethod
-    def of(cls, h: History, n_neighbors: int, max_reference: int | None = None) -> TifuIndex:
+    def of(
+        cls, h: History, n_neighbors: int, max_reference: int | None = None, reference: Neighbourhood | None = None
+    ) -> TifuIndex:
+        """The users of ``h`` in the catalogue's product space (``h.products``), and their neighbourhood:
+        ``reference`` when given (the published one, for fresh online rows), else searched in ``h``."""
         baskets = h.orders.filter(pl.col(BASKET_SIZE) > 0).select(S.USER, S.ORDER_NUMBER)
-        space = TifuSpace.build(h.lines.select(S.USER, S.ORDER_NUMBER, S.PRODUCT), orders=baskets)
+        space = TifuSpace.build(
+            h.lines.select(S.USER, S.ORDER_NUMBER, S.PRODUCT), orders=baskets, product_ids=catalogue_ids(h.products)
+        )
+        if reference is not None:
+            if reference.X.shape[1] != space.product_ids.size:
+                raise ValueError(
+                    f"the TIFU reference has {reference.X.shape[1]} product columns, the catalogue "
+                    f"{space.product_ids.size}: they come from different catalogues"
+                )
+            return cls(space=space, neighbourhood=reference)
         return cls(space=space, neighbourhood=space.neighbourhood(n_neighbors, max_reference, REFERENCE_SEED))
 
     def features(self, cands: pl.DataFrame) -> pl.DataFrame:
@@ -301,7 +344,14 @@ class TifuIndex:
         own = np.zeros(users.size, np.float32)
         own[known] = self._own.values(row[known], col[known])
         neighbours = np.zeros(users.size, np.float32)
-        dense = self._dense_reference
+        wanted = np.unique(col[known])
+        if wanted.size * hood.X.shape[0] <= DENSE_REFERENCE_CELLS // 64:
+            # Few candidate products (a chunk of a few users, the online path): a dense copy of
+            # those columns only; the same float32 values as the full copy below.
+            dense: np.ndarray | None = hood.X[:, wanted].astype(np.float32).toarray()
+            dense_col = np.searchsorted(wanted, np.maximum(col, 0))
+        else:
+            dense, dense_col = self._dense_reference, col
         if dense is not None:
             order = np.flatnonzero(known)[np.argsort(row[known], kind="stable")]
             sorted_rows = row[order]
@@ -312,12 +362,15 @@ class TifuIndex:
                 lo, hi = np.searchsorted(sorted_rows, [rows[0], rows[-1] + 1])
                 pairs = order[lo:hi]
                 who = np.searchsorted(rows, row[pairs])
-                vals = dense[idx[who], col[pairs][:, None]].sum(axis=1, dtype=np.float64)
+                vals = dense[idx[who], dense_col[pairs][:, None]].sum(axis=1, dtype=np.float64)
                 neighbours[pairs] = vals / idx.shape[1]  # blocks write disjoint pairs
 
-            # SciPy's sparse products and NumPy's partition release the GIL: one thread per core.
-            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-                list(pool.map(block, space.block_rows(space.user_ids[np.unique(sorted_rows)], hood)))
+            blocks = list(space.block_rows(space.user_ids[np.unique(sorted_rows)], hood))
+            if len(blocks) == 1:  # a few users (the online path): no thread pool to start
+                block(blocks[0])
+            else:  # SciPy's sparse products and NumPy's partition release the GIL: one thread per core.
+                with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+                    list(pool.map(block, blocks))
         else:  # an exact search over too many users for a dense copy: sparse means per block
             for rows, _, means in space.blocks(space.user_ids[np.unique(row[known])], hood):
                 assert means is not None
@@ -338,6 +391,14 @@ class TifuIndex:
         if n_ref * n_products > DENSE_REFERENCE_CELLS:
             return None
         return self.neighbourhood.X.astype(np.float32).toarray()
+
+
+def catalogue_ids(products: pl.DataFrame) -> np.ndarray:
+    """The sorted product ids of a catalogue: the columns of every TIFU space built on it."""
+    ids = products[S.PRODUCT].cast(pl.UInt32).to_numpy()
+    if ids.size and bool(np.all(ids[1:] > ids[:-1])):  # already sorted and unique (a check, not a sort)
+        return ids
+    return np.unique(ids)
 
 
 class _CsrLookup:

@@ -100,6 +100,60 @@ def generate(users: int, seed: int, out: Path, force: bool) -> None:
 
 
 @main.group(cls=_Group)
+def orders() -> None:
+    """The order log: backfill it from a file, merge it into a data folder for retraining."""
+
+
+LOG_OPTION = click.option(
+    "--log",
+    "log_url",
+    default=None,
+    help="The order log: sqlite:///PATH.sqlite or postgresql://USER@HOST:PORT/DB "
+    "(default: BASKETCAST_ORDER_LOG, else the server's embedded log in BASKETCAST_STATE_DIR).",
+)
+
+
+def _log_url(log_url: str | None) -> str:
+    from serving.settings import Settings
+
+    return log_url or Settings().order_log_url()
+
+
+@orders.command("load")
+@click.argument("source", type=click.Path(path_type=Path, exists=True))
+@LOG_OPTION
+def orders_load(source: Path, log_url: str | None) -> None:
+    """Append every order of SOURCE to the order log (a data folder, a Kaggle-layout folder, or a
+    Parquet file of order lines); an order already recorded (same order_id) is counted, not repeated."""
+    from pipeline.workflows.orders import load_orders
+
+    try:
+        s = load_orders(source, _log_url(log_url))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(
+        f"{s.orders:,} orders of {s.users:,} users from {s.source} → {s.log}: "
+        f"{s.created:,} recorded, {s.duplicates:,} already there"
+    )
+
+
+@orders.command("merge")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True)
+@LOG_OPTION
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Data folder to publish.")
+@FORCE
+def orders_merge(data_dir: Path, log_url: str | None, out: Path, force: bool) -> None:
+    """Publish DATA + every order of the log as one data folder (for retraining)."""
+    from pipeline.workflows.orders import merge_into_folder
+
+    try:
+        n, folder = merge_into_folder(data_dir, _log_url(log_url), out, force=force)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"merged {n:,} posted orders into {folder}")
+
+
+@main.group(cls=_Group)
 def data() -> None:
     """Inspect data folders and fetch the real sample."""
 
@@ -139,14 +193,32 @@ def sample(out: Path, test_fraction: float, force: bool) -> None:
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to publish.")
 @click.option("--config", type=click.Path(path_type=Path), default=None, help="JSON TrainConfig (any subset of keys).")
+@click.option(
+    "--orders-from",
+    "orders_from",
+    default=None,
+    help="Also learn from the orders of this order log (URL as `orders merge --log`, or 'embedded'): DATA + "
+    "the log is published as the data folder DATA+orders, and the run trains on it.",
+)
 @FORCE
-def train(data_dir: Path, out: Path, config: Path | None, force: bool) -> None:
+def train(data_dir: Path, out: Path, config: Path | None, orders_from: str | None, force: bool) -> None:
     """Features → ALS → candidates → labels → rankers → validation report → run folder."""
     from pipeline.config import load_config
     from pipeline.workflows.run import train as run_train
     from pipeline.workflows.summary import train_summary
 
     cfg = load_config(config)
+    if orders_from is not None:
+        from pipeline.workflows.orders import merge_into_folder
+
+        target = data_dir.with_name(data_dir.name + "+orders")
+        try:
+            n, data_dir = merge_into_folder(
+                data_dir, _log_url(None if orders_from == "embedded" else orders_from), target
+            )
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+        click.echo(f"merged {n:,} posted orders: training on {data_dir}", err=True)
     result = run_train(data_dir, out, cfg, force=force)
     if cfg.mlflow:
         from pipeline.workflows.tracking import log_run

@@ -34,6 +34,30 @@ BASKET: Final = "basket.onnx"
 CATALOG: Final = "catalog.parquet"
 RELATED: Final = "related"  # the co-occurrence table (pipeline.model.cooccurrence), a folder
 MANIFEST: Final = "manifest.json"
+# What fresh online rows need (serving.online): the published product-level state and every
+# known user's history as the snapshot saw it. Absent in bundles of older versions (no refresh).
+PUBLISHED: Final = "published"  # folder: products, product features, TIFU reference, ALS items, config, network
+HISTORY: Final = "history"  # folder of .npy arrays, HISTORY_ARRAYS
+# The snapshot's history, user after user (users as in users.npy): orders of users[i] are
+# order_offsets[i]:order_offsets[i+1]; lines of order j are line_offsets[j]:line_offsets[j+1].
+HISTORY_ARRAYS: Final[dict[str, type[np.generic]]] = {
+    "order_offsets": np.int64,
+    "order_number": np.uint16,
+    "dow": np.uint8,
+    "hour": np.uint8,
+    "days": np.float32,  # NaN = unknown (a first order)
+    "line_offsets": np.int64,
+    "product": np.uint32,
+    "cart_pos": np.uint16,
+    "reordered": np.uint8,
+}
+# Files of the PUBLISHED folder.
+PUBLISHED_PRODUCTS: Final = "products.parquet"  # PRODUCT, AISLE, DEPARTMENT of the catalogue
+PUBLISHED_PRODUCT_FEATURES: Final = "product_features.parquet"  # features.product of the snapshot's history
+PUBLISHED_TIFU: Final = "tifu_reference.npz"  # features.tifu.Neighbourhood
+PUBLISHED_ALS: Final = "als.npz"  # pipeline.model.candidates.ALSModel, item side only
+PUBLISHED_CONFIG: Final = "config.json"  # {"features": FeatureConfig, "candidates": CandidateConfig}
+PUBLISHED_SEQUENCE: Final = "sequence"  # the network (pipeline.model.sequence.OnnxScorer), when trained
 DASHBOARD: Final = "dashboard.html"  # in the run folder, beside the bundle
 # The snapshot's arrays: file stem → dtype (each stored as STEM.npy).
 ARRAYS: Final[dict[str, type[np.generic]]] = {

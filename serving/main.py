@@ -18,10 +18,12 @@ from fastapi import FastAPI
 
 from serving.errors import BodySizeLimitMiddleware, install_error_handlers
 from serving.metrics import Metrics, MetricsMiddleware
+from serving.realtime import Realtime
 from serving.routers import ROUTERS, admin, dashboard
 from serving.schemas import not_null
 from serving.settings import Settings, get_settings, resolve_settings
 from serving.state import ModelHolder, install_sighup_reload
+from serving.stores.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +47,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     uninstall = install_sighup_reload(holder) if settings.reload_on_sighup else None
     holder.load_initial()
     app.state.models = holder
+    app.state.realtime, app.state.realtime_error = None, None
+    try:
+        app.state.realtime = Realtime.open(settings)
+    except (StoreUnavailable, ValueError, OSError) as exc:
+        # The server still serves the snapshot; POST /v1/orders answers 503 with this reason.
+        log.error("order log / online store not opened: %s", exc)
+        app.state.realtime_error = str(exc)
     try:
         yield
     finally:
         if uninstall is not None:
             uninstall()
+        if app.state.realtime is not None:
+            app.state.realtime.close()
         metrics.process_exit()
 
 

@@ -85,6 +85,29 @@ class Metrics:
             multiprocess_mode="liveall",
         )
         self._version: str | None = None
+        self.cache = Counter(
+            "basketcast_prediction_cache",
+            "Prediction cache lookups of the recommendation routes by result (hit/miss).",
+            ("result",),
+            registry=self.registry,
+        )
+        self.reads = Counter(
+            "basketcast_online_reads",
+            "Users answered by where their rows came from: fresh (online store), snapshot, degraded "
+            "(online store unavailable, the snapshot answered).",
+            ("freshness",),
+            registry=self.registry,
+        )
+        self.orders = Counter(
+            "basketcast_orders", "POST /v1/orders outcomes (created/duplicate/conflict/unavailable).", ("status",),
+            registry=self.registry,
+        )  # fmt: skip
+        self.write_path = Histogram(
+            "basketcast_order_write_seconds",
+            "POST /v1/orders: recording the order and recomputing the user's rows, seconds.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request."""
@@ -103,12 +126,29 @@ class Metrics:
             self._version = result.model_version
 
     def render(self) -> tuple[bytes, str]:
-        """The Prometheus text exposition of this process, or of all workers in multiprocess mode."""
+        """The Prometheus text exposition of this process, or of all workers in multiprocess mode.
+
+        Ends with ``basketcast_prediction_cache_hit_ratio``: hits / lookups over every worker
+        (computed from the summed counters; NaN before the first lookup).
+        """
+        registry = self.registry
         if self.multiprocess:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        hits = lookups = 0.0
+        for family in registry.collect():
+            if family.name == "basketcast_prediction_cache":
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        lookups += sample.value
+                        hits += sample.value if sample.labels.get("result") == "hit" else 0.0
+        ratio = hits / lookups if lookups else float("nan")
+        extra = (
+            "# HELP basketcast_prediction_cache_hit_ratio Prediction cache hits / lookups, all workers.\n"
+            "# TYPE basketcast_prediction_cache_hit_ratio gauge\n"
+            f"basketcast_prediction_cache_hit_ratio {ratio!r}\n"
+        ).replace("nan", "NaN")
+        return generate_latest(registry) + extra.encode(), CONTENT_TYPE_LATEST
 
     def process_exit(self) -> None:
         """At worker shutdown: drop this process's live gauges in multiprocess mode."""

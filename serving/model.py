@@ -29,6 +29,7 @@ from pipeline.model.cooccurrence import LIFT, PMI, SUPPORT, Cooccurrence
 from pipeline.ranking import best_first
 from serving.bundle import ARRAYS, BASKET, CATALOG, RANKER, RELATED, BundleManifest, bundle_dir, read_manifest
 from serving.cart import CartScorer
+from serving.online import OnlineFeatures, UserRows
 
 RANKER_STRATEGY = "ranker"
 POPULAR_STRATEGY = "popular"
@@ -109,8 +110,11 @@ class ServingModel:
         basket: Any,
         related: Cooccurrence | None = None,
         cart_attention: CartScorer | None = None,
+        online: OnlineFeatures | None = None,
     ) -> None:
         self.path = path
+        # Recomputes a user's rows after new orders (None: a bundle of an older version, no refresh).
+        self.online = online
         self.related = related
         self.cart_attention = cart_attention
         self.cart_attention_weight = float(manifest.cart_attention_weight) if cart_attention is not None else 0.0
@@ -192,6 +196,7 @@ class ServingModel:
             _session(path / BASKET, threads),
             related,
             CartScorer.load(path, threads),
+            OnlineFeatures.load(path, arrays["users"], manifest.base_features),
         )
 
     # --- lookups ------------------------------------------------------------------------
@@ -207,7 +212,10 @@ class ServingModel:
     # --- scoring ------------------------------------------------------------------------
     def features(self, rows: slice | np.ndarray, ctx: Context) -> np.ndarray:
         """The full feature matrix of snapshot rows: base features + context features."""
-        base = np.asarray(self.base[rows], dtype=np.float32)
+        return self.features_of(np.asarray(self.base[rows], dtype=np.float32), ctx)
+
+    def features_of(self, base: np.ndarray, ctx: Context) -> np.ndarray:
+        """The full feature matrix of base rows (snapshot or fresh): base + context features."""
         inputs = {n: base[:, i] for n, i in zip(context.INPUTS, self._ctx_inputs, strict=True)}
         days: np.ndarray | np.float32
         if ctx.days is None:
@@ -230,7 +238,13 @@ class ServingModel:
         return _positive_column(out)
 
     def recommend(
-        self, user_id: int, k: int, ctx: Context, exclude: Collection[int] = (), cart: Sequence[int] = ()
+        self,
+        user_id: int,
+        k: int,
+        ctx: Context,
+        exclude: Collection[int] = (),
+        cart: Sequence[int] = (),
+        fresh: UserRows | None = None,
     ) -> Recommendation:
         """Top-``k`` products for one user, ``exclude`` and ``cart`` removed; popular list if unknown.
 
@@ -241,22 +255,33 @@ class ServingModel:
         the cart changes the order of the rest, not only what is left out.
         """
         removed = set(exclude) | set(cart)
-        rows = self.rows(user_id)
-        if rows is None:
+        view = self.user_view(user_id, fresh)
+        if view is None:
             return self._popular(user_id, k, removed)
-        X = self.features(rows, ctx)
-        products = np.asarray(self.products[rows])
-        scores = self.rank_scores(X)
+        products, repeat, base = view
+        scores = self.rank_scores(self.features_of(base, ctx))
         # In the order the products were added (as in training, the attention reads the first MAX_CART).
         cart_ids = np.fromiter(dict.fromkeys(cart), np.uint32) if cart else np.zeros(0, np.uint32)
         if cart_ids.size and self.cart_attention is not None and self.cart_attention_weight > 0 and self._states:
-            states = np.asarray(self.base[rows][:, self._states], dtype=np.float32)
+            states = np.asarray(base[:, self._states], dtype=np.float32)
             g = self.cart_attention.deltas(np.zeros(products.size, np.int64), products, states, [cart_ids])
             scores = (scores + np.float32(self.cart_attention_weight) * g).astype(np.float32)
         if cart_ids.size and self.related is not None and self.cart_weight > 0:
             pmi = self.related.cart_scores(cart_ids, products)
             scores = (scores + np.float32(self.cart_weight) * pmi).astype(np.float32)
-        return self._top(user_id, products, scores, self.repeat[rows], k, removed)
+        return self._top(user_id, products, scores, repeat, k, removed)
+
+    def user_view(
+        self, user_id: int, fresh: UserRows | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(products, repeat, base rows) of a user: ``fresh`` rows when given (``serving.online``),
+        else the snapshot's; None for a user the snapshot does not know (and no fresh rows)."""
+        if fresh is not None:
+            return fresh.products, fresh.repeat, fresh.base
+        rows = self.rows(user_id)
+        if rows is None:
+            return None
+        return np.asarray(self.products[rows]), np.asarray(self.repeat[rows]), np.asarray(self.base[rows])
 
     def related_products(self, product_id: int, k: int) -> pl.DataFrame:
         """Products most often bought together with ``product_id`` (PRODUCT, pmi, lift, support)."""
@@ -293,22 +318,22 @@ class ServingModel:
         idx = np.repeat(starts - np.cumsum(np.r_[0, counts[:-1]]), counts) + np.arange(counts.sum())
         return idx, counts
 
-    def basket(self, user_id: int, ctx: Context) -> Basket:
+    def basket(self, user_id: int, ctx: Context, fresh: UserRows | None = None) -> Basket:
         """The F1-optimal basket over the user's past products (Kaggle rule, "None" allowed).
 
         As offline (``pipeline.model.basket.choose_baskets``, behind ``predict --submission``):
         only the ``MAX_CANDIDATES`` most probable past products enter the optimisation.
         """
-        rows = self.rows(user_id)
-        if rows is None:
+        view = self.user_view(user_id, fresh)
+        if view is None:
             return Basket(
                 user_id, np.zeros(0, np.uint32), np.zeros(0, np.float32), True, float("nan"), POPULAR_STRATEGY
             )
-        repeat = np.asarray(self.repeat[rows])
-        probs = self.basket_probabilities(self.features(rows, ctx))[repeat]
-        products = np.asarray(self.products[rows])[repeat]
+        products, repeat, base = view
+        probs = self.basket_probabilities(self.features_of(base, ctx))[repeat]
+        products = products[repeat]
         order = best_first(products, probs)[:MAX_CANDIDATES]
-        network_none = float(self.base[rows.start, self._seq_none]) if self._seq_none is not None else math.nan
+        network_none = float(base[0, self._seq_none]) if self._seq_none is not None else math.nan
         k, none, f1 = optimal_basket(probs[order], none_probability(probs[order], network_none, self.none_source))
         chosen = order[:k]
         return Basket(user_id, products[chosen], probs[chosen], bool(none), float(f1), RANKER_STRATEGY)

@@ -13,7 +13,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from serving.model import MAX_DAYS
 
@@ -62,6 +71,10 @@ Strategy = Literal["ranker", "popular"]
 Id = Annotated[int, Field(strict=True, ge=0, le=UINT32_MAX), BeforeValidator(json_integer)]
 
 
+# Ids of recorded data are positive, as ingest requires of every id (0 marks the network's None row).
+PositiveId = Annotated[int, Field(strict=True, ge=1, le=UINT32_MAX), BeforeValidator(json_integer)]
+
+
 class ContextOut(BaseModel):
     """The order context the answer was computed for."""
 
@@ -107,12 +120,21 @@ class RelatedResponse(BaseModel):
     items: list[RelatedItem]
 
 
+Freshness = Literal["fresh", "snapshot", "degraded"]
+FRESHNESS_DESCRIPTION = (
+    '"fresh": computed from rows that include the orders posted since the model was published '
+    '(POST /v1/orders); "snapshot": the published snapshot is current for this user; "degraded": the '
+    "online store could not be reached, so the snapshot answered (orders posted since may be missing)."
+)
+
+
 class UserRecommendations(BaseModel):
     """One user's top-k."""
 
     user_id: int
     strategy: Strategy = Field(description='"ranker", or "popular" for an unknown user (cold start).')
     items: list[Item]
+    freshness: Freshness = Field("snapshot", description=FRESHNESS_DESCRIPTION)
 
 
 class RecommendationResponse(UserRecommendations):
@@ -198,6 +220,83 @@ class BasketResponse(BaseModel):
     expected_f1: float | None = Field(description="Expected F1 of this basket; null for an unknown user.")
     products: list[BasketItem]
     context: ContextOut
+    freshness: Freshness = Field("snapshot", description=FRESHNESS_DESCRIPTION)
+
+
+MAX_ORDER_PRODUCTS = 1000
+MAX_ORDER_ID_LENGTH = 128
+
+
+class OrderRequest(BaseModel):
+    """POST /v1/orders: one order, its products in the order they were added to the cart.
+
+    When the order happened: ``order_dow`` and ``order_hour_of_day`` when given, else from
+    ``placed_at`` (ISO 8601 with a timezone), else from the time the server receives it. Days since the user's
+    previous order: ``days_since_prior_order``, else computed from the ``placed_at`` of their
+    previous posted order when both have one, else unknown.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: str = Field(
+        min_length=1,
+        max_length=MAX_ORDER_ID_LENGTH,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+        description="The client's id of the order, unique across all orders: a retry with the same id and the "
+        "same content is recorded once (200, status `duplicate`); the same id with other content is a 409.",
+    )
+    user_id: PositiveId = Field(description="The shopper, 1-4294967295 (a new id starts a new shopper).")
+    products: list[PositiveId] = Field(
+        min_length=1,
+        max_length=MAX_ORDER_PRODUCTS,
+        description=f"1-{MAX_ORDER_PRODUCTS} product ids (1-4294967295) in cart order (a repeated id counts once, "
+        "at its first position).",
+    )
+    placed_at: AwareDatetime | None = Field(
+        None, description="When the order was placed (ISO 8601 / RFC 3339 string, with a timezone)."
+    )
+    order_dow: int | None = Field(None, strict=True, ge=0, le=6, description="Day of week 0-6 (0 = Sunday).")
+    order_hour_of_day: int | None = Field(None, strict=True, ge=0, le=23, description="Hour of day 0-23.")
+    days_since_prior_order: float | None = Field(
+        None,
+        strict=True,
+        ge=0,
+        le=365,
+        allow_inf_nan=False,
+        description="Days since the user's previous order (capped at 30 in features, as in Instacart's data).",
+    )
+
+    @field_validator("order_dow", "order_hour_of_day", mode="before")
+    @classmethod
+    def _integral(cls, value: Any) -> Any:
+        return json_integer(value)
+
+    @field_validator("placed_at", mode="before")
+    @classmethod
+    def _date_time_string(cls, value: Any) -> Any:
+        """A date-time string, as documented (lax parsing would also take a number as epoch seconds)."""
+        if value is not None and not isinstance(value, str):
+            raise ValueError("a date-time string (ISO 8601 with a timezone)")
+        return value
+
+
+class OrderResponse(BaseModel):
+    """POST /v1/orders: 201 when recorded now, 200 when it was already recorded (a retry)."""
+
+    order_id: str
+    user_id: int
+    status: Literal["created", "duplicate"]
+    model_version: str
+    orders: int = Field(description="Orders in the user's history now (the snapshot's and the posted ones).")
+    fresh: bool = Field(
+        description="The user's recommendations now include this order (false: recorded, but the online store "
+        "could not be updated; it catches up on a later read)."
+    )
+    unknown_products: list[int] = Field(
+        default_factory=list,
+        description="Products not in the served model's catalogue: recorded, used from the next retraining.",
+    )
+    warnings: list[str] = Field(default_factory=list)
 
 
 class Health(BaseModel):
@@ -230,6 +329,17 @@ class LastReload(BaseModel):
     error: str | None = Field(description="Why the new version was refused; null otherwise.")
 
 
+class OnlineStatus(BaseModel):
+    """The real-time stores as /ready sees them (pinged on every call)."""
+
+    order_log: str = Field(description="Where posted orders are recorded (no password).")
+    online_store: str = Field(description="Where fresh rows and cached predictions live (no password).")
+    order_log_up: bool
+    online_store_up: bool
+    degraded: bool = Field(description="The online store does not answer: reads use the snapshot.")
+    refreshes_rows: bool = Field(description="The served model can recompute a user's rows after an order.")
+
+
 class Readiness(BaseModel):
     """GET /ready: 200 while a model is served, 503 otherwise.
 
@@ -248,8 +358,10 @@ class Readiness(BaseModel):
     warnings: list[str] = Field(
         default_factory=list,
         description="What needs attention while the served model keeps answering: the folder deleted or "
-        "broken, a refused reload, a published version not loaded yet.",
+        "broken, a refused reload, a published version not loaded yet, an online store or order log that "
+        "does not answer.",
     )
+    online: OnlineStatus | None = Field(None, description="The order log and online store; null when not opened.")
 
 
 class ReloadResponse(BaseModel):

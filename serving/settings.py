@@ -40,11 +40,42 @@ class Settings(BaseSettings):
     reload_on_sighup: bool = Field(
         default=True, description="Reload the model when the worker process receives SIGHUP."
     )
+    order_log: str = Field(
+        default="embedded",
+        description="Where posted orders are recorded (the system of record of orders after the snapshot): "
+        "'embedded' (a SQLite file in state_dir), 'sqlite:///ABS/PATH.sqlite', or 'postgresql://USER:PW@HOST:PORT/DB'.",
+    )
+    online_store: str = Field(
+        default="embedded",
+        description="Where each user's fresh rows and cached predictions live: 'embedded' (SQLite in state_dir, "
+        "shared by all workers), 'sqlite:///ABS/PATH.sqlite', or 'redis://HOST:PORT/DB'.",
+    )
+    state_dir: Path = Field(
+        default_factory=lambda: default_state_dir(),
+        description="Folder of the embedded stores ($XDG_STATE_HOME/basketcast, else ~/.local/state/basketcast).",
+    )
+    online_ttl_seconds: float = Field(
+        default=30 * 24 * 3600.0, gt=0, description="Fresh rows expire after this long without a new order."
+    )
+    prediction_cache: bool = Field(
+        default=True,
+        description="Cache answers of GET /v1/users/{id}/recommendations in the online store (keyed by model "
+        "version, user, the orders their rows include and the request); false: every request is scored.",
+    )
+    cache_ttl_seconds: float = Field(
+        default=300.0, gt=0, description="Cached predictions (Redis) expire after this long."
+    )
     supervisor_pid: int | None = Field(
         default=None,
         description="Set by serving.server.serve for its workers (internal): the supervisor that forwards "
         "SIGHUP to every worker, so a reload through one worker reaches all of them.",
     )
+
+    def order_log_url(self) -> str:
+        """The order log's URL: ``embedded`` is the SQLite file ``state_dir/orders.sqlite``."""
+        if self.order_log == "embedded":
+            return f"sqlite:///{(self.state_dir / 'orders.sqlite').resolve()}"
+        return self.order_log
 
     @field_validator("admin_token", mode="after")
     @classmethod
@@ -53,6 +84,14 @@ class Settings(BaseSettings):
         if value is not None and not value.get_secret_value().strip():
             return None
         return value
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/basketcast``, else ``~/.local/state/basketcast`` (never the working directory)."""
+    import os
+
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "basketcast"
 
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
@@ -107,6 +108,22 @@ FAST_TRAIN = {
     # The suite's run exercises the sequence network and the cart attention (off by default).
     "sequence": {"enabled": True, "epochs": 2},
 }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The embedded online stores of every server the suite starts live in a temporary folder
+    (``BASKETCAST_STATE_DIR`` defaults to ``$XDG_STATE_HOME/basketcast``), never in the user's home."""
+    folder = tmp_path_factory.mktemp("xdg-state")
+    previous = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(folder)
+    try:
+        yield folder / "basketcast"
+    finally:
+        if previous is None:
+            os.environ.pop("XDG_STATE_HOME", None)
+        else:
+            os.environ["XDG_STATE_HOME"] = previous
 
 
 @pytest.fixture(scope="session")

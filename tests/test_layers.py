@@ -56,7 +56,9 @@ LAYERS: list[tuple[str, int]] = [
     ("pipeline.cli", 8),
 ]
 
-# Libraries only the `train` extra installs: serving must not need them.
+# Libraries only the `train` extra installs: serving must not need them. (SciPy is not one: the
+# fresh online rows after a posted order run the offline feature code, TIFU-KNN's sparse search
+# included, so the `serve` extra installs it.)
 TRAINING_LIBRARIES = frozenset(
     {
         "lightgbm",
@@ -64,7 +66,6 @@ TRAINING_LIBRARIES = frozenset(
         "implicit",
         "torch",
         "mlflow",
-        "scipy",
         "sklearn",
         "matplotlib",
         "plotly",

@@ -9,7 +9,8 @@ and ``is_repeat`` (the user bought it before).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Self
 
@@ -23,6 +24,9 @@ from pipeline.data import schema as S
 from pipeline.data.ids import index_of
 from pipeline.ranking import best_first
 
+# Up to this many users, ``top_items`` ranks in NumPy instead of implicit's threaded top-k.
+NUMPY_TOPK_USERS = 64
+
 
 @dataclass
 class ALSModel:
@@ -32,6 +36,12 @@ class ALSModel:
     item_ids: np.ndarray  # uint32, sorted
     user_factors: np.ndarray  # float32 (n_users, factors)
     item_factors: np.ndarray  # float32 (n_items, factors)
+    # What folding a new user in needs (see :meth:`fold_in`): the BM25 weighting of the fit
+    # (idf per item, mean row length, K1, B) and the regularisation. Empty in models saved by
+    # versions before the online store; such a model cannot fold users in.
+    idf: np.ndarray = field(default_factory=lambda: np.zeros(0))  # float64 (n_items,)
+    bm25: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (average row length, K1, B)
+    regularization: float = 0.0
 
     @classmethod
     def fit(cls, lines: pl.DataFrame, config: ALSConfig) -> Self:
@@ -54,6 +64,10 @@ class ALSModel:
             shape=(user_ids.size, item_ids.size),
         )
         weighted = bm25_weight(matrix, K1=config.bm25_k1, B=config.bm25_b).tocsr().astype(np.float32)
+        # implicit's bm25_weight: idf = log(N) - log1p(users per item); rows normalised by their
+        # sum against the mean row sum. Kept so a new user's row is weighted the same way.
+        idf = np.log(float(user_ids.size)) - np.log1p(np.bincount(matrix.indices, minlength=item_ids.size))
+        average_length = float(np.ravel(matrix.sum(axis=1)).mean())
         # OpenBLAS threads fight implicit's own threads and make fitting ~10x slower.
         with threadpool_limits(1, "blas"):
             model = AlternatingLeastSquares(
@@ -68,7 +82,65 @@ class ALSModel:
             item_ids=item_ids,
             user_factors=np.ascontiguousarray(model.user_factors, dtype=np.float32),
             item_factors=np.ascontiguousarray(model.item_factors, dtype=np.float32),
+            idf=idf.astype(np.float64),
+            bm25=(average_length, float(config.bm25_k1), float(config.bm25_b)),
+            regularization=float(config.regularization),
         )
+
+    def fold_in(self, lines: pl.DataFrame) -> ALSModel:
+        """The same item factors with user factors solved for the users of ``lines`` (USER, PRODUCT).
+
+        A user's factor is the ALS least-squares solution given the item factors (implicit's
+        ``recalculate_user``): ``(YᵀY + Yᵀ(C−I)Y + λI) x = Yᵀc`` over the items of their row,
+        whose confidences c are the purchase counts BM25-weighted with the *fit's* idf and mean
+        row length. This is how a user unknown to the fit (or whose history grew since) gets
+        factors without refitting. Products unknown to the fit are ignored; a user with none of
+        the fit's products gets a zero factor. Computed user by user in float64, so a user's
+        factor does not depend on who else is folded in with them.
+        """
+        if self.idf.size != self.item_ids.size:
+            raise ValueError("this ALS model was saved without its BM25 statistics and cannot fold users in")
+        counts = (
+            lines.group_by(S.USER, S.PRODUCT)
+            .agg(pl.len().alias("n"))
+            .with_columns(pl.col(S.USER).cast(pl.UInt32), pl.col(S.PRODUCT).cast(pl.UInt32))
+            .sort(S.USER, S.PRODUCT)
+        )
+        users, starts = np.unique(counts[S.USER].to_numpy(), return_index=True)
+        items = self.item_index(counts[S.PRODUCT].to_numpy())
+        n = counts["n"].to_numpy().astype(np.float64)
+        bounds = np.r_[starts, counts.height]
+        average_length, K1, B = self.bm25
+        Y = self.item_factors.astype(np.float64)
+        base = self._gram + self.regularization * np.eye(Y.shape[1])
+        factors = np.zeros((users.size, Y.shape[1]), np.float32)
+        for u in range(users.size):
+            lo, hi = bounds[u], bounds[u + 1]
+            row_items, row_n = items[lo:hi], n[lo:hi]
+            length_norm = (1.0 - B) + B * row_n.sum() / average_length  # the row sum counts unknown items too
+            known = row_items >= 0
+            if not known.any():
+                continue
+            row_items, row_n = row_items[known], row_n[known]
+            c = (row_n * (K1 + 1.0) / (K1 * length_norm + row_n) * self.idf[row_items]).astype(np.float32)
+            c = c.astype(np.float64)  # the fit saw float32 weights
+            Yu = Y[row_items]
+            A = base + Yu.T @ ((c - 1.0)[:, None] * Yu)
+            factors[u] = np.linalg.solve(A, Yu.T @ c)
+        return ALSModel(
+            user_ids=users.astype(np.uint32),
+            item_ids=self.item_ids,
+            user_factors=factors,
+            item_factors=self.item_factors,
+            idf=self.idf,
+            bm25=self.bm25,
+            regularization=self.regularization,
+        )
+
+    @cached_property
+    def _gram(self) -> np.ndarray:
+        Y = self.item_factors.astype(np.float64)
+        return Y.T @ Y
 
     def user_index(self, users: np.ndarray) -> np.ndarray:
         """Row of each user id in the factor matrix, -1 when unknown."""
@@ -112,6 +184,8 @@ class ALSModel:
                 (np.ones(int(known.sum()), dtype=np.float32), (pos[known], items[known])),
                 shape=(users.size, self.item_ids.size),
             )
+        if users.size <= NUMPY_TOPK_USERS:
+            return self._top_items_numpy(users, rows, n, seen)
         from implicit.cpu.topk import topk
         from threadpoolctl import threadpool_limits
 
@@ -146,6 +220,33 @@ class ALSModel:
             )
         return pl.concat(parts)
 
+    def _top_items_numpy(self, users: np.ndarray, rows: np.ndarray, n: int, seen: sp.csr_matrix | None) -> pl.DataFrame:
+        """``top_items`` for a few users in NumPy: one small matrix product, no thread pool to
+        start (the online path folds one user in and asks for their candidates; the serving
+        image has no implicit). Same rule: top-``n`` by score, ties by product id."""
+        scores = (self.user_factors[rows] @ self.item_factors.T).astype(np.float32)
+        if seen is not None:
+            seen = seen.tocoo()
+            scores[seen.row, seen.col] = -np.inf
+        parts = []
+        for j in range(users.size):
+            s = scores[j]
+            finite = np.flatnonzero(np.isfinite(s))
+            if finite.size > n:  # keep every item tied with the n-th best, then order exactly
+                threshold = np.partition(s[finite], finite.size - n)[finite.size - n]
+                finite = finite[s[finite] >= threshold]
+            order = finite[best_first(self.item_ids[finite], s[finite])][:n]
+            parts.append(
+                pl.DataFrame(
+                    {
+                        S.USER: np.full(order.size, users[j], np.uint32),
+                        S.PRODUCT: self.item_ids[order],
+                        S.ALS_SCORE: s[order],
+                    }
+                )
+            )
+        return pl.concat(parts)
+
     def save(self, path: Path) -> None:
         np.savez(
             path,
@@ -153,12 +254,20 @@ class ALSModel:
             item_ids=self.item_ids,
             user_factors=self.user_factors,
             item_factors=self.item_factors,
+            idf=self.idf,
+            bm25=np.asarray(self.bm25, np.float64),
+            regularization=np.float64(self.regularization),
         )
 
     @classmethod
     def load(cls, path: Path) -> Self:
         with np.load(path) as z:
-            return cls(**{k: z[k] for k in ("user_ids", "item_ids", "user_factors", "item_factors")})
+            model = cls(**{k: z[k] for k in ("user_ids", "item_ids", "user_factors", "item_factors")})
+            if "idf" in z.files:
+                model.idf = z["idf"]
+                model.bm25 = (float(z["bm25"][0]), float(z["bm25"][1]), float(z["bm25"][2]))
+                model.regularization = float(z["regularization"])
+            return model
 
 
 def history_candidates(h: History, users: pl.Series, max_history: int | None) -> pl.DataFrame:

@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from features import cutoffs as C
-from features.build import BASE_FEATURES, FEATURE_NAMES, FeatureTables
+from features.build import BASE_FEATURES, FEATURE_NAMES, FeatureTables, base_matrix
 from features.history import History, as_of, order_lines
 from features.sequence import SequenceScorer
 from pipeline.config import TrainConfig
@@ -36,11 +36,30 @@ from pipeline.data.storage import Dataset, read_dataset, write_json
 from pipeline.errors import ExportError
 from pipeline.model.candidates import ALSModel, candidates
 from pipeline.model.cooccurrence import Cooccurrence
+from pipeline.model.sequence import OnnxScorer
 from pipeline.model.training import Rankers
 from pipeline.progress import Timings
 from pipeline.ranking import best_first
 from pipeline.workflows.run_folder import RUN_FOLDER, load_run
-from serving.bundle import BASKET, BUNDLE, CATALOG, MANIFEST, RANKER, RELATED, BundleManifest, Parity
+from serving.bundle import (
+    BASKET,
+    BUNDLE,
+    CATALOG,
+    HISTORY,
+    HISTORY_ARRAYS,
+    MANIFEST,
+    PUBLISHED,
+    PUBLISHED_ALS,
+    PUBLISHED_CONFIG,
+    PUBLISHED_PRODUCT_FEATURES,
+    PUBLISHED_PRODUCTS,
+    PUBLISHED_SEQUENCE,
+    PUBLISHED_TIFU,
+    RANKER,
+    RELATED,
+    BundleManifest,
+    Parity,
+)
 from serving.cart import CART_FILE, VOCABULARY_FILE
 from serving.model import Context, ServingModel
 
@@ -124,6 +143,7 @@ def _write_snapshot(
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     with timings.stage(f"snapshot: features ({cands.height:,} rows, one cutoff)"):
         tables = FeatureTables.of(h, config.features, network)
+        _write_published(folder / PUBLISHED, tables, als, config, network)
         # Appended chunk by chunk behind a .npy header: written pages go to the page cache, not
         # to this process's resident memory (as a writable memory map's would).
         with (folder / "base.npy").open("wb") as fh:
@@ -132,15 +152,73 @@ def _write_snapshot(
             for first in range(0, users.size, SNAPSHOT_CHUNK_USERS):
                 lo, hi = int(offsets[first]), int(offsets[min(first + SNAPSHOT_CHUNK_USERS, users.size)])
                 frame = tables.base_frame(cands.slice(lo, hi - lo))  # keeps the row order
-                block = frame.select(pl.col(n).fill_null(float("nan")) for n in BASE_FEATURES).to_numpy()
-                fh.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
+                fh.write(base_matrix(frame).tobytes())
         del tables
+    with timings.stage("snapshot: users' histories (for fresh online rows)"):
+        _write_history(folder / HISTORY, h, users.astype(np.uint32))
     return {
         "products": cands[S.PRODUCT].to_numpy().astype(np.uint32),
         "repeat": cands[S.IS_REPEAT].to_numpy().astype(np.bool_),
         "users": users.astype(np.uint32),
         "offsets": offsets,
     }
+
+
+def _write_published(
+    folder: Path, tables: FeatureTables, als: ALSModel, config: TrainConfig, network: SequenceScorer | None
+) -> None:
+    """The product-level state fresh online rows are computed against (``serving.online``): the
+    catalogue's ids, the product features and TIFU reference of the snapshot's history, the ALS
+    item side (users are folded in), the candidate and feature settings, and the network."""
+    folder.mkdir()
+    # Sorted by id: features.tifu.catalogue_ids then only checks the order on every fresh row.
+    products = tables.history.products.select(S.PRODUCT, S.AISLE, S.DEPARTMENT).sort(S.PRODUCT)
+    products.write_parquet(folder / PUBLISHED_PRODUCTS)
+    tables.product.write_parquet(folder / PUBLISHED_PRODUCT_FEATURES)
+    tables.tifu.neighbourhood.save(folder / PUBLISHED_TIFU)
+    items_only = ALSModel(
+        user_ids=np.zeros(0, np.uint32),
+        item_ids=als.item_ids,
+        user_factors=np.zeros((0, als.item_factors.shape[1]), np.float32),
+        item_factors=als.item_factors,
+        idf=als.idf,
+        bm25=als.bm25,
+        regularization=als.regularization,
+    )
+    items_only.save(folder / PUBLISHED_ALS)
+    write_json(
+        folder / PUBLISHED_CONFIG,
+        {"features": config.features.model_dump(), "candidates": config.candidates.model_dump()},
+    )
+    if isinstance(network, OnnxScorer):
+        network.save(folder / PUBLISHED_SEQUENCE, meta={})
+
+
+def _write_history(folder: Path, h: History, users: np.ndarray) -> None:
+    """The orders and lines of ``users`` (the snapshot's, sorted) as ``h`` sees them: HISTORY_ARRAYS."""
+    folder.mkdir()
+    keep = pl.Series(S.USER, users)
+    orders = h.orders.filter(pl.col(S.USER).is_in(keep.implode())).sort(S.USER, S.ORDER_NUMBER)
+    lines = h.lines.filter(pl.col(S.USER).is_in(keep.implode())).sort(S.USER, S.ORDER_NUMBER, S.CART_POS, S.PRODUCT)
+    per_order = lines.group_by(S.USER, S.ORDER_NUMBER).len()
+    orders = orders.join(per_order, on=[S.USER, S.ORDER_NUMBER], how="left", maintain_order="left").with_columns(
+        pl.col("len").fill_null(0)
+    )
+    order_users = orders[S.USER].to_numpy()
+    arrays: dict[str, np.ndarray] = {
+        "order_offsets": np.searchsorted(order_users, users, side="left").astype(np.int64),
+        "order_number": orders[S.ORDER_NUMBER].to_numpy().astype(np.uint16),
+        "dow": orders[S.DOW].to_numpy().astype(np.uint8),
+        "hour": orders[S.HOUR].to_numpy().astype(np.uint8),
+        "days": orders[S.DAYS_PRIOR].cast(pl.Float32).fill_null(float("nan")).to_numpy().astype(np.float32),
+        "line_offsets": np.concatenate([[0], np.cumsum(orders["len"].to_numpy())]).astype(np.int64),
+        "product": lines[S.PRODUCT].to_numpy().astype(np.uint32),
+        "cart_pos": lines[S.CART_POS].to_numpy().astype(np.uint16),
+        "reordered": lines[S.REORDERED].to_numpy().astype(np.uint8),
+    }
+    arrays["order_offsets"] = np.append(arrays["order_offsets"], np.int64(orders.height))
+    for name, dtype in HISTORY_ARRAYS.items():
+        np.save(folder / f"{name}.npy", arrays[name].astype(dtype, copy=False), allow_pickle=False)
 
 
 def _write_arrays(

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from serving.metrics import Metrics
-from serving.schemas import Health, LastReload, ModelFolder, Readiness
+from serving.realtime import Realtime
+from serving.schemas import Health, LastReload, ModelFolder, OnlineStatus, Readiness
 from serving.state import ModelHolder, get_holder
 
 router = APIRouter(tags=["operations"])
@@ -27,7 +28,7 @@ async def health() -> Health:
     summary="Readiness: 200 while a model is served, 503 otherwise",
     responses={503: {"model": Readiness, "description": "No model loaded (the reason is in `error`)."}},
 )
-def ready(holder: Annotated[ModelHolder | None, Depends(get_holder)]) -> JSONResponse:
+def ready(holder: Annotated[ModelHolder | None, Depends(get_holder)], request: Request) -> JSONResponse:
     """200 with the served version while a model is served; 503 with the load error otherwise.
 
     A plain ``def`` (run in the thread pool): it looks at the model folder on disk. When the folder
@@ -36,6 +37,21 @@ def ready(holder: Annotated[ModelHolder | None, Depends(get_holder)]) -> JSONRes
     """
     model = holder.model if holder is not None else None
     folder = holder.folder() if holder is not None else None
+    realtime: Realtime | None = getattr(request.app.state, "realtime", None)
+    online, online_warnings = None, []
+    if realtime is not None:
+        log_up, store_up = realtime.order_log.ping(), realtime.online_store.ping()
+        online = OnlineStatus(
+            order_log=realtime.order_log.url,
+            online_store=realtime.online_store.url,
+            order_log_up=log_up,
+            online_store_up=store_up,
+            degraded=not store_up,
+            refreshes_rows=model is not None and model.online is not None,
+        )
+        online_warnings = realtime.warnings(log_up=log_up, store_up=store_up)
+    elif (error := getattr(request.app.state, "realtime_error", None)) is not None:
+        online_warnings = [f"order log / online store not opened ({error}): orders cannot be recorded"]
     last = holder.last_reload if holder is not None else None
     body = Readiness(
         status="ready" if model is not None else "unavailable",
@@ -48,7 +64,8 @@ def ready(holder: Annotated[ModelHolder | None, Depends(get_holder)]) -> JSONRes
         last_reload=LastReload(status=last.status, at=last.at, model_version=last.model_version, error=last.error)
         if last is not None
         else None,
-        warnings=holder.warnings(folder) if holder is not None else [],
+        warnings=(holder.warnings(folder) if holder is not None else []) + online_warnings,
+        online=online,
     )
     return JSONResponse(body.model_dump(), status_code=200 if model is not None else 503)
 

@@ -26,7 +26,9 @@ from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_v
 
 from pipeline.data import schema as S
 from pipeline.model.cooccurrence import LIFT, PMI, SUPPORT
+from serving.metrics import Metrics
 from serving.model import Context, Recommendation, ServingModel
+from serving.realtime import Realtime, UserState, prediction_key
 from serving.schemas import (
     BODY_ERROR_RESPONSES,
     DEFAULT_K,
@@ -54,6 +56,14 @@ from serving.schemas import (
 from serving.state import get_model
 
 router = APIRouter(prefix="/v1", tags=["recommendations"], responses=ERROR_RESPONSES)
+SNAPSHOT = UserState(None, "snapshot")  # no online store opened: the snapshot answers
+
+
+def realtime_of(request: Request) -> Realtime | None:
+    """The worker's order log and online store (None when not opened: the snapshot answers)."""
+    realtime: Realtime | None = getattr(request.app.state, "realtime", None)
+    return realtime
+
 
 _ID = re.compile(r"[0-9]{1,10}", re.ASCII)
 _UINT32 = re.compile(f"(?:{UINT32_PATTERN})", re.ASCII)
@@ -266,16 +276,32 @@ async def recommend(user_id: UserId, model: ModelDep, request: Request) -> Respo
     exclude = set(parse_ids(query.exclude, "exclude"))
     cart = list(dict.fromkeys(parse_ids(query.cart, "cart")))  # as added (the attention reads the first 32)
     ctx, ctx_out = order_context(query.dow, query.hour, query.days_since_last_order)
-    rec = model.recommend(user_id, query.k, ctx, exclude=exclude, cart=cart)
-    return _json(
-        RecommendationResponse(
-            user_id=user_id,
-            model_version=model.version,
-            strategy=rec.strategy,  # type: ignore[arg-type]
-            context=ctx_out,
-            items=items(model, rec),
-        )
-    )
+    realtime = realtime_of(request)
+    metrics: Metrics = request.app.state.metrics
+    state = realtime.rows_for(model, user_id) if realtime is not None else SNAPSHOT
+    metrics.reads.labels(state.freshness).inc()
+    # The key names the rows it was computed from (how many orders they include): an answer cached
+    # from older rows, even one written just after a new order cleared the cache, is never read
+    # for newer ones.
+    orders = state.rows.orders if state.rows is not None else -1
+    key = prediction_key("recommendations", orders, query.k, sorted(exclude), cart, ctx.dow, ctx.hour, ctx.days)
+    if realtime is not None and realtime.prediction_cache and state.freshness != "degraded":
+        if (cached := realtime.cached(model, user_id, key)) is not None:
+            metrics.cache.labels("hit").inc()
+            return Response(content=cached, media_type="application/json")
+        metrics.cache.labels("miss").inc()
+    rec = model.recommend(user_id, query.k, ctx, exclude=exclude, cart=cart, fresh=state.rows)
+    body = RecommendationResponse(
+        user_id=user_id,
+        model_version=model.version,
+        strategy=rec.strategy,  # type: ignore[arg-type]
+        context=ctx_out,
+        items=items(model, rec),
+        freshness=state.freshness,
+    ).model_dump_json()
+    if realtime is not None and state.freshness != "degraded":
+        realtime.cache(model, user_id, key, body.encode())
+    return Response(content=body, media_type="application/json")
 
 
 ProductId = Annotated[
@@ -322,19 +348,31 @@ async def related(product_id: ProductId, model: ModelDep, k: RelatedK = 10) -> R
     summary="Top-k products for up to 1000 users in one call",
     responses=BODY_ERROR_RESPONSES,
 )
-def recommend_many(body: BatchRequest, model: ModelDep) -> BatchResponse:
-    """One result per id of ``user_ids`` (same order, duplicates kept), scored in one model call."""
+def recommend_many(body: BatchRequest, model: ModelDep, request: Request) -> BatchResponse:
+    """One result per id of ``user_ids`` (same order, duplicates kept), scored in one model call.
+
+    Users with fresh rows (orders posted since the snapshot) are looked up in the online store in
+    one round trip and scored on those rows; everyone else in one call on the snapshot.
+    """
     ctx, ctx_out = order_context(body.dow, body.hour, body.days_since_last_order)
+    realtime = realtime_of(request)
+    metrics: Metrics = request.app.state.metrics
+    states = realtime.rows_for_many(model, body.user_ids) if realtime is not None else [SNAPSHOT] * len(body.user_ids)
     recs = model.recommend_many(body.user_ids, body.k, ctx)
-    return BatchResponse(
-        model_version=model.version,
-        k=body.k,
-        context=ctx_out,
-        results=[
-            UserRecommendations(user_id=r.user_id, strategy=r.strategy, items=items(model, r))  # type: ignore[arg-type]
-            for r in recs
-        ],
-    )
+    results = []
+    for user_id, rec, state in zip(body.user_ids, recs, states, strict=True):
+        metrics.reads.labels(state.freshness).inc()
+        if state.rows is not None:
+            rec = model.recommend(user_id, body.k, ctx, fresh=state.rows)
+        results.append(
+            UserRecommendations(
+                user_id=rec.user_id,
+                strategy=rec.strategy,  # type: ignore[arg-type]
+                items=items(model, rec),
+                freshness=state.freshness,
+            )
+        )
+    return BatchResponse(model_version=model.version, k=body.k, context=ctx_out, results=results)
 
 
 @router.get(
@@ -345,6 +383,7 @@ def recommend_many(body: BatchRequest, model: ModelDep) -> BatchResponse:
 async def basket(
     user_id: UserId,
     model: ModelDep,
+    request: Request,
     dow: Dow = None,
     hour: Hour = None,
     days_since_last_order: Days = None,
@@ -354,7 +393,10 @@ async def basket(
     Unknown users get an empty basket with ``none=true`` and ``strategy="popular"``.
     """
     ctx, ctx_out = order_context(dow, hour, days_since_last_order)
-    b = model.basket(user_id, ctx)
+    realtime = realtime_of(request)
+    state = realtime.rows_for(model, user_id) if realtime is not None else SNAPSHOT
+    request.app.state.metrics.reads.labels(state.freshness).inc()
+    b = model.basket(user_id, ctx, fresh=state.rows)
     products = []
     for product, probability in zip(b.products.tolist(), b.probabilities.tolist(), strict=True):
         name, aisle, department = model.product_info(product)
@@ -370,5 +412,6 @@ async def basket(
             expected_f1=None if math.isnan(b.expected_f1) else b.expected_f1,
             products=products,
             context=ctx_out,
+            freshness=state.freshness,
         )
     )

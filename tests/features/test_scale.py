@@ -43,9 +43,13 @@ def test_one_pass_tifu_space_equals_the_reference_vectors(history: History) -> N
     assert got[S.USER].to_list() == vectors[S.USER].to_list()
     assert got[S.PRODUCT].to_list() == vectors[S.PRODUCT].to_list()
     np.testing.assert_allclose(got["w"].to_numpy(), vectors[S.SCORE].to_numpy(), rtol=1e-12)
-    # The generic build (duplicates dropped first) agrees with the one-pass build.
-    generic = TifuSpace.build(lines)
+    # The generic build (duplicates dropped first) agrees with the one-pass build, in the same
+    # columns (TifuIndex.of spans the catalogue; by default a space spans the products bought).
+    generic = TifuSpace.build(lines, product_ids=fast.product_ids)
     assert abs(generic.X - fast.X).max() < 1e-12
+    bought = TifuSpace.build(lines)
+    assert set(bought.product_ids.tolist()) <= set(fast.product_ids.tolist())
+    assert bought.X.nnz == fast.X.nnz
 
 
 def test_neighbourhood_is_exact_up_to_the_reference_size(history: History) -> None:

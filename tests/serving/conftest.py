@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -114,10 +114,12 @@ def free_port() -> int:
 class UvicornProcess:
     """A real server in a subprocess on a free loopback port; ``stop()`` ends it (SIGTERM, then kill)."""
 
-    def __init__(self, args: list[str], model_dir: Path, port: int, log: Path) -> None:
+    def __init__(
+        self, args: list[str], model_dir: Path, port: int, log: Path, extra_env: Mapping[str, str] | None = None
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, MODEL_DIR_ENV: str(model_dir), "PYTHONPATH": str(REPO)}
+        env = {**os.environ, MODEL_DIR_ENV: str(model_dir), "PYTHONPATH": str(REPO), **(extra_env or {})}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.log = log
         self._log_file = log.open("wb")
@@ -168,10 +170,11 @@ class UvicornProcess:
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., UvicornProcess]]:
     """Start real servers: ``start_server(model_dir)`` (``python -m uvicorn``, one process) or
-    ``start_server(model_dir, workers=2)`` (``serving.server.serve``); all stopped at teardown."""
+    ``start_server(model_dir, workers=2)`` (``serving.server.serve``), ``env`` added to the
+    environment; all stopped at teardown."""
     started: list[UvicornProcess] = []
 
-    def start(model_dir: Path, workers: int | None = None) -> UvicornProcess:
+    def start(model_dir: Path, workers: int | None = None, env: Mapping[str, str] | None = None) -> UvicornProcess:
         port = free_port()
         if workers is None:
             args = ["-m", "uvicorn", "serving.main:app", "--host", "127.0.0.1", "--port", str(port)]
@@ -182,7 +185,7 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., UvicornProcess]]:
                 "serve(Path(sys.argv[1]), port=int(sys.argv[2]), workers=int(sys.argv[3]))"
             )
             args = ["-c", code, str(model_dir), str(port), str(workers)]
-        server = UvicornProcess(args, model_dir, port, tmp_path / f"server-{port}.log")
+        server = UvicornProcess(args, model_dir, port, tmp_path / f"server-{port}.log", env)
         started.append(server)
         server.wait_ready()
         return server

@@ -312,6 +312,7 @@ def test_without_a_model_the_app_starts_and_says_why(tmp_path: Path) -> None:
 
 class _Exploding:
     version = "fake"
+    online = None  # a model that cannot refresh rows (as a bundle of an older version)
 
     def recommend(self, *args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")

@@ -56,6 +56,7 @@ OPERATIONS = {
     "POST /v1/recommendations",
     "GET /v1/users/{user_id}/basket",
     "GET /v1/products/{product_id}/related",
+    "POST /v1/orders",
     "POST /admin/reload",
     "GET /dashboard",
 }

@@ -93,3 +93,86 @@ def test_candidates_are_history_plus_unseen_als_products(tiny_history) -> None: 
 def test_history_cap_keeps_the_most_decayed_frequent(tiny_history) -> None:  # type: ignore[no-untyped-def]
     capped = history_candidates(tiny_history, pl.Series(S.USER, [1], pl.UInt32), max_history=1)
     assert capped.rows() == [(1, 101)]  # banana: bought in every order
+
+
+def grocery_lines(n_users: int = 150, n_items: int = 60, seed: int = 0) -> pl.DataFrame:
+    """Random repeat purchases with per-user favourites (counts > 1, so BM25 weights vary)."""
+    rng = np.random.default_rng(seed)
+    users, items = [], []
+    for u in range(1, n_users + 1):
+        favourites = rng.choice(np.arange(1, n_items + 1), size=8, replace=False)
+        for _ in range(int(rng.integers(5, 40))):
+            users.append(u)
+            items.append(int(rng.choice(favourites)) if rng.random() < 0.8 else int(rng.integers(1, n_items + 1)))
+    return pl.DataFrame({S.USER: users, S.PRODUCT: items}, schema={S.USER: pl.UInt32, S.PRODUCT: pl.UInt32})
+
+
+def test_fold_in_is_implicits_recalculate_user() -> None:
+    """A folded-in user factor is implicit's own least-squares solution given the item factors,
+    on the row BM25-weighted with the fit's statistics — so it is what the fit gives a user."""
+    import scipy.sparse as sp
+    from implicit.cpu.als import AlternatingLeastSquares
+    from implicit.nearest_neighbours import bm25_weight
+
+    lines = grocery_lines()
+    model = ALSModel.fit(lines, CONFIG)
+    counts = lines.group_by(S.USER, S.PRODUCT).len().sort(S.USER, S.PRODUCT)
+    matrix = sp.csr_matrix(
+        (
+            counts["len"].to_numpy().astype(np.float32),
+            (model.user_index(counts[S.USER].to_numpy()), model.item_index(counts[S.PRODUCT].to_numpy())),
+        ),
+        shape=(model.user_ids.size, model.item_ids.size),
+    )
+    weighted = bm25_weight(matrix, K1=CONFIG.bm25_k1, B=CONFIG.bm25_b).tocsr().astype(np.float32)
+    als = AlternatingLeastSquares(factors=CONFIG.factors, regularization=CONFIG.regularization, random_state=0)
+    als.item_factors = model.item_factors
+    als.user_factors = model.user_factors
+    users = np.array([1, 2, 77, 150], np.uint32)
+    rows = model.user_index(users)
+    reference = als.recalculate_user(rows, weighted[rows])
+    folded = model.fold_in(lines.filter(pl.col(S.USER).is_in(users.tolist())))
+    assert folded.user_ids.tolist() == users.tolist()
+    np.testing.assert_allclose(folded.user_factors, reference, rtol=1e-4, atol=1e-5)
+    # A user alone gets the same factor as in a group (computed user by user).
+    alone = model.fold_in(lines.filter(pl.col(S.USER) == 77))
+    np.testing.assert_array_equal(alone.user_factors[0], folded.user_factors[2])
+    # Close to the fitted factors (the fit's last user step preceded its last item step).
+    cosine = (folded.user_factors * model.user_factors[rows]).sum(1) / (
+        np.linalg.norm(folded.user_factors, axis=1) * np.linalg.norm(model.user_factors[rows], axis=1)
+    )
+    assert cosine.min() > 0.95
+
+
+def test_fold_in_needs_the_bm25_statistics(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model = ALSModel.fit(grocery_lines(), CONFIG)
+    model.save(tmp_path / "als.npz")
+    loaded = ALSModel.load(tmp_path / "als.npz")
+    np.testing.assert_array_equal(loaded.idf, model.idf)
+    assert loaded.bm25 == model.bm25 and loaded.regularization == model.regularization
+    one = grocery_lines().filter(pl.col(S.USER) == 5)
+    np.testing.assert_array_equal(loaded.fold_in(one).user_factors, model.fold_in(one).user_factors)
+    old = ALSModel(model.user_ids, model.item_ids, model.user_factors, model.item_factors)  # saved before BM25 stats
+    with pytest.raises(ValueError, match="BM25"):
+        old.fold_in(one)
+
+
+def test_numpy_top_items_agree_with_implicits_top_k() -> None:
+    """Few users rank in NumPy, many in implicit's threaded top-k: the same products, except where
+    scores tie at the cut-off within float rounding."""
+    import pipeline.model.candidates as candidates_module
+
+    lines = grocery_lines()
+    model = ALSModel.fit(lines, CONFIG)
+    users = model.user_ids[:100]
+    assert users.size > candidates_module.NUMPY_TOPK_USERS
+    by_implicit = model.top_items(users, 6, exclude=lines)
+    by_numpy = pl.concat([model.top_items(users[i : i + 50], 6, exclude=lines) for i in (0, 50)])
+    assert by_numpy.join(lines, on=[S.USER, S.PRODUCT], how="semi").height == 0, "a seen item was proposed"
+    differ = by_implicit.join(by_numpy, on=[S.USER, S.PRODUCT], how="anti")
+    assert differ.height <= 2, differ
+    np.testing.assert_allclose(
+        model.score_pairs(by_numpy[S.USER].to_numpy(), by_numpy[S.PRODUCT].to_numpy()),
+        by_numpy[S.ALS_SCORE].to_numpy(),
+        rtol=1e-5,
+    )
