@@ -144,20 +144,35 @@ class Realtime:
     # --- reads --------------------------------------------------------------------------
     def rows_for(self, model: ServingModel, user_id: int) -> UserState:
         """The rows a read of ``user_id`` uses (see the module doc)."""
+        state = self.lookup(model, user_id)
+        return state if state is not None else self.rebuild(model, user_id)
+
+    def lookup(self, model: ServingModel, user_id: int) -> UserState | None:
+        """``rows_for`` from the online store alone (one fast lookup); None when the store does not
+        know the user, so their rows must be rebuilt from the log (:meth:`rebuild`: a log query and
+        maybe a recomputation, tens of milliseconds — async routes run it in a thread)."""
         if model.online is None:
             return UserState(None, "snapshot")
         if self.store_down():
             return UserState(None, "degraded", "online store unavailable; the snapshot answered")
         try:
             payload = self.online_store.get_rows(model.version, user_id)
-            if payload is None:  # unknown to the store: maybe posted orders it has not seen
-                rows = self.refresh(model, user_id)
-                return UserState(rows, "fresh" if rows is not None else "snapshot")
         except StoreUnavailable as exc:
             return self._degraded(exc)
+        if payload is None:
+            return None
         if payload == NO_POSTED_ORDERS:
             return UserState(None, "snapshot")
         return UserState(UserRows.unpack(payload), "fresh")
+
+    def rebuild(self, model: ServingModel, user_id: int) -> UserState:
+        """A user unknown to the store (a new model version after a hot swap, an emptied Redis, an
+        expired entry): their rows from the log's orders, stored for the next reads."""
+        try:
+            rows = self.refresh(model, user_id)
+        except StoreUnavailable as exc:
+            return self._degraded(exc)
+        return UserState(rows, "fresh" if rows is not None else "snapshot")
 
     def rows_for_many(self, model: ServingModel, user_ids: Sequence[int]) -> list[UserState]:
         """``rows_for`` of many users with one round trip to the store for the hits."""

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_validator
 
@@ -63,6 +64,16 @@ def realtime_of(request: Request) -> Realtime | None:
     """The worker's order log and online store (None when not opened: the snapshot answers)."""
     realtime: Realtime | None = getattr(request.app.state, "realtime", None)
     return realtime
+
+
+async def user_state(realtime: Realtime | None, model: ServingModel, user_id: int) -> UserState:
+    """The rows a read uses: one store lookup on the event loop; a rebuild from the order log (a
+    user the store does not know yet: after a hot swap or a Redis restart) in the thread pool, so
+    it never holds up the other requests of the worker."""
+    if realtime is None:
+        return SNAPSHOT
+    state = realtime.lookup(model, user_id)
+    return state if state is not None else await run_in_threadpool(realtime.rebuild, model, user_id)
 
 
 _ID = re.compile(r"[0-9]{1,10}", re.ASCII)
@@ -278,7 +289,7 @@ async def recommend(user_id: UserId, model: ModelDep, request: Request) -> Respo
     ctx, ctx_out = order_context(query.dow, query.hour, query.days_since_last_order)
     realtime = realtime_of(request)
     metrics: Metrics = request.app.state.metrics
-    state = realtime.rows_for(model, user_id) if realtime is not None else SNAPSHOT
+    state = await user_state(realtime, model, user_id)
     metrics.reads.labels(state.freshness).inc()
     # The key names the rows it was computed from (how many orders they include): an answer cached
     # from older rows, even one written just after a new order cleared the cache, is never read
@@ -394,7 +405,7 @@ async def basket(
     """
     ctx, ctx_out = order_context(dow, hour, days_since_last_order)
     realtime = realtime_of(request)
-    state = realtime.rows_for(model, user_id) if realtime is not None else SNAPSHOT
+    state = await user_state(realtime, model, user_id)
     request.app.state.metrics.reads.labels(state.freshness).inc()
     b = model.basket(user_id, ctx, fresh=state.rows)
     products = []
