@@ -27,7 +27,7 @@ install: $(STAMP) ## Create .venv and install basketcast with all extras (quick 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[train,serve,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,serve,cluster,dev]'
 	touch $(STAMP)
 
 $(DATA)/manifest.json: | $(STAMP)

@@ -346,6 +346,18 @@ def export(run_dir: Path, data_dir: Path | None) -> None:
 @click.option(
     "--threads", type=click.IntRange(min=0), default=0, show_default=True, help="onnxruntime threads (0 = all cores)."
 )
+@click.option(
+    "--cluster",
+    default=None,
+    help="Score on a Dask cluster: a scheduler address (tcp://HOST:8786) or local[:N] (N local worker "
+    "processes, default 2). --out is then a folder of Parquet parts, one per partition of users.",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --cluster: user buckets (default 4 per worker).",
+)
 @FORCE
 def score(
     run_dir: Path,
@@ -358,6 +370,8 @@ def score(
     hour: int | None,
     days: int | None,
     threads: int,
+    cluster: str | None,
+    partitions: int | None,
     force: bool,
 ) -> None:
     """Batch-score users from the serving bundle into Parquet (user_id, product_id, score, rank)."""
@@ -367,8 +381,34 @@ def score(
     from serving.batch import SCORES, read_user_ids, score_users
     from serving.model import Context, ServingModel
 
-    check_output(out, SCORES, force, inputs=[run_dir])
     ctx = Context.at(dt.datetime.now(dt.UTC), dow=dow, hour=hour, days=days)
+    if cluster is not None:
+        from pipeline.workflows.cluster import SCORES_DATASET, dask_client, score_on_cluster
+
+        check_output(out, SCORES_DATASET, force, inputs=[run_dir])
+        wanted = read_user_ids(users_path) if users_path else None
+        with dask_client(cluster) as client:
+            c = score_on_cluster(
+                run_dir,
+                wanted,
+                out,
+                client,
+                k=k,
+                ctx=ctx,
+                partitions=partitions,
+                unknown="skip" if skip_unknown else "popular",
+                force=force,
+            )
+        t = c.total
+        click.echo(
+            f"scored {t.scored_users:,} users ({t.candidate_rows:,} candidate rows) on {c.workers} Dask workers "
+            f"into {out}/ ({c.partitions} parts): {t.output_rows:,} rows in {t.seconds:.1f} s"
+        )
+        if t.unknown_users:
+            what = "skipped" if skip_unknown else "given the cold-start list"
+            click.echo(f"{t.unknown_users:,} unknown user ids {what}, e.g. {t.unknown_examples}")
+        return
+    check_output(out, SCORES, force, inputs=[run_dir])
     model = ServingModel.load(run_dir, threads=threads or os.cpu_count() or 1)
     users = read_user_ids(users_path) if users_path else None
 

@@ -18,12 +18,11 @@ from fastapi import FastAPI
 
 from serving.errors import BodySizeLimitMiddleware, install_error_handlers
 from serving.metrics import Metrics, MetricsMiddleware
-from serving.realtime import Realtime
+from serving.realtime import open_realtime
 from serving.routers import ROUTERS, admin, dashboard
 from serving.schemas import not_null
 from serving.settings import Settings, get_settings, resolve_settings
 from serving.state import ModelHolder, install_sighup_reload
-from serving.stores.base import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +47,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     holder.load_initial()
     app.state.models = holder
     app.state.realtime, app.state.realtime_error = None, None
-    try:
-        app.state.realtime = Realtime.open(settings)
-    except (StoreUnavailable, ValueError, OSError) as exc:
-        # The server still serves the snapshot; POST /v1/orders answers 503 with this reason.
-        log.error("order log / online store not opened: %s", exc)
-        app.state.realtime_error = str(exc)
+    # If a store's server is down now, the snapshot answers (flagged "degraded") and POST /v1/orders
+    # is a 503 with the reason, until a later request opens the stores (open_realtime retries).
+    open_realtime(app, settings)
     try:
         yield
     finally:

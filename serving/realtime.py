@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from serving.model import ServingModel
 from serving.online import UserRows
@@ -245,3 +245,32 @@ class Realtime:
 def prediction_key(*parts: object) -> str:
     """A short, stable cache key of a request's parameters."""
     return hashlib.blake2b(repr(parts).encode(), digest_size=12).hexdigest()
+
+
+REOPEN_SECONDS = 5.0  # while the stores could not be opened, try again at most this often
+
+
+def open_realtime(app: Any, settings: Settings) -> Realtime | None:
+    """The app's stores: opened at startup, and re-tried (every REOPEN_SECONDS, by the request that
+    finds them missing) when a server was down then, so a PostgreSQL or Redis that comes up after
+    the API does not need the API restarted. ``app.state.realtime_error`` keeps the last failure."""
+    state = app.state
+    realtime: Realtime | None = getattr(state, "realtime", None)
+    if realtime is not None:
+        return realtime
+    with _OPEN_LOCK:
+        realtime = getattr(state, "realtime", None)
+        if realtime is not None or time.monotonic() < getattr(state, "realtime_retry_at", 0.0):
+            return realtime
+        try:
+            state.realtime = Realtime.open(settings)
+            state.realtime_error = None
+        except (StoreUnavailable, ValueError, OSError) as exc:
+            if getattr(state, "realtime_error", None) != str(exc):
+                log.error("order log / online store not opened: %s", exc)
+            state.realtime, state.realtime_error = None, str(exc)
+            state.realtime_retry_at = time.monotonic() + REOPEN_SECONDS
+        return state.realtime  # type: ignore[no-any-return]
+
+
+_OPEN_LOCK = threading.Lock()

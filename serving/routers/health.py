@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from serving.metrics import Metrics
-from serving.realtime import Realtime
+from serving.realtime import Realtime, open_realtime
 from serving.schemas import Health, LastReload, ModelFolder, OnlineStatus, Readiness
+from serving.settings import resolve_settings
 from serving.state import ModelHolder, get_holder
 
 router = APIRouter(tags=["operations"])
@@ -38,6 +39,8 @@ def ready(holder: Annotated[ModelHolder | None, Depends(get_holder)], request: R
     model = holder.model if holder is not None else None
     folder = holder.folder() if holder is not None else None
     realtime: Realtime | None = getattr(request.app.state, "realtime", None)
+    if realtime is None and getattr(request.app.state, "realtime_error", None) is not None:
+        realtime = open_realtime(request.app, resolve_settings(request.app))  # a store that came up since
     online, online_warnings = None, []
     if realtime is not None:
         log_up, store_up = realtime.order_log.ping(), realtime.online_store.ping()

@@ -24,8 +24,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from serving.errors import ApiError
 from serving.metrics import Metrics
 from serving.model import Context, ServingModel
-from serving.realtime import Realtime
+from serving.realtime import Realtime, open_realtime
 from serving.schemas import BODY_ERROR_RESPONSES, ErrorResponse, OrderRequest, OrderResponse
+from serving.settings import resolve_settings
 from serving.state import get_model
 from serving.stores.base import Append, OrderRecord, StoreUnavailable
 
@@ -34,9 +35,9 @@ router = APIRouter(prefix="/v1", tags=["orders"])
 SECONDS_PER_DAY = 86_400.0
 
 
-async def get_realtime(request: Request) -> Realtime:
-    """The worker's stores (opened at startup); 503 with the reason when they could not be opened."""
-    realtime: Realtime | None = getattr(request.app.state, "realtime", None)
+def get_realtime(request: Request) -> Realtime:
+    """The worker's stores (opened at startup, re-tried while they could not be); 503 with the reason."""
+    realtime = open_realtime(request.app, resolve_settings(request.app))
     if realtime is None:
         reason = getattr(request.app.state, "realtime_error", None) or "the server is starting"
         raise ApiError(503, "order_log_unavailable", f"orders cannot be recorded: {reason}")

@@ -29,7 +29,7 @@ from pipeline.data import schema as S
 from pipeline.model.cooccurrence import LIFT, PMI, SUPPORT
 from serving.metrics import Metrics
 from serving.model import Context, Recommendation, ServingModel
-from serving.realtime import Realtime, UserState, prediction_key
+from serving.realtime import Realtime, UserState, open_realtime, prediction_key
 from serving.schemas import (
     BODY_ERROR_RESPONSES,
     DEFAULT_K,
@@ -54,24 +54,38 @@ from serving.schemas import (
     UserRecommendations,
     not_null,
 )
+from serving.settings import resolve_settings
 from serving.state import get_model
 
 router = APIRouter(prefix="/v1", tags=["recommendations"], responses=ERROR_RESPONSES)
 SNAPSHOT = UserState(None, "snapshot")  # no online store opened: the snapshot answers
 
 
+DEGRADED = UserState(None, "degraded", "the order log / online store could not be opened; the snapshot answered")
+
+
 def realtime_of(request: Request) -> Realtime | None:
-    """The worker's order log and online store (None when not opened: the snapshot answers)."""
-    realtime: Realtime | None = getattr(request.app.state, "realtime", None)
-    return realtime
+    """The worker's order log and online store; None when they could not be opened (re-tried
+    every few seconds by ``open_realtime``)."""
+    app = request.app
+    if getattr(app.state, "realtime", None) is None and getattr(app.state, "realtime_error", None) is None:
+        return None  # a test app without its lifespan, or the server starting
+    return open_realtime(app, resolve_settings(app))
 
 
-async def user_state(realtime: Realtime | None, model: ServingModel, user_id: int) -> UserState:
+def no_store_state(request: Request) -> UserState:
+    """Without stores: "degraded" when they failed to open (posted orders may be missing)."""
+    return DEGRADED if getattr(request.app.state, "realtime_error", None) is not None else SNAPSHOT
+
+
+async def user_state(
+    realtime: Realtime | None, model: ServingModel, user_id: int, request: Request | None = None
+) -> UserState:
     """The rows a read uses: one store lookup on the event loop; a rebuild from the order log (a
     user the store does not know yet: after a hot swap or a Redis restart) in the thread pool, so
     it never holds up the other requests of the worker."""
     if realtime is None:
-        return SNAPSHOT
+        return no_store_state(request) if request is not None else SNAPSHOT
     state = realtime.lookup(model, user_id)
     return state if state is not None else await run_in_threadpool(realtime.rebuild, model, user_id)
 
@@ -289,7 +303,7 @@ async def recommend(user_id: UserId, model: ModelDep, request: Request) -> Respo
     ctx, ctx_out = order_context(query.dow, query.hour, query.days_since_last_order)
     realtime = realtime_of(request)
     metrics: Metrics = request.app.state.metrics
-    state = await user_state(realtime, model, user_id)
+    state = await user_state(realtime, model, user_id, request)
     metrics.reads.labels(state.freshness).inc()
     # The key names the rows it was computed from (how many orders they include): an answer cached
     # from older rows, even one written just after a new order cleared the cache, is never read
@@ -368,7 +382,10 @@ def recommend_many(body: BatchRequest, model: ModelDep, request: Request) -> Bat
     ctx, ctx_out = order_context(body.dow, body.hour, body.days_since_last_order)
     realtime = realtime_of(request)
     metrics: Metrics = request.app.state.metrics
-    states = realtime.rows_for_many(model, body.user_ids) if realtime is not None else [SNAPSHOT] * len(body.user_ids)
+    if realtime is not None:
+        states = realtime.rows_for_many(model, body.user_ids)
+    else:
+        states = [no_store_state(request)] * len(body.user_ids)
     recs = model.recommend_many(body.user_ids, body.k, ctx)
     results = []
     for user_id, rec, state in zip(body.user_ids, recs, states, strict=True):
@@ -405,7 +422,7 @@ async def basket(
     """
     ctx, ctx_out = order_context(dow, hour, days_since_last_order)
     realtime = realtime_of(request)
-    state = await user_state(realtime, model, user_id)
+    state = await user_state(realtime, model, user_id, request)
     request.app.state.metrics.reads.labels(state.freshness).inc()
     b = model.basket(user_id, ctx, fresh=state.rows)
     products = []

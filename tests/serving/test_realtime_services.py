@@ -269,3 +269,32 @@ def test_the_images_start_command_serves_with_the_stores(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
         log.close()
+
+
+def test_stores_down_at_startup_are_opened_once_they_answer(
+    trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PostgreSQL that is down when the API starts: reads answer from the snapshot flagged
+    "degraded", orders get 503 "retry"; once it is up, the next requests open the stores."""
+    from fastapi.testclient import TestClient
+
+    import serving.realtime
+    from serving.main import create_app
+    from serving.settings import Settings
+
+    monkeypatch.setattr(serving.realtime, "REOPEN_SECONDS", 0.2)
+    with postgres_server() as pg:
+        dsn = pg.new_database()
+        pg.stop()
+        settings = Settings(model_dir=trained_run, order_log=dsn, state_dir=tmp_path, reload_on_sighup=False)
+        with TestClient(create_app(settings)) as client:
+            read = client.get(f"/v1/users/{NEW + 10}/recommendations", params={"k": 5})
+            assert read.status_code == 200 and read.json()["freshness"] == "degraded"
+            down = client.post("/v1/orders", json=order("late-1", NEW + 10, [1]))
+            assert down.status_code == 503 and down.json()["error"]["code"] == "order_log_unavailable"
+            assert client.get("/ready").json()["warnings"]
+            pg.start()
+            wait_for(lambda: client.post("/v1/orders", json=order("late-1", NEW + 10, [1])).status_code == 201, "open")
+            again = client.get(f"/v1/users/{NEW + 10}/recommendations", params={"k": 5}).json()
+            assert again["freshness"] == "fresh" and again["strategy"] == "ranker"
+            assert client.get("/ready").json()["online"]["order_log_up"] is True
