@@ -119,7 +119,6 @@ class OnlineFeatures:
         self.features = features
         self.candidate_config = candidate_config
         self.network = network
-        self._known_products = np.sort(products[S.PRODUCT].to_numpy())
 
     @classmethod
     def load(cls, bundle: Path, users: np.ndarray, base_features: Sequence[str]) -> OnlineFeatures | None:
@@ -157,9 +156,6 @@ class OnlineFeatures:
             CandidateConfig.model_validate(config["candidates"]),
             network,
         )
-
-    def knows_product(self, product_id: int) -> bool:
-        return bool(index_of(self._known_products, np.asarray([product_id], np.uint32))[0] >= 0)
 
     # --- the user's history as canonical tables -----------------------------------------
     def dataset(self, user_id: int, posted: Sequence[OrderRecord]) -> Dataset:

@@ -59,7 +59,10 @@ class UserState:
 
     rows: UserRows | None  # None: the snapshot's rows (or the popular list for an unknown user)
     freshness: Freshness
-    warning: str | None = None
+
+
+SNAPSHOT = UserState(None, "snapshot")  # the snapshot is current for the user (or no store is used)
+DEGRADED = UserState(None, "degraded")  # the stores did not answer: the snapshot did, posted orders may be missing
 
 
 class Realtime:
@@ -152,18 +155,13 @@ class Realtime:
         know the user, so their rows must be rebuilt from the log (:meth:`rebuild`: a log query and
         maybe a recomputation, tens of milliseconds — async routes run it in a thread)."""
         if model.online is None:
-            return UserState(None, "snapshot")
+            return SNAPSHOT
         if self.store_down():
-            return UserState(None, "degraded", "online store unavailable; the snapshot answered")
+            return DEGRADED
         try:
-            payload = self.online_store.get_rows(model.version, user_id)
+            return _state_of(self.online_store.get_rows(model.version, user_id))
         except StoreUnavailable as exc:
             return self._degraded(exc)
-        if payload is None:
-            return None
-        if payload == NO_POSTED_ORDERS:
-            return UserState(None, "snapshot")
-        return UserState(UserRows.unpack(payload), "fresh")
 
     def rebuild(self, model: ServingModel, user_id: int) -> UserState:
         """A user unknown to the store (a new model version after a hot swap, an emptied Redis, an
@@ -172,27 +170,23 @@ class Realtime:
             rows = self.refresh(model, user_id)
         except StoreUnavailable as exc:
             return self._degraded(exc)
-        return UserState(rows, "fresh" if rows is not None else "snapshot")
+        return UserState(rows, "fresh") if rows is not None else SNAPSHOT
 
     def rows_for_many(self, model: ServingModel, user_ids: Sequence[int]) -> list[UserState]:
-        """``rows_for`` of many users with one round trip to the store for the hits."""
+        """``rows_for`` of many users with one round trip to the store (misses rebuilt one by one)."""
         if model.online is None:
-            return [UserState(None, "snapshot")] * len(user_ids)
+            return [SNAPSHOT] * len(user_ids)
         if self.store_down():
-            return [UserState(None, "degraded", "online store unavailable; the snapshot answered")] * len(user_ids)
+            return [DEGRADED] * len(user_ids)
         try:
             payloads = self.online_store.get_rows_many(model.version, list(user_ids))
         except StoreUnavailable as exc:
             return [self._degraded(exc)] * len(user_ids)
-        out = []
-        for user_id, payload in zip(user_ids, payloads, strict=True):
-            if payload is None:
-                out.append(self.rows_for(model, user_id))
-            elif payload == NO_POSTED_ORDERS:
-                out.append(UserState(None, "snapshot"))
-            else:
-                out.append(UserState(UserRows.unpack(payload), "fresh"))
-        return out
+        states = [_state_of(payload) for payload in payloads]
+        return [
+            state if state is not None else self.rebuild(model, user_id)
+            for user_id, state in zip(user_ids, states, strict=True)
+        ]
 
     # --- the prediction cache -----------------------------------------------------------
     def cached(self, model: ServingModel, user_id: int, key: str) -> bytes | None:
@@ -226,7 +220,7 @@ class Realtime:
 
     def _degraded(self, exc: StoreUnavailable) -> UserState:
         self._failed(str(exc))
-        return UserState(None, "degraded", f"online store unavailable ({exc}); the snapshot answered")
+        return DEGRADED
 
     def store_down(self) -> bool:
         """Whether the online store failed less than BREAKER_SECONDS ago."""
@@ -242,12 +236,22 @@ class Realtime:
                 self._last_failure = (now, message)
 
 
+def _state_of(payload: bytes | None) -> UserState | None:
+    """What a stored payload says: the user's fresh rows, the no-posted-order marker, or None (not stored)."""
+    if payload is None:
+        return None
+    if payload == NO_POSTED_ORDERS:
+        return SNAPSHOT
+    return UserState(UserRows.unpack(payload), "fresh")
+
+
 def prediction_key(*parts: object) -> str:
     """A short, stable cache key of a request's parameters."""
     return hashlib.blake2b(repr(parts).encode(), digest_size=12).hexdigest()
 
 
 REOPEN_SECONDS = 5.0  # while the stores could not be opened, try again at most this often
+_OPEN_LOCK = threading.Lock()
 
 
 def open_realtime(app: Any, settings: Settings) -> Realtime | None:
@@ -271,6 +275,3 @@ def open_realtime(app: Any, settings: Settings) -> Realtime | None:
             state.realtime, state.realtime_error = None, str(exc)
             state.realtime_retry_at = time.monotonic() + REOPEN_SECONDS
         return state.realtime  # type: ignore[no-any-return]
-
-
-_OPEN_LOCK = threading.Lock()

@@ -228,7 +228,7 @@ def catalogue_tables(
     products = _add_unknown_products(notes, paths, products.drop(ROW), lines)
     if products.select((pl.col(S.AISLE) == UNKNOWN_ID).any()).item():
         catalogues = [
-            _with_unknown_row(frame, key) for frame, key in zip(catalogues, (S.AISLE, S.DEPARTMENT), strict=True)
+            with_unknown_row(frame, key) for frame, key in zip(catalogues, (S.AISLE, S.DEPARTMENT), strict=True)
         ]
     return products, catalogues[0], catalogues[1]
 
@@ -275,8 +275,14 @@ def _add_unknown_products(
         f"added as 'unknown product <id>' in aisle '{UNKNOWN_NAME}' and department '{UNKNOWN_NAME}' "
         f"(id {UNKNOWN_ID}, reserved)",
     )
+    return with_unknown_products(products, per_product[S.PRODUCT])
+
+
+def with_unknown_products(products: pl.DataFrame, ids: pl.Series) -> pl.DataFrame:
+    """``products`` with a row ``unknown product <id>`` in the reserved aisle and department
+    (:data:`UNKNOWN_ID`) for each of ``ids`` (not in ``products``), in id order."""
     added = (
-        per_product.select(S.PRODUCT)
+        ids.to_frame(S.PRODUCT)
         .sort(S.PRODUCT)
         .with_columns(
             pl.format("unknown product {}", pl.col(S.PRODUCT).cast(pl.Int64)).alias(S.PRODUCT_NAME),
@@ -287,8 +293,11 @@ def _add_unknown_products(
     return pl.concat([products, added.select(products.columns).cast(products.schema)])
 
 
-def _with_unknown_row(frame: pl.DataFrame, key: str) -> pl.DataFrame:
-    """``frame`` (aisles or departments) with the reserved row (:data:`UNKNOWN_ID`, "unknown")."""
+def with_unknown_row(frame: pl.DataFrame, key: str) -> pl.DataFrame:
+    """``frame`` (aisles or departments) with the reserved row (:data:`UNKNOWN_ID`, "unknown"),
+    unless it has it already."""
+    if (frame[key] == UNKNOWN_ID).any():
+        return frame
     name_col = next(c for c in frame.columns if c != key)
     row = pl.DataFrame({key: [UNKNOWN_ID], name_col: [UNKNOWN_NAME]})
     return pl.concat([frame, row.cast(frame.schema)])

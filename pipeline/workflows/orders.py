@@ -28,7 +28,7 @@ import polars as pl
 
 from pipeline.data import schema as S
 from pipeline.data.posted import OrderRecord, posted_tables
-from pipeline.data.repairs import UNKNOWN_ID, UNKNOWN_NAME
+from pipeline.data.repairs import with_unknown_products, with_unknown_row
 from pipeline.data.storage import Dataset, read_dataset, read_manifest, write_dataset
 from pipeline.errors import DataError
 from pipeline.progress import bar
@@ -172,30 +172,15 @@ def merge_order_log(data: Dataset, posted: list[OrderRecord]) -> Dataset:
 
 
 def _with_unknown_products(data: Dataset, lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The catalogue tables with posted products it lacks added as ingest adds them."""
     unknown = lines.select(S.PRODUCT).unique().join(data.products.select(S.PRODUCT), on=S.PRODUCT, how="anti")
     if unknown.height == 0:
         return data.products, data.aisles, data.departments
-    added = unknown.sort(S.PRODUCT).with_columns(
-        pl.format("unknown product {}", pl.col(S.PRODUCT).cast(pl.Int64)).alias(S.PRODUCT_NAME),
-        pl.lit(UNKNOWN_ID).alias(S.AISLE),
-        pl.lit(UNKNOWN_ID).alias(S.DEPARTMENT),
+    return (
+        with_unknown_products(data.products, unknown[S.PRODUCT]),
+        with_unknown_row(data.aisles, S.AISLE),
+        with_unknown_row(data.departments, S.DEPARTMENT),
     )
-    products = pl.concat([data.products, added.select(data.products.columns).cast(data.products.schema)])
-    aisles, departments = data.aisles, data.departments
-    if not (aisles[S.AISLE] == UNKNOWN_ID).any():
-        aisles = pl.concat(
-            [aisles, pl.DataFrame({S.AISLE: [UNKNOWN_ID], S.AISLE_NAME: [UNKNOWN_NAME]}, schema=aisles.schema)]
-        )
-    if not (departments[S.DEPARTMENT] == UNKNOWN_ID).any():
-        departments = pl.concat(
-            [
-                departments,
-                pl.DataFrame(
-                    {S.DEPARTMENT: [UNKNOWN_ID], S.DEPARTMENT_NAME: [UNKNOWN_NAME]}, schema=departments.schema
-                ),
-            ]
-        )
-    return products, aisles, departments
 
 
 def merge_into_folder(data_dir: Path, log_url: str, out: Path, *, force: bool = False) -> tuple[int, Path]:

@@ -29,7 +29,7 @@ from pipeline.data import schema as S
 from pipeline.model.cooccurrence import LIFT, PMI, SUPPORT
 from serving.metrics import Metrics
 from serving.model import Context, Recommendation, ServingModel
-from serving.realtime import Realtime, UserState, open_realtime, prediction_key
+from serving.realtime import DEGRADED, SNAPSHOT, Realtime, UserState, open_realtime, prediction_key
 from serving.schemas import (
     BODY_ERROR_RESPONSES,
     DEFAULT_K,
@@ -58,10 +58,6 @@ from serving.settings import resolve_settings
 from serving.state import get_model
 
 router = APIRouter(prefix="/v1", tags=["recommendations"], responses=ERROR_RESPONSES)
-SNAPSHOT = UserState(None, "snapshot")  # no online store opened: the snapshot answers
-
-
-DEGRADED = UserState(None, "degraded", "the order log / online store could not be opened; the snapshot answered")
 
 
 def realtime_of(request: Request) -> Realtime | None:
@@ -78,14 +74,12 @@ def no_store_state(request: Request) -> UserState:
     return DEGRADED if getattr(request.app.state, "realtime_error", None) is not None else SNAPSHOT
 
 
-async def user_state(
-    realtime: Realtime | None, model: ServingModel, user_id: int, request: Request | None = None
-) -> UserState:
+async def user_state(request: Request, realtime: Realtime | None, model: ServingModel, user_id: int) -> UserState:
     """The rows a read uses: one store lookup on the event loop; a rebuild from the order log (a
     user the store does not know yet: after a hot swap or a Redis restart) in the thread pool, so
     it never holds up the other requests of the worker."""
     if realtime is None:
-        return no_store_state(request) if request is not None else SNAPSHOT
+        return no_store_state(request)
     state = realtime.lookup(model, user_id)
     return state if state is not None else await run_in_threadpool(realtime.rebuild, model, user_id)
 
@@ -303,7 +297,7 @@ async def recommend(user_id: UserId, model: ModelDep, request: Request) -> Respo
     ctx, ctx_out = order_context(query.dow, query.hour, query.days_since_last_order)
     realtime = realtime_of(request)
     metrics: Metrics = request.app.state.metrics
-    state = await user_state(realtime, model, user_id, request)
+    state = await user_state(request, realtime, model, user_id)
     metrics.reads.labels(state.freshness).inc()
     # The key names the rows it was computed from (how many orders they include): an answer cached
     # from older rows, even one written just after a new order cleared the cache, is never read
@@ -386,11 +380,15 @@ def recommend_many(body: BatchRequest, model: ModelDep, request: Request) -> Bat
         states = realtime.rows_for_many(model, body.user_ids)
     else:
         states = [no_store_state(request)] * len(body.user_ids)
-    recs = model.recommend_many(body.user_ids, body.k, ctx)
+    # One model call for the users the snapshot answers; each user with fresh rows on their own.
+    from_snapshot = [u for u, s in zip(body.user_ids, states, strict=True) if s.rows is None]
+    snapshot_recs = iter(model.recommend_many(from_snapshot, body.k, ctx) if from_snapshot else [])
     results = []
-    for user_id, rec, state in zip(body.user_ids, recs, states, strict=True):
+    for user_id, state in zip(body.user_ids, states, strict=True):
         metrics.reads.labels(state.freshness).inc()
-        if state.rows is not None:
+        if state.rows is None:
+            rec = next(snapshot_recs)
+        else:
             rec = model.recommend(user_id, body.k, ctx, fresh=state.rows)
         results.append(
             UserRecommendations(
@@ -422,7 +420,7 @@ async def basket(
     """
     ctx, ctx_out = order_context(dow, hour, days_since_last_order)
     realtime = realtime_of(request)
-    state = await user_state(realtime, model, user_id, request)
+    state = await user_state(request, realtime, model, user_id)
     request.app.state.metrics.reads.labels(state.freshness).inc()
     b = model.basket(user_id, ctx, fresh=state.rows)
     products = []

@@ -61,6 +61,43 @@ def start_python(code: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
+def run_together(children: list[subprocess.Popen[str]], timeout: float = 60) -> list[tuple[str, str]]:
+    """Release children that print "ready" and wait for a line on stdin all at once (so they race),
+    then their (stdout, stderr); any still running on failure is killed."""
+    try:
+        for child in children:
+            assert child.stdout is not None
+            assert child.stdout.readline() == "ready\n", child.stderr.read() if child.stderr else ""
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        return [child.communicate(timeout=timeout) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
+def run_in_threads(worker: Callable[[int], None], n: int) -> list[BaseException]:
+    """``worker(0..n-1)`` in ``n`` threads at once; the exceptions they raised (none: [])."""
+    errors: list[BaseException] = []
+
+    def guarded(k: int) -> None:
+        try:
+            worker(k)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
 APPENDER = """
 import sys
 from serving.stores import open_order_log
@@ -214,23 +251,13 @@ class OrderLogContract:
         assert log.users_since(seqs[-1]) == []
 
     def test_threads_share_one_log(self, log: OrderLog) -> None:
-        errors: list[BaseException] = []
-
         def worker(n: int) -> None:
-            try:
-                for i in range(25):
-                    assert log.append(order(f"t{n}-{i}", n)) is Append.CREATED
-                    log.orders_of(n)
-                log.append(order(f"t{n}-0", n))  # duplicate under contention
-            except BaseException as e:
-                errors.append(e)
+            for i in range(25):
+                assert log.append(order(f"t{n}-{i}", n)) is Append.CREATED
+                log.orders_of(n)
+            log.append(order(f"t{n}-0", n))  # duplicate under contention
 
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
+        assert run_in_threads(worker, 8) == []
         assert log.count() == 200
         assert all(len(log.orders_of(n)) == 25 for n in range(8))
 
@@ -327,24 +354,15 @@ class OnlineStoreContract:
 
     def test_threads_share_one_store(self, make_store: MakeStore) -> None:
         store = make_store()
-        errors: list[BaseException] = []
 
         def worker(n: int) -> None:
-            try:
-                for i in range(40):
-                    store.put_rows("A", n, f"{n}-{i}".encode())
-                    store.put_prediction("A", n, "k", b"p")
-                    store.get_prediction("A", n, "k")
-                    assert store.get_rows("A", n) == f"{n}-{i}".encode()
-            except BaseException as e:
-                errors.append(e)
+            for i in range(40):
+                store.put_rows("A", n, f"{n}-{i}".encode())
+                store.put_prediction("A", n, "k", b"p")
+                store.get_prediction("A", n, "k")
+                assert store.get_rows("A", n) == f"{n}-{i}".encode()
 
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
+        assert run_in_threads(worker, 8) == []
         hits, misses = store.hits_and_misses()
         assert (hits, misses) == (320, 0)
 

@@ -15,7 +15,7 @@ from serving.stores import open_order_log
 from serving.stores.base import Append, OrderLog, StoreUnavailable
 from serving.stores.postgres import MIGRATIONS_TABLE, PostgresOrderLog, migrations
 from tests.services import PostgresServer, free_port
-from tests.stores import OrderLogContract, append_until_killed, order, start_python
+from tests.stores import OrderLogContract, append_until_killed, order, run_together, start_python
 
 pytestmark = pytest.mark.integration
 
@@ -58,20 +58,7 @@ print("opened", flush=True)
 
 def test_migrations_run_once_when_processes_open_together(postgres_dsn: str) -> None:
     openers = [start_python(OPENER, postgres_dsn) for _ in range(4)]
-    try:
-        for p in openers:
-            assert p.stdout is not None
-            assert p.stdout.readline() == "ready\n"
-        for p in openers:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        results = [p.communicate(timeout=60) for p in openers]
-    finally:
-        for p in openers:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    results = run_together(openers)
     for p, (out, err) in zip(openers, results, strict=True):
         assert p.returncode == 0, err
         assert out.strip() == "opened"

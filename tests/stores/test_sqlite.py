@@ -18,7 +18,7 @@ import pytest
 from serving.stores import open_online_store, open_order_log, redact_url, sqlite_path
 from serving.stores.base import Append, OnlineStore, OrderLog, StoreUnavailable
 from serving.stores.sqlite import SCHEMA_VERSION, SqliteOnlineStore, SqliteOrderLog
-from tests.stores import MakeStore, OnlineStoreContract, OrderLogContract, order, start_python
+from tests.stores import MakeStore, OnlineStoreContract, OrderLogContract, order, run_together, start_python
 
 
 class TestSqliteOrderLog(OrderLogContract):
@@ -151,20 +151,7 @@ def test_two_processes_share_one_file(tmp_path: Path) -> None:
     """Two worker processes × 200 orders (and online writes) on one new file: 400 rows, no lock error."""
     path = tmp_path / "shared" / "online.sqlite"
     workers = [start_python(WORKER, str(path), name, "200") for name in ("w1", "w2")]
-    try:
-        for w in workers:
-            assert w.stdout is not None
-            assert w.stdout.readline() == "ready\n", w.stderr.read() if w.stderr else ""
-        for w in workers:
-            assert w.stdin is not None
-            w.stdin.write("go\n")
-            w.stdin.flush()
-        outputs = [w.communicate(timeout=60) for w in workers]
-    finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-                w.wait()
+    outputs = run_together(workers)
     for w, (out, err) in zip(workers, outputs, strict=True):
         assert w.returncode == 0, err
         assert "locked" not in err and out.strip() == "done"
