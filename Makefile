@@ -17,7 +17,7 @@ SAMPLE_CONFIG ?= configs/instacart_sample.json
 FOLDS ?= 5
 
 .DEFAULT_GOAL := help
-.PHONY: help install data describe train evaluate predict serve score dashboard sample train-sample evaluate-sample test lint mlflow-ui clean bench-data bench-serve bench-realtime bench-score bench-full docker-verify soak
+.PHONY: help install data describe train evaluate predict serve score dashboard sample train-sample evaluate-sample test lint mlflow-ui clean bench-data bench-serve bench-realtime bench-score bench-full bench-dask docker-verify soak
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -99,6 +99,9 @@ bench-score: $(STAMP) ## Batch-scoring benchmark: score_users over every user of
 
 bench-full: $(STAMP) ## Whole pipeline (generate → ingest → train → export → batch scoring) at 10/30/100 % of Instacart scale (BENCH_SCALES)
 	$(BIN)/python benchmarks/bench_full.py --scales $${BENCH_SCALES:-20621 61863 206209}
+
+bench-dask: $(STAMP) ## Pipeline on a 2-worker Dask LocalCluster vs one process: tolerance at 5,000 users, then 206,209 and 412,418 users (BENCH_DASK_SCALES)
+	$(BIN)/python benchmarks/bench_dask.py --scales $${BENCH_DASK_SCALES:-206209 412418}
 
 soak: $(STAMP) ## Soak test: 10 min of load on 2 workers, a hot reload every 30 s, one broken bundle (RUN; SOAK_SECONDS)
 	test -f $(RUN)/manifest.json || $(MAKE) train

@@ -53,6 +53,13 @@ class PublishedTables:
     def of(cls, tables: FeatureTables) -> PublishedTables:
         return cls(product=tables.product, reference=tables.tifu.neighbourhood)
 
+    @classmethod
+    def of_history(cls, h: History, config: FeatureConfig) -> PublishedTables:
+        """Only the product-level tables of ``h`` (what :meth:`FeatureTables.of` computes for them),
+        without the per-user ones: what every partition of users takes as given on a cluster."""
+        index = tifu.TifuIndex.of(h, config.tifu_neighbors, config.tifu_reference_users)
+        return cls(product=product.product_features(h), reference=index.neighbourhood)
+
 
 @dataclass(frozen=True)
 class FeatureTables:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -189,6 +193,25 @@ def sample(out: Path, test_fraction: float, force: bool) -> None:
     )
 
 
+@contextlib.contextmanager
+def _cluster_session(address: str, partitions: int | None, work_dir: Path | None, beside: Path) -> Iterator[Any]:
+    """A ``ClusterSession`` on the cluster at ``address``, its work folder a new temporary folder in
+    ``work_dir`` (default: beside ``beside``), removed afterwards."""
+    import tempfile
+
+    from pipeline.workflows.cluster import dask_client
+    from pipeline.workflows.cluster_train import ClusterSession
+
+    parent = Path(work_dir) if work_dir is not None else Path(beside).resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".basketcast-cluster-", dir=parent))
+    try:
+        with dask_client(address) as client, ClusterSession(client, work, partitions) as session:
+            yield session
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 @main.command()
 @click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to publish.")
@@ -200,8 +223,37 @@ def sample(out: Path, test_fraction: float, force: bool) -> None:
     help="Also learn from the orders of this order log (URL as `orders merge --log`, or 'embedded'): DATA + "
     "the log is published as the data folder DATA+orders, and the run trains on it.",
 )
+@click.option(
+    "--cluster",
+    default=None,
+    help="Build the label windows' rows and train the rankers on a Dask cluster: a scheduler address "
+    "(tcp://HOST:8786) or local[:N] (N local worker processes, default 2).",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --cluster: user buckets (default: 4 per worker, and one per 25,000 users when that is more).",
+)
+@click.option(
+    "--work-dir",
+    "work_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="With --cluster: a folder every worker can read and write at the same path; the user buckets and rows "
+    "go to a new temporary folder inside it, removed afterwards (default: beside --out).",
+)
 @FORCE
-def train(data_dir: Path, out: Path, config: Path | None, orders_from: str | None, force: bool) -> None:
+def train(
+    data_dir: Path,
+    out: Path,
+    config: Path | None,
+    orders_from: str | None,
+    cluster: str | None,
+    partitions: int | None,
+    work_dir: Path | None,
+    force: bool,
+) -> None:
     """Features → ALS → candidates → labels → rankers → validation report → run folder."""
     from pipeline.config import load_config
     from pipeline.workflows.run import train as run_train
@@ -219,7 +271,11 @@ def train(data_dir: Path, out: Path, config: Path | None, orders_from: str | Non
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
         click.echo(f"merged {n:,} posted orders: training on {data_dir}", err=True)
-    result = run_train(data_dir, out, cfg, force=force)
+    if cluster is None:
+        result = run_train(data_dir, out, cfg, force=force)
+    else:
+        with _cluster_session(cluster, partitions, work_dir, out) as session:
+            result = run_train(data_dir, out, cfg, force=force, learn=session.learn, snapshot=session.snapshot_rows)
     if cfg.mlflow:
         from pipeline.workflows.tracking import log_run
 
@@ -302,12 +358,34 @@ def predict(
     default=None,
     help="Data for the snapshot (default: the data the run was trained on).",
 )
-def export(run_dir: Path, data_dir: Path | None) -> None:
+@click.option(
+    "--cluster",
+    default=None,
+    help="Compute the snapshot's rows on a Dask cluster: a scheduler address (tcp://HOST:8786) or local[:N].",
+)
+@click.option("--partitions", type=click.IntRange(min=1), default=None, help="With --cluster: user buckets.")
+@click.option(
+    "--work-dir",
+    "work_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="With --cluster: a folder every worker reads at the same path (default: beside the run folder).",
+)
+def export(
+    run_dir: Path, data_dir: Path | None, cluster: str | None, partitions: int | None, work_dir: Path | None
+) -> None:
     """Rebuild RUN_DIR/serving: ONNX models (parity-checked) and the online snapshot; republish atomically."""
+    from pipeline.progress import Timings
     from pipeline.workflows.export import export as run_export
     from serving.bundle import RANKER
 
-    m = run_export(run_dir, data_dir)
+    if cluster is None:
+        m = run_export(run_dir, data_dir)
+    else:
+        with _cluster_session(cluster, partitions, work_dir, run_dir) as session:
+            m = run_export(
+                run_dir, data_dir, rows=session.snapshot_rows, on_data=lambda data: session.buckets(data, Timings())
+            )
     p = m.parity
     parity = (
         f"parity on all {p.rows:,} rows of {p.users:,} users at {p.contexts} contexts ({p.rows_with_nan:,} with "

@@ -137,6 +137,29 @@ class ALSModel:
             regularization=self.regularization,
         )
 
+    def with_users(self, user_ids: np.ndarray, user_factors: np.ndarray) -> ALSModel:
+        """The same item side (factors, BM25 statistics) with these users' factors."""
+        return ALSModel(
+            user_ids=user_ids,
+            item_ids=self.item_ids,
+            user_factors=user_factors,
+            item_factors=self.item_factors,
+            idf=self.idf,
+            bm25=self.bm25,
+            regularization=self.regularization,
+        )
+
+    def item_side(self) -> ALSModel:
+        """The model without users: what is published for folding users in, or broadcast to a
+        cluster's workers once (each partition of users then brings its own factors)."""
+        return self.with_users(np.zeros(0, np.uint32), np.zeros((0, self.item_factors.shape[1]), np.float32))
+
+    def factors_of(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(user ids, factors) of those ``users`` the fit knows, sorted by id: one partition's share."""
+        rows = self.user_index(np.asarray(users, dtype=np.uint32))
+        rows = np.sort(rows[rows >= 0])
+        return self.user_ids[rows], self.user_factors[rows]
+
     @cached_property
     def _gram(self) -> np.ndarray:
         Y = self.item_factors.astype(np.float64)
@@ -163,11 +186,19 @@ class ALSModel:
         return out
 
     def top_items(
-        self, users: np.ndarray, n: int, exclude: pl.DataFrame | None = None, batch: int = 16384
+        self,
+        users: np.ndarray,
+        n: int,
+        exclude: pl.DataFrame | None = None,
+        batch: int = 16384,
+        numpy_topk_users: int = NUMPY_TOPK_USERS,
     ) -> pl.DataFrame:
         """Top-``n`` items per user by score, skipping ``exclude`` pairs (USER, PRODUCT).
 
         Returns USER, PRODUCT, S.ALS_SCORE with up to ``n`` rows per known user, best first.
+        Up to ``numpy_topk_users`` users are ranked in NumPy, more by implicit's top-k (the two
+        agree except at near-ties: a partition of users that must give what all of them give
+        at once passes 0).
         """
         users = np.asarray(users, dtype=np.uint32)
         rows = self.user_index(users)
@@ -184,7 +215,7 @@ class ALSModel:
                 (np.ones(int(known.sum()), dtype=np.float32), (pos[known], items[known])),
                 shape=(users.size, self.item_ids.size),
             )
-        if users.size <= NUMPY_TOPK_USERS:
+        if users.size <= numpy_topk_users:
             return self._top_items_numpy(users, rows, n, seen)
         from implicit.cpu.topk import topk
         from threadpoolctl import threadpool_limits
@@ -282,16 +313,18 @@ def history_candidates(h: History, users: pl.Series, max_history: int | None) ->
     return up.select(S.USER, S.PRODUCT)
 
 
-def candidates(h: History, als: ALSModel, users: pl.Series, config: CandidateConfig) -> pl.DataFrame:
+def candidates(
+    h: History, als: ALSModel, users: pl.Series, config: CandidateConfig, numpy_topk_users: int = NUMPY_TOPK_USERS
+) -> pl.DataFrame:
     """The candidate set of ``users``: USER, PRODUCT, S.ALS_SCORE, S.ALS_RANK, S.IS_REPEAT.
 
     Sorted by user, then ALS rank. Users unknown to ALS (none in a consistent history) keep
-    their history candidates with NaN ALS scores.
+    their history candidates with NaN ALS scores. ``numpy_topk_users``: see ``ALSModel.top_items``.
     """
     users = users.sort().cast(pl.UInt32)
     past = history_candidates(h, users, config.max_history).with_columns(pl.lit(True).alias(S.IS_REPEAT))
     all_past = h.user_products.select(S.USER, S.PRODUCT)
-    new = als.top_items(users.to_numpy(), config.als_new, exclude=all_past).select(
+    new = als.top_items(users.to_numpy(), config.als_new, exclude=all_past, numpy_topk_users=numpy_topk_users).select(
         S.USER, S.PRODUCT, pl.lit(False).alias(S.IS_REPEAT)
     )
     pairs = pl.concat([past, new]).sort(S.USER, S.PRODUCT)

@@ -574,6 +574,12 @@ class OnnxScorer:
         self.vocabulary = vocabulary
         self.steps = steps
         self.onnx_bytes = onnx_bytes
+        self.threads = threads
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as what builds it (a session is not picklable): a Dask worker gets the same
+        network with the same thread count, hence the same outputs."""
+        return (OnnxScorer, (self.onnx_bytes, self.vocabulary, self.steps, self.threads))
 
     def score(self, batch: SequenceBatch) -> tuple[np.ndarray, np.ndarray]:
         logit, state = self.session.run(list(OUTPUT_NAMES), _feeds(batch))

@@ -148,7 +148,9 @@ class Rankers:
         )
 
 
-def _lgb_params(cfg: LightGBMConfig, objective: str) -> dict[str, object]:
+def lightgbm_params(cfg: LightGBMConfig, objective: str) -> dict[str, object]:
+    """LightGBM's parameters for ``objective`` (lambdarank or binary) and the metric early
+    stopping watches (NDCG@10 or binary log loss)."""
     params: dict[str, object] = {
         "objective": objective,
         "learning_rate": cfg.learning_rate,
@@ -189,7 +191,7 @@ def fit_lightgbm(train: Matrix, stop: Matrix, cfg: LightGBMConfig, objective: st
     dtrain = dataset(train)
     dstop = dataset(stop, reference=dtrain)
     return lgb.train(
-        _lgb_params(cfg, objective),
+        lightgbm_params(cfg, objective),
         dtrain,
         num_boost_round=cfg.n_estimators,
         valid_sets=[dstop],
@@ -198,14 +200,9 @@ def fit_lightgbm(train: Matrix, stop: Matrix, cfg: LightGBMConfig, objective: st
     )
 
 
-def fit_xgboost(train: Matrix, stop: Matrix, cfg: XGBoostConfig, threads: int) -> object:
-    """The XGBoost baseline: binary logistic trees (hist), early stopping on the ``stop`` rows."""
-    import xgboost as xgb
-
-    names = list(FEATURE_NAMES)
-    dtrain = xgb.DMatrix(train.X, label=train.label, weight=train.sampling_weight, feature_names=names)
-    dstop = xgb.DMatrix(stop.X, label=stop.label, feature_names=names)
-    params = {
+def xgboost_params(cfg: XGBoostConfig, threads: int) -> dict[str, object]:
+    """The XGBoost baseline's booster parameters: binary logistic trees (hist)."""
+    return {
         "objective": "binary:logistic",
         "eval_metric": "logloss",
         "tree_method": "hist",
@@ -217,8 +214,17 @@ def fit_xgboost(train: Matrix, stop: Matrix, cfg: XGBoostConfig, threads: int) -
         "seed": cfg.seed,
         "nthread": threads,
     }
+
+
+def fit_xgboost(train: Matrix, stop: Matrix, cfg: XGBoostConfig, threads: int) -> object:
+    """The XGBoost baseline: binary logistic trees (hist), early stopping on the ``stop`` rows."""
+    import xgboost as xgb
+
+    names = list(FEATURE_NAMES)
+    dtrain = xgb.DMatrix(train.X, label=train.label, weight=train.sampling_weight, feature_names=names)
+    dstop = xgb.DMatrix(stop.X, label=stop.label, feature_names=names)
     return xgb.train(
-        params,
+        xgboost_params(cfg, threads),
         dtrain,
         num_boost_round=cfg.n_estimators,
         evals=[(dstop, "stop")],

@@ -25,14 +25,14 @@ import numpy as np
 import polars as pl
 
 from features import cutoffs as C
-from features.build import feature_frame
+from features.build import FeatureTables, PublishedTables
 from features.history import History, as_of
 from features.sequence import SequenceScorer
 from pipeline.config import TrainConfig
 from pipeline.data import schema as S
 from pipeline.data.storage import Dataset
 from pipeline.errors import DataError
-from pipeline.model.candidates import ALSModel, candidates
+from pipeline.model.candidates import NUMPY_TOPK_USERS, ALSModel, candidates
 from pipeline.progress import Timings
 
 log = logging.getLogger(__name__)
@@ -199,18 +199,43 @@ def build_window(
     chosen = h.cutoffs[S.USER]
     if users is not None:
         chosen = chosen.filter(chosen.is_in(users.cast(pl.UInt32).implode()))
-    with timings.stage(f"window {window}: candidates ({chosen.len():,} users)"):
-        cands = candidates(h, als, chosen, config.candidates)
+    frame, truth = window_rows(h, lines, als, chosen, window, config, network=network, timings=timings)
+    return Window(window=window, history=h, als=als, frame=frame, truth=truth)
+
+
+def window_rows(
+    h: History,
+    lines: pl.DataFrame,
+    als: ALSModel,
+    users: pl.Series,
+    window: int,
+    config: TrainConfig,
+    *,
+    network: SequenceScorer | None = None,
+    published: PublishedTables | None = None,
+    timings: Timings | None = None,
+    numpy_topk_users: int = NUMPY_TOPK_USERS,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The labelled candidate rows of ``users`` in the history ``h`` of one window, and their truth.
+
+    Candidates (past products ∪ ALS), every feature as of the cutoff and the label (1 when the
+    product is in the target order). With ``published`` (the product table and TIFU reference of
+    the whole window's history), ``h`` may hold only some users (a partition of them on a cluster,
+    ``pipeline.workflows.cluster_train``) and the rows are those the whole history gives.
+    """
+    timings = timings or Timings()
+    with timings.stage(f"window {window}: candidates ({users.len():,} users)"):
+        cands = candidates(h, als, users, config.candidates, numpy_topk_users=numpy_topk_users)
     with timings.stage(f"window {window}: features ({cands.height:,} rows)"):
-        frame = feature_frame(h, cands, config.features, network)
-    truth = C.labels(lines, h.cutoffs.join(pl.DataFrame(chosen), on=S.USER, how="semi"))
+        frame = FeatureTables.of(h, config.features, network, published=published).frame(cands)
+    truth = C.labels(lines, h.cutoffs.join(pl.DataFrame(users), on=S.USER, how="semi"))
     frame = frame.join(
         truth.select(S.USER, S.PRODUCT, pl.lit(1, pl.UInt8).alias(S.LABEL)),
         on=[S.USER, S.PRODUCT],
         how="left",
         maintain_order="left",
     ).with_columns(pl.col(S.LABEL).fill_null(0), pl.lit(window, pl.UInt8).alias(S.WINDOW))
-    return Window(window=window, history=h, als=als, frame=frame, truth=truth)
+    return frame, truth
 
 
 def rows_of(windows: list[Window], users: pl.Series, window0_only: bool = False) -> pl.DataFrame:

@@ -14,8 +14,7 @@ the result is the same.
 :class:`distributed.LocalCluster` of N single-threaded worker processes on loopback (default 2)
 and stops it afterwards.
 
-Only batch scoring runs on a cluster so far; training, features and the export run in one
-process (see README, "More than one machine").
+Training and the export use the same clients and buckets (``pipeline.workflows.cluster_train``).
 """
 
 from __future__ import annotations
@@ -56,8 +55,9 @@ SCORES_DATASET = Kind("scores dataset (folder of Parquet parts)", folder=True, r
 
 
 @contextlib.contextmanager
-def dask_client(address: str) -> Iterator[Client]:
-    """A client of the cluster at ``address``, or of a local cluster for ``local[:N]`` (stopped after)."""
+def dask_client(address: str, memory_limit: str | None = "auto") -> Iterator[Client]:
+    """A client of the cluster at ``address``, or of a local cluster for ``local[:N]`` (stopped
+    after; ``memory_limit`` per worker, e.g. "3GiB": Dask's nanny restarts a worker above it)."""
     from distributed import Client, LocalCluster
 
     match = LOCAL.match(address)
@@ -70,9 +70,20 @@ def dask_client(address: str) -> Iterator[Client]:
             yield client
         return
     workers = int(match.group(1) or DEFAULT_LOCAL_WORKERS)
+    import dask
+
     with (
+        # Tasks stay where their data is: lightgbm.dask trains each worker on the chunks it holds,
+        # and a stolen task could move one (and change the model). A real scheduler needs the same
+        # setting for reproducible models (README, "More than one machine").
+        dask.config.set({"distributed.scheduler.work-stealing": False}),
         LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",  # a free port on loopback (None still takes 8787 for its HTTP server)
+            host="127.0.0.1",
+            memory_limit=memory_limit,
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -13,20 +13,23 @@ scores within ``TOLERANCE`` of each other).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import logging
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
 import lightgbm as lgb
 import numpy as np
 import polars as pl
 
 from features import cutoffs as C
-from features.build import BASE_FEATURES, FEATURE_NAMES, FeatureTables, base_matrix
+from features.build import BASE_FEATURES, FEATURE_NAMES, FeatureTables, PublishedTables, base_matrix
 from features.history import History, as_of, order_lines
 from features.sequence import SequenceScorer
 from pipeline.config import TrainConfig
@@ -128,14 +131,35 @@ def latest_history(data: Dataset, lines: pl.DataFrame) -> History:
     return as_of(data, C.next_order(data.orders), lines)
 
 
-def _write_snapshot(
-    folder: Path, h: History, als: ALSModel, config: TrainConfig, timings: Timings, network: SequenceScorer | None
-) -> dict[str, np.ndarray]:
-    """Every known user's candidates and base features as of ``h`` (see ``latest_history``).
+class SnapshotRows(Protocol):
+    """Writes every user's candidate rows of ``h`` (base features, float32) to ``base`` (a .npy
+    file); returns the small arrays (products, repeat, users sorted, offsets) and the product-level
+    tables the rows were computed with (published beside them for fresh online rows)."""
+
+    def __call__(
+        self,
+        base: Path,
+        h: History,
+        als: ALSModel,
+        config: TrainConfig,
+        timings: Timings,
+        network: SequenceScorer | None,
+    ) -> tuple[dict[str, np.ndarray], PublishedTables]: ...
+
+
+def snapshot_rows_locally(
+    base: Path,
+    h: History,
+    als: ALSModel,
+    config: TrainConfig,
+    timings: Timings,
+    network: SequenceScorer | None,
+) -> tuple[dict[str, np.ndarray], PublishedTables]:
+    """:class:`SnapshotRows` in this process.
 
     Candidates are made for all users at once (a few columns), then featurised
-    SNAPSHOT_CHUNK_USERS users at a time straight into ``base.npy``: memory stays bounded by the
-    chunk, whatever the number of users. Returns the small arrays.
+    SNAPSHOT_CHUNK_USERS users at a time straight into ``base``: memory stays bounded by the
+    chunk, whatever the number of users.
     """
     with timings.stage(f"snapshot: candidates ({h.cutoffs.height:,} users)"):
         cands = candidates(h, als, h.cutoffs[S.USER], config.candidates)  # sorted by user
@@ -143,49 +167,69 @@ def _write_snapshot(
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     with timings.stage(f"snapshot: features ({cands.height:,} rows, one cutoff)"):
         tables = FeatureTables.of(h, config.features, network)
-        _write_published(folder / PUBLISHED, tables, als, config, network)
-        # Appended chunk by chunk behind a .npy header: written pages go to the page cache, not
-        # to this process's resident memory (as a writable memory map's would).
-        with (folder / "base.npy").open("wb") as fh:
-            header = {"descr": "<f4", "fortran_order": False, "shape": (cands.height, len(BASE_FEATURES))}
-            np.lib.format.write_array_header_1_0(fh, header)
+        published = PublishedTables.of(tables)
+        with open_rows(base, cands.height) as fh:
             for first in range(0, users.size, SNAPSHOT_CHUNK_USERS):
                 lo, hi = int(offsets[first]), int(offsets[min(first + SNAPSHOT_CHUNK_USERS, users.size)])
                 frame = tables.base_frame(cands.slice(lo, hi - lo))  # keeps the row order
                 fh.write(base_matrix(frame).tobytes())
         del tables
-    with timings.stage("snapshot: users' histories (for fresh online rows)"):
-        _write_history(folder / HISTORY, h, users.astype(np.uint32))
-    return {
+    arrays = {
         "products": cands[S.PRODUCT].to_numpy().astype(np.uint32),
         "repeat": cands[S.IS_REPEAT].to_numpy().astype(np.bool_),
         "users": users.astype(np.uint32),
         "offsets": offsets,
     }
+    return arrays, published
+
+
+@contextlib.contextmanager
+def open_rows(path: Path, rows: int) -> Iterator[BinaryIO]:
+    """``path`` opened for appending ``rows`` base rows (float32) behind a .npy header: written
+    pages go to the page cache, not to this process's resident memory (as a writable memory map's
+    would)."""
+    with path.open("wb") as fh:
+        header = {"descr": "<f4", "fortran_order": False, "shape": (rows, len(BASE_FEATURES))}
+        np.lib.format.write_array_header_1_0(fh, header)
+        yield fh
+
+
+def _write_snapshot(
+    folder: Path,
+    h: History,
+    als: ALSModel,
+    config: TrainConfig,
+    timings: Timings,
+    network: SequenceScorer | None,
+    rows: SnapshotRows = snapshot_rows_locally,
+) -> dict[str, np.ndarray]:
+    """Every known user's candidates and base features as of ``h`` (see ``latest_history``), the
+    published product-level state and the users' histories. Returns the small arrays."""
+    arrays, published = rows(folder / "base.npy", h, als, config, timings, network)
+    _write_published(folder / PUBLISHED, h.products, published, als, config, network)
+    with timings.stage("snapshot: users' histories (for fresh online rows)"):
+        _write_history(folder / HISTORY, h, arrays["users"])
+    return arrays
 
 
 def _write_published(
-    folder: Path, tables: FeatureTables, als: ALSModel, config: TrainConfig, network: SequenceScorer | None
+    folder: Path,
+    catalogue: pl.DataFrame,
+    published: PublishedTables,
+    als: ALSModel,
+    config: TrainConfig,
+    network: SequenceScorer | None,
 ) -> None:
     """The product-level state fresh online rows are computed against (``serving.online``): the
     catalogue's ids, the product features and TIFU reference of the snapshot's history, the ALS
     item side (users are folded in), the candidate and feature settings, and the network."""
     folder.mkdir()
     # Sorted by id: features.tifu.catalogue_ids then only checks the order on every fresh row.
-    products = tables.history.products.select(S.PRODUCT, S.AISLE, S.DEPARTMENT).sort(S.PRODUCT)
+    products = catalogue.select(S.PRODUCT, S.AISLE, S.DEPARTMENT).sort(S.PRODUCT)
     products.write_parquet(folder / PUBLISHED_PRODUCTS)
-    tables.product.write_parquet(folder / PUBLISHED_PRODUCT_FEATURES)
-    tables.tifu.neighbourhood.save(folder / PUBLISHED_TIFU)
-    items_only = ALSModel(
-        user_ids=np.zeros(0, np.uint32),
-        item_ids=als.item_ids,
-        user_factors=np.zeros((0, als.item_factors.shape[1]), np.float32),
-        item_factors=als.item_factors,
-        idf=als.idf,
-        bm25=als.bm25,
-        regularization=als.regularization,
-    )
-    items_only.save(folder / PUBLISHED_ALS)
+    published.product.write_parquet(folder / PUBLISHED_PRODUCT_FEATURES)
+    published.reference.save(folder / PUBLISHED_TIFU)
+    als.item_side().save(folder / PUBLISHED_ALS)
     write_json(
         folder / PUBLISHED_CONFIG,
         {"features": config.features.model_dump(), "candidates": config.candidates.model_dump()},
@@ -229,8 +273,9 @@ def _write_arrays(
     data: Dataset,
     timings: Timings,
     network: SequenceScorer | None,
+    rows: SnapshotRows,
 ) -> dict[str, list[int]]:
-    arrays = _write_snapshot(folder, h, als, config, timings, network)
+    arrays = _write_snapshot(folder, h, als, config, timings, network, rows)
     lines = h.lines
     popular = lines.group_by(S.PRODUCT).len().sort(["len", S.PRODUCT], descending=[True, False]).head(POPULAR)
     arrays["popular_products"] = popular[S.PRODUCT].to_numpy().astype(np.uint32)
@@ -346,6 +391,7 @@ def write_bundle(
     cart_attention_weight: float = 0.0,
     none_source: str = "product",
     cart_files: Path | None = None,
+    rows: SnapshotRows = snapshot_rows_locally,
 ) -> BundleManifest:
     """Write the serving bundle into ``folder`` (created); returns its manifest. Raises on failed parity.
 
@@ -353,12 +399,14 @@ def write_bundle(
     ``network`` computes the sequence features of the snapshot (missing without it). The
     co-occurrence table of ``h``'s baskets goes to ``related/`` (``GET /v1/products/{id}/related``
     and the cart term of the served score, weighted by ``cart_weight``); ``none_source`` says where
-    the served baskets take P(None) from (``pipeline.model.basket.NONE_SOURCES``).
+    the served baskets take P(None) from (``pipeline.model.basket.NONE_SOURCES``). ``rows`` computes
+    the snapshot's rows: in this process by default, on a Dask cluster with
+    ``pipeline.workflows.cluster_train.snapshot_rows_on_cluster``.
     """
     folder.mkdir(parents=True)
     start = time.perf_counter()
     timings = timings or Timings()
-    shapes = _write_arrays(folder, h, als, config, data, timings, network)
+    shapes = _write_arrays(folder, h, als, config, data, timings, network, rows)
     with timings.stage("co-occurrence table (often bought together)"):
         Cooccurrence.of(h.lines.select(S.USER, S.ORDER_NUMBER, S.PRODUCT)).save(folder / RELATED)
     has_cart = cart_files is not None and (cart_files / CART_FILE).is_file()
@@ -410,15 +458,24 @@ def _write_manifest(folder: Path, manifest: BundleManifest) -> None:
     write_json(folder / MANIFEST, manifest.model_dump(exclude_none=True))
 
 
-def export(run_dir: Path, data_dir: Path | None = None) -> BundleManifest:
+def export(
+    run_dir: Path,
+    data_dir: Path | None = None,
+    rows: SnapshotRows = snapshot_rows_locally,
+    on_data: Callable[[Dataset], object] | None = None,
+) -> BundleManifest:
     """Rebuild ``RUN_DIR/serving`` from the run's models and republish the run folder atomically.
 
     Unchanged files are hard-linked into the new folder, so this costs only the new bundle.
-    ``data_dir`` defaults to the data the run was trained on.
+    ``data_dir`` defaults to the data the run was trained on. ``rows`` computes the snapshot's
+    rows (see :func:`write_bundle`); ``on_data`` is called with the data first (a cluster writes
+    its user buckets).
     """
     run = load_run(run_dir)
     data_path = Path(data_dir) if data_dir else Path(run.manifest.data.path)
     data = read_dataset(data_path)
+    if on_data is not None:
+        on_data(data)
     als = run.als(latest=True)
     with publishing_dir(run.path, RUN_FOLDER) as tmp:
         for item in run.path.iterdir():
@@ -442,4 +499,5 @@ def export(run_dir: Path, data_dir: Path | None = None) -> BundleManifest:
             cart_attention_weight=report.cart_attention_weight or 0.0,
             none_source=report.none_source or "product",
             cart_files=run.folder.sequence,
+            rows=rows,
         )

@@ -4,6 +4,10 @@ The recipe: roles and label windows (``pipeline.model.windows``) → rankers (``
 training``) → the evaluation report on held-out users (``pipeline.evaluation``) → ALS on all
 known orders and the serving bundle (``pipeline.workflows.export``) → the run folder
 (``pipeline.workflows.run_folder``), published atomically.
+
+The label windows with the rankers, and the snapshot's rows, are the two steps that grow with the
+shoppers: ``train`` takes them as parameters (``learn``, ``snapshot``), in this process by default
+or on a Dask cluster (``pipeline.workflows.cluster_train.ClusterSession``).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 
@@ -35,6 +39,7 @@ from pipeline.model.windows import (
     FIT,
     STOP,
     VALID,
+    PlannedWindow,
     Window,
     build_windows,
     evaluation_users,
@@ -43,7 +48,7 @@ from pipeline.model.windows import (
     rows_of,
 )
 from pipeline.progress import Timings
-from pipeline.workflows.export import latest_history, write_bundle
+from pipeline.workflows.export import SnapshotRows, latest_history, snapshot_rows_locally, write_bundle
 from pipeline.workflows.run_folder import RUN_FOLDER, DataRef, RunFolder, RunManifest, ServingRef
 from pipeline.workflows.sequence_stage import fit_network
 from serving.cart import CartScorer
@@ -69,9 +74,65 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def train(data_dir: Path, out: Path, config: TrainConfig, *, force: bool = False) -> TrainResult:
+@dataclass
+class Learned:
+    """What the learning stage hands to the rest of ``train``: window 0 (history, ALS, and the rows
+    of at least the stop and evaluated users), the rankers, the roles of users with rows, and the
+    learning set's size for the manifest."""
+
+    window0: Window
+    rankers: Rankers
+    roles: pl.DataFrame
+    stats: dict[str, Any]
+
+
+class Learner(Protocol):
+    """Builds the label windows' rows and trains the rankers (:func:`learn_locally`, or
+    ``ClusterSession.learn`` on a Dask cluster)."""
+
+    def __call__(
+        self,
+        data: Dataset,
+        lines: pl.DataFrame,
+        config: TrainConfig,
+        timings: Timings,
+        roles: pl.DataFrame,
+        network: SequenceScorer | None,
+        plan: list[PlannedWindow],
+    ) -> Learned: ...
+
+
+def learn_locally(
+    data: Dataset,
+    lines: pl.DataFrame,
+    config: TrainConfig,
+    timings: Timings,
+    roles: pl.DataFrame,
+    network: SequenceScorer | None,
+    plan: list[PlannedWindow],
+) -> Learned:
+    """The label windows and the rankers in this process (``pipeline.model.windows``, ``.training``)."""
+    windows = build_windows(data, lines, config, timings, roles, network=network, plan=plan)
+    # A user whose cutoff has no visible order (possible only with gaps in order numbers) has no rows.
+    roles = roles.join(windows[0].history.cutoffs.select(S.USER), on=S.USER, how="semi")
+    with timings.stage("rankers (LightGBM lambdarank + binary, XGBoost baseline)"):
+        rankers = fit_rankers(windows, roles, config)
+    return Learned(window0=windows[0], rankers=rankers, roles=roles, stats=_window_stats(windows, roles, rankers))
+
+
+def train(
+    data_dir: Path,
+    out: Path,
+    config: TrainConfig,
+    *,
+    force: bool = False,
+    learn: Learner = learn_locally,
+    snapshot: SnapshotRows = snapshot_rows_locally,
+) -> TrainResult:
     """Train on DATA_DIR and publish a run folder at ``out`` (atomically; an existing ``out`` is
-    replaced only when it is a run folder, or with ``force``)."""
+    replaced only when it is a run folder, or with ``force``). ``learn`` builds the label windows
+    and the rankers, ``snapshot`` the serving snapshot's rows: in this process by default, on a
+    Dask cluster with ``pipeline.workflows.cluster_train.ClusterSession``."""
     check_output(out, RUN_FOLDER, force, inputs=[data_dir])
     timings = Timings()
     started = time.time()
@@ -83,11 +144,8 @@ def train(data_dir: Path, out: Path, config: TrainConfig, *, force: bool = False
     plan = plan_windows(data, config, roles)
     sequence = fit_network(data, lines, config, plan, timings, roles=roles)
     network = sequence.scorer if sequence is not None else None
-    windows = build_windows(data, lines, config, timings, roles, network=network, plan=plan)
-    # A user whose cutoff has no visible order (possible only with gaps in order numbers) has no rows.
-    roles = roles.join(windows[0].history.cutoffs.select(S.USER), on=S.USER, how="semi")
-    with timings.stage("rankers (LightGBM lambdarank + binary, XGBoost baseline)"):
-        rankers = fit_rankers(windows, roles, config)
+    learned = learn(data, lines, config, timings, roles, network, plan)
+    roles, rankers = learned.roles, learned.rankers
     valid_users = evaluation_users(roles, config)
     with timings.stage("evaluation on validation users"):  # + cart completion, P(None) choice on stop users
         cart_scorer = (
@@ -95,10 +153,10 @@ def train(data_dir: Path, out: Path, config: TrainConfig, *, force: bool = False
             if sequence is not None and sequence.cart is not None
             else None
         )
-        report = _validation_report(windows[0], lines, roles, valid_users, rankers, config, cart_scorer)
-    stats = _window_stats(windows, roles, rankers)
-    als_eval = windows[0].als
-    del windows  # the label windows are done with: free them before the snapshot
+        report = _validation_report(learned.window0, lines, roles, valid_users, rankers, config, cart_scorer)
+    stats = learned.stats
+    als_eval = learned.window0.als
+    del learned  # the label windows are done with: free them before the snapshot
     with timings.stage("ALS on all known orders (for prediction)"):
         latest_h = latest_history(data, lines)
         latest = ALSModel.fit(latest_h.lines, config.als)
@@ -130,7 +188,7 @@ def train(data_dir: Path, out: Path, config: TrainConfig, *, force: bool = False
             sequence.scorer.save(folder.sequence, sequence.meta(), sequence.cart.onnx_bytes if sequence.cart else None)
         folder.report.mkdir()
         write_report(report, folder.report, "Validation report", rankers.importance())
-        _publish_bundle(folder, manifest, data, latest_h, rankers, latest, config, timings, network, report)
+        _publish_bundle(folder, manifest, data, latest_h, rankers, latest, config, timings, network, report, snapshot)
     return TrainResult(run_dir=Path(out), report=report, timings=timings)
 
 
@@ -197,6 +255,7 @@ def _publish_bundle(
     timings: Timings,
     network: SequenceScorer | None,
     report: EvaluationReport,
+    snapshot: SnapshotRows,
 ) -> None:
     """The serving bundle, then the run manifest that points at it (written last)."""
     bundle = write_bundle(
@@ -212,6 +271,7 @@ def _publish_bundle(
         cart_attention_weight=report.cart_attention_weight or 0.0,
         none_source=report.none_source or "product",
         cart_files=folder.sequence,
+        rows=snapshot,
     )
     if bundle.parity is None:
         raise ExportError(f"{folder.bundle}: the bundle was written without a parity check")
