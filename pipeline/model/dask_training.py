@@ -149,17 +149,31 @@ def early_stopping_round(booster: lgb.Booster, stop: Matrix, objective: str, rou
 
 
 class _BlockOrderClient:
-    """The client ``lightgbm.dask`` is given: the client itself, except that ``who_has`` answers in
-    the order the parts are asked about. ``lightgbm.dask`` ranks the workers in the order of that
-    answer, which the scheduler sorts by the parts' random keys; in block order instead, the
-    worker holding block k gets rank k, run after run (the rank decides which worker's rows bin
-    which features, so it changes the model)."""
+    """The client ``lightgbm.dask`` is given: the client itself, except for two answers that make
+    the worker holding block k LightGBM's rank k, run after run (the rank decides which worker's
+    rows bin which features, so it changes the model):
 
-    def __init__(self, client: Client) -> None:
+    - ``compute`` of the training parts (one per block, in block order) runs part k on block k's
+      worker, where its data already is; the scheduler could otherwise put two parts on one
+      worker (a small part moves cheaply) and train on fewer machines;
+    - ``who_has`` answers in the order the parts are asked about: ``lightgbm.dask`` ranks the
+      workers in the order of that answer, which the scheduler sorts by the parts' random keys.
+    """
+
+    def __init__(self, client: Client, workers: list[str]) -> None:
         self._client = client
+        self._workers = workers
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
+
+    def compute(self, collections: Any, **kwargs: Any) -> Any:
+        if isinstance(collections, list) and len(collections) == len(self._workers) and "workers" not in kwargs:
+            return [
+                self._client.compute(part, workers=[worker], allow_other_workers=False, **kwargs)
+                for part, worker in zip(collections, self._workers, strict=True)
+            ]
+        return self._client.compute(collections, **kwargs)
 
     def who_has(self, futures: Any = None, **kwargs: Any) -> Any:
         answer = self._client.who_has(futures, **kwargs)
@@ -169,7 +183,7 @@ class _BlockOrderClient:
         return {key: answer[key] for key in keys}
 
 
-def _estimator(client: Client, cfg: LightGBMConfig, objective: str) -> Any:
+def _estimator(client: Client, workers: list[str], cfg: LightGBMConfig, objective: str) -> Any:
     from lightgbm.dask import DaskLGBMClassifier, DaskLGBMRanker
 
     params: dict[str, Any] = {
@@ -177,18 +191,23 @@ def _estimator(client: Client, cfg: LightGBMConfig, objective: str) -> Any:
     }
     del params["num_threads"]  # lightgbm.dask gives each worker its Dask threads
     kind = DaskLGBMRanker if objective == "lambdarank" else DaskLGBMClassifier
-    return kind(client=cast("Client", _BlockOrderClient(client)), n_estimators=cfg.n_estimators, **params)
+    ordered = cast("Client", _BlockOrderClient(client, workers))
+    return kind(client=ordered, n_estimators=cfg.n_estimators, **params)
 
 
 def fit_lightgbm_on_cluster(
-    client: Client, arrays: dict[str, Any], group: Any, stop: Matrix, cfg: LightGBMConfig, objective: str
+    client: Client, blocks: list[Block], arrays: dict[str, Any], stop: Matrix, cfg: LightGBMConfig, objective: str
 ) -> lgb.Booster:
-    """One LightGBM model trained on the cluster, cut at the early-stopping round of the stop rows."""
-    model = _estimator(client, cfg, objective)
+    """One LightGBM model trained on the cluster (``arrays``: :func:`_dask_arrays` of ``blocks``),
+    cut at the early-stopping round of the stop rows."""
+    from features.build import FEATURE_NAMES
+
+    model = _estimator(client, [b.worker for b in blocks], cfg, objective)
+    names = list(FEATURE_NAMES)
     if objective == "lambdarank":
-        model.fit(arrays["X"], arrays["label"], group=group)
+        model.fit(arrays["X"], arrays["label"], group=arrays["group"], feature_name=names)
     else:
-        model.fit(arrays["X"], arrays["label"], sample_weight=arrays["weight"])
+        model.fit(arrays["X"], arrays["label"], sample_weight=arrays["weight"], feature_name=names)
     booster: lgb.Booster = model.to_local().booster_
     best = early_stopping_round(booster, stop, objective, cfg.early_stopping_rounds)
     log.info(
@@ -261,12 +280,11 @@ def fit_rankers_on_cluster(
     cfg = config.lightgbm
     blocks = [b for b in blocks if b.rows > 0]
     arrays = _dask_arrays(client, blocks, len(FEATURE_NAMES))
-    group = arrays["group"]
     stop = Matrix.of(stop_rows, cfg.equal_user_weight)
     objectives = ["lambdarank", "binary"] if cfg.objective == "auto" else [cfg.objective]
     if "binary" not in objectives:
         objectives.append("binary")
-    models = {obj: fit_lightgbm_on_cluster(client, arrays, group, stop, cfg, obj) for obj in objectives}
+    models = {obj: fit_lightgbm_on_cluster(client, blocks, arrays, stop, cfg, obj) for obj in objectives}
     selection = {
         obj: ndcg_at_10(stop_rows, np.asarray(model.predict(stop.X)), stop_truth) for obj, model in models.items()
     }
