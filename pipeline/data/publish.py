@@ -251,25 +251,30 @@ def publish_bytes(final: Path, data: bytes, kind: Kind, *, force: bool = False, 
         tmp.write_bytes(data)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling and a rename (no kind check).
-
-    For files inside a folder being published and for our own files; a user-named output goes
-    through :func:`publish_bytes`.
-    """
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary sibling of ``path`` to write; renamed onto ``path`` when the block ends, removed
+    when it raises (no kind check). For files inside a folder being published and for our own
+    files; a user-named output goes through :func:`publishing_file`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(path, _TMP)
-    fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        yield tmp
         os.replace(tmp, path)
     except BaseException as exc:
         _remove(tmp)
         if isinstance(exc, Exception) and write_failure(exc):
             raise _failed(exc, path) from exc
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
 
 
 def loads(load: Callable[[Path], object]) -> Callable[[Path], bool]:

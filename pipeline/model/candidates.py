@@ -127,15 +127,7 @@ class ALSModel:
             Yu = Y[row_items]
             A = base + Yu.T @ ((c - 1.0)[:, None] * Yu)
             factors[u] = np.linalg.solve(A, Yu.T @ c)
-        return ALSModel(
-            user_ids=users.astype(np.uint32),
-            item_ids=self.item_ids,
-            user_factors=factors,
-            item_factors=self.item_factors,
-            idf=self.idf,
-            bm25=self.bm25,
-            regularization=self.regularization,
-        )
+        return self.with_users(users.astype(np.uint32), factors)
 
     def with_users(self, user_ids: np.ndarray, user_factors: np.ndarray) -> ALSModel:
         """The same item side (factors, BM25 statistics) with these users' factors."""

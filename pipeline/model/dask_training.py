@@ -36,7 +36,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.config import LightGBMConfig, TrainConfig, XGBoostConfig
-from pipeline.model.training import Matrix, Rankers, lightgbm_params, ndcg_at_10, xgboost_params
+from pipeline.model.training import Matrix, Rankers, choose_rankers, lightgbm_params, objectives, xgboost_params
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -281,21 +281,6 @@ def fit_rankers_on_cluster(
     blocks = [b for b in blocks if b.rows > 0]
     arrays = _dask_arrays(client, blocks, len(FEATURE_NAMES))
     stop = Matrix.of(stop_rows, cfg.equal_user_weight)
-    objectives = ["lambdarank", "binary"] if cfg.objective == "auto" else [cfg.objective]
-    if "binary" not in objectives:
-        objectives.append("binary")
-    models = {obj: fit_lightgbm_on_cluster(client, blocks, arrays, stop, cfg, obj) for obj in objectives}
-    selection = {
-        obj: ndcg_at_10(stop_rows, np.asarray(model.predict(stop.X)), stop_truth) for obj, model in models.items()
-    }
-    best = max(selection, key=lambda o: (selection[o], o == "binary")) if cfg.objective == "auto" else cfg.objective
-    log.info("stop-user NDCG@10 by objective: %s → ranking with %s", selection, best)
+    models = {obj: fit_lightgbm_on_cluster(client, blocks, arrays, stop, cfg, obj) for obj in objectives(cfg)}
     xgb_model = fit_xgboost_on_cluster(client, arrays, stop, config.xgboost) if config.xgboost.enabled else None
-    return Rankers(
-        ranking=models[best],
-        ranking_objective=best,
-        basket=models["binary"],
-        xgboost=xgb_model,
-        selection={f"stop_ndcg@10_{k}": v for k, v in selection.items()},
-        training_rows=sum(b.rows for b in blocks),
-    )
+    return choose_rankers(models, stop_rows, stop, stop_truth, cfg, xgb_model, sum(b.rows for b in blocks))

@@ -257,10 +257,29 @@ def fit_rankers(windows: list[Window], roles: pl.DataFrame, config: TrainConfig)
     train = Matrix.of(train_rows, cfg.equal_user_weight)
     stop = Matrix.of(stop_rows, cfg.equal_user_weight)
     del train_rows
-    objectives = ["lambdarank", "binary"] if cfg.objective == "auto" else [cfg.objective]
-    if "binary" not in objectives:
-        objectives.append("binary")  # the basket always needs probabilities
-    models = {obj: fit_lightgbm(train, stop, cfg, obj) for obj in objectives}
+    models = {obj: fit_lightgbm(train, stop, cfg, obj) for obj in objectives(cfg)}
+    xgb_model = fit_xgboost(train, stop, config.xgboost, cfg.num_threads) if config.xgboost.enabled else None
+    return choose_rankers(models, stop_rows, stop, stop_truth, cfg, xgb_model, int(train.X.shape[0]))
+
+
+def objectives(cfg: LightGBMConfig) -> list[str]:
+    """The LightGBM objectives to train: the configured one (both for "auto"), and binary always
+    (the basket needs probabilities)."""
+    chosen: list[str] = ["lambdarank", "binary"] if cfg.objective == "auto" else [cfg.objective]
+    return chosen if "binary" in chosen else [*chosen, "binary"]
+
+
+def choose_rankers(
+    models: dict[str, lgb.Booster],
+    stop_rows: pl.DataFrame,
+    stop: Matrix,
+    stop_truth: pl.DataFrame,
+    cfg: LightGBMConfig,
+    xgb_model: object | None,
+    training_rows: int,
+) -> Rankers:
+    """The :class:`Rankers` of the trained ``models`` (by objective): with ``objective="auto"``,
+    the one with the better stop-user NDCG@10 ranks (binary on a tie); binary gives the basket."""
     selection = {
         obj: ndcg_at_10(stop_rows, np.asarray(model.predict(stop.X)), stop_truth) for obj, model in models.items()
     }
@@ -269,12 +288,11 @@ def fit_rankers(windows: list[Window], roles: pl.DataFrame, config: TrainConfig)
     else:
         best = cfg.objective
     log.info("stop-user NDCG@10 by objective: %s → ranking with %s", selection, best)
-    xgb_model = fit_xgboost(train, stop, config.xgboost, cfg.num_threads) if config.xgboost.enabled else None
     return Rankers(
         ranking=models[best],
         ranking_objective=best,
         basket=models["binary"],
         xgboost=xgb_model,
         selection={f"stop_ndcg@10_{k}": v for k, v in selection.items()},
-        training_rows=int(train.X.shape[0]),
+        training_rows=training_rows,
     )

@@ -31,7 +31,6 @@ machine").
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from features.history import History, as_of, order_lines
 from features.sequence import SequenceScorer
 from pipeline.config import TrainConfig
 from pipeline.data import schema as S
+from pipeline.data.publish import atomic_path
 from pipeline.data.storage import Dataset
 from pipeline.errors import DataError
 from pipeline.model.candidates import NUMPY_TOPK_USERS, ALSModel, candidates
@@ -54,7 +54,7 @@ from pipeline.model.dask_training import Block, fit_rankers_on_cluster
 from pipeline.model.training import Matrix
 from pipeline.model.windows import FIT, STOP, PlannedWindow, Window, evaluation_users, window_rows
 from pipeline.progress import Timings, overall_peak_rss_mb
-from pipeline.workflows.cluster import TASK_RETRIES, user_partitions
+from pipeline.workflows.cluster import TASK_RETRIES
 from pipeline.workflows.export import SNAPSHOT_CHUNK_USERS, open_rows
 
 if TYPE_CHECKING:
@@ -79,23 +79,40 @@ def default_partitions(users: int, workers: int) -> int:
     return max(4 * max(1, workers), -(-users // USERS_PER_PARTITION))
 
 
+def _by_bucket(frame: pl.DataFrame, bucket: pl.Expr, partitions: int) -> list[pl.DataFrame]:
+    """The rows of ``frame`` in ``partitions`` buckets by ``bucket`` (0 … partitions − 1), in their
+    order; an empty frame for a bucket without rows."""
+    tagged = frame.with_columns(bucket.cast(pl.UInt32).alias(_BUCKET_COL))
+    parts = {int(k[0]): v for k, v in tagged.partition_by(_BUCKET_COL, as_dict=True).items()}  # type: ignore[arg-type]
+    return [parts.get(b, tagged.clear()).drop(_BUCKET_COL) for b in range(partitions)]
+
+
 def write_buckets(data: Dataset, partitions: int, folder: Path) -> list[Path]:
     """Each bucket's orders and order lines (``user_id mod partitions``) as Parquet under ``folder``.
 
     Rows keep their order in the data folder, so per-user computations see them as one process does.
     """
-    orders = data.orders.with_columns((pl.col(S.USER) % partitions).cast(pl.UInt32).alias(_BUCKET_COL))
-    lines = data.order_products.join(orders.select(S.ORDER, _BUCKET_COL), on=S.ORDER, how="left", maintain_order="left")
-    by_orders = {int(k[0]): v for k, v in orders.partition_by(_BUCKET_COL, as_dict=True).items()}  # type: ignore[arg-type]
-    by_lines = {int(k[0]): v for k, v in lines.partition_by(_BUCKET_COL, as_dict=True).items()}  # type: ignore[arg-type]
+    bucket = pl.col(S.USER) % partitions
+    lines = data.order_products.join(
+        data.orders.select(S.ORDER, bucket.alias(_BUCKET_COL)), on=S.ORDER, how="left", maintain_order="left"
+    )
     paths = []
-    for b in range(partitions):
+    for b, (orders_b, lines_b) in enumerate(
+        zip(
+            _by_bucket(data.orders, bucket, partitions), _by_bucket(lines, pl.col(_BUCKET_COL), partitions), strict=True
+        )
+    ):
         path = folder / BUCKET.format(b)
         path.mkdir(parents=True, exist_ok=True)
-        by_orders.get(b, orders.clear()).drop(_BUCKET_COL).write_parquet(path / "orders.parquet")
-        by_lines.get(b, lines.clear()).drop(_BUCKET_COL).write_parquet(path / "order_products.parquet")
+        orders_b.write_parquet(path / "orders.parquet")
+        lines_b.write_parquet(path / "order_products.parquet")
         paths.append(path)
     return paths
+
+
+def cutoffs_by_bucket(cutoffs: pl.DataFrame, partitions: int) -> list[pl.DataFrame]:
+    """``cutoffs`` (sorted by user) in the buckets of :func:`write_buckets`, each sorted by user."""
+    return _by_bucket(cutoffs, pl.col(S.USER) % partitions, partitions)
 
 
 def read_bucket(path: Path, products: pl.DataFrame) -> Dataset:
@@ -152,10 +169,8 @@ def window_part(
     frame, _ = window_rows(
         h, lines, als, chosen, window, config, network=network, published=published, numpy_topk_users=numpy_topk_users
     )
-    target = Path(out)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    frame.write_parquet(tmp)
-    os.replace(tmp, target)
+    with atomic_path(Path(out)) as tmp:
+        frame.write_parquet(tmp)
     from distributed import get_worker
 
     try:
@@ -248,11 +263,10 @@ def build_windows_on_cluster(
         items = client.scatter(als.item_side(), broadcast=True)
         folder = work / "rows" / f"window-{w}"
         folder.mkdir(parents=True, exist_ok=True)
-        bucket_users = user_partitions(h.cutoffs[S.USER].to_numpy(), partitions)
         chosen_np = None if planned.users is None else np.sort(planned.users.cast(pl.UInt32).to_numpy())
         futures = []
-        for b, users_b in enumerate(bucket_users):
-            cut_b = h.cutoffs.filter(pl.col(S.USER).is_in(pl.Series(users_b, dtype=pl.UInt32).implode()))
+        for b, cut_b in enumerate(cutoffs_by_bucket(h.cutoffs, partitions)):
+            users_b = cut_b[S.USER].to_numpy()
             mine = None if chosen_np is None else chosen_np[np.isin(chosen_np, users_b)]
             futures.append(
                 client.submit(
@@ -296,7 +310,7 @@ def build_windows_on_cluster(
 def read_rows(parts: list[Path], users: pl.Series) -> pl.DataFrame:
     """The rows of ``users`` from a window's parts, sorted by user (as one process holds them)."""
     wanted = users.cast(pl.UInt32).implode()
-    frames = [pl.read_parquet(p).filter(pl.col(S.USER).is_in(wanted)) for p in parts]
+    frames = [pl.scan_parquet(p).filter(pl.col(S.USER).is_in(wanted)).collect() for p in parts]
     return pl.concat(frames).sort(S.USER, maintain_order=True)
 
 
@@ -392,11 +406,8 @@ def snapshot_part(
     als = als_items.with_users(*als_users)
     cands = candidates(h, als, h.cutoffs[S.USER], config.candidates, numpy_topk_users=numpy_topk_users)
     base = base_matrix(FeatureTables.of(h, config.features, network, published=published).base_frame(cands))
-    target = Path(out)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as fh:
+    with atomic_path(Path(out)) as tmp, tmp.open("wb") as fh:
         np.save(fh, base, allow_pickle=False)
-    os.replace(tmp, target)
     users, counts = np.unique(cands[S.USER].to_numpy(), return_counts=True)
     return {
         "users": users.astype(np.uint32),
@@ -503,15 +514,14 @@ class ClusterSession:
         shared = self.client.scatter(published, broadcast=True)
         net = None if network is None else self.client.scatter(network, broadcast=True)
         items = self.client.scatter(als.item_side(), broadcast=True)
-        bucket_users = user_partitions(h.cutoffs[S.USER].to_numpy(), self.partitions)
         futures = [
             self.client.submit(
                 snapshot_part,
                 str(self._buckets[b]),
                 self._products,
-                h.cutoffs.filter(pl.col(S.USER).is_in(pl.Series(users_b, dtype=pl.UInt32).implode())),
+                cut_b,
                 items,
-                als.factors_of(users_b),
+                als.factors_of(cut_b[S.USER].to_numpy()),
                 shared,
                 config,
                 topk,
@@ -521,7 +531,7 @@ class ClusterSession:
                 retries=TASK_RETRIES,
                 pure=False,
             )
-            for b, users_b in enumerate(bucket_users)
+            for b, cut_b in enumerate(cutoffs_by_bucket(h.cutoffs, self.partitions))
         ]
         with timings.stage(f"snapshot: candidates + features on the cluster ({self.partitions} tasks)"):
             parts = self.client.gather(futures)
