@@ -17,7 +17,7 @@ SAMPLE_CONFIG ?= configs/instacart_sample.json
 FOLDS ?= 5
 
 .DEFAULT_GOAL := help
-.PHONY: help install data describe train evaluate predict serve score dashboard sample train-sample evaluate-sample test lint mlflow-ui clean bench-data bench-serve bench-realtime bench-score bench-full bench-dask docker-verify soak
+.PHONY: help install data describe train evaluate predict serve score dashboard sample train-sample evaluate-sample test lint mlflow-ui mlflow-server promote clean bench-data bench-serve bench-realtime bench-score bench-full bench-dask docker-verify soak
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ evaluate: $(STAMP) ## Metrics of RUN on its validation users of DATA
 
 predict: $(STAMP) ## Top-20 per test order of DATA with RUN, plus a Kaggle submission
 	$(BC) predict --data $(DATA) --model $(RUN) --eval-set test --k 20 --out $(RUN)-predictions.parquet --submission $(RUN)-submission.csv
+
+promote: $(STAMP) ## Move the registry alias 'champion' to RUN's registered version, after the checks
+	$(BC) promote $(RUN)
 
 serve: $(STAMP) ## Serve RUN over HTTP on port 8000 with 2 workers (docs at /docs)
 	$(BC) serve --model $(RUN) --workers 2 --port 8000
@@ -78,8 +81,14 @@ lint: $(STAMP) ## ruff check + format check + mypy (packages, tests, benchmarks:
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-mlflow-ui: $(STAMP) ## Open the MLflow UI on the tracking store (port 5000)
-	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/artifacts/mlflow/mlflow.db} --port 5000
+MLFLOW_STORE = $$($(BIN)/python -c 'from pipeline.workflows.tracking import server_store; print(*server_store())')
+
+mlflow-ui: mlflow-server ## Same as mlflow-server (the UI is part of the server)
+
+mlflow-server: $(STAMP) ## MLflow server on the tracking store (UI + REST API + registry) at http://127.0.0.1:5000
+	@read -r store artifacts <<< "$(MLFLOW_STORE)"; \
+	echo "tracking store $$store, artifacts $$artifacts; serve by alias with MLFLOW_TRACKING_URI=http://127.0.0.1:5000"; \
+	$(BIN)/mlflow server --backend-store-uri "$$store" --artifacts-destination "$$artifacts" --host 127.0.0.1 --port 5000 --workers 1
 
 clean: ## Remove generated data, artifacts and caches (keeps .venv)
 	rm -rf data artifacts/* .pytest_cache .ruff_cache .mypy_cache

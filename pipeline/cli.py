@@ -83,20 +83,82 @@ def ingest(source: Path, out: Path, strict: bool, force: bool) -> None:
 @main.command()
 @click.option("--users", type=click.IntRange(min=1), required=True, help="Number of users to simulate.")
 @click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--catalog-seed",
+    type=int,
+    default=None,
+    help="Seed of the catalog alone (default: --seed): other shoppers of the same shop as the data of that seed.",
+)
+@click.option(
+    "--shift-days",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Shift the orders of each user's last N days of history (0: no shift); see the --shift-* options below.",
+)
+@click.option(
+    "--shift-basket-size",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="With --shift-days: multiply the number of products of a shifted order (e.g. 1.8).",
+)
+@click.option(
+    "--shift-department",
+    default=None,
+    help="With --shift-days: move purchases of shifted orders to this department (name or id 1-21).",
+)
+@click.option(
+    "--shift-department-share",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="With --shift-department: share of a shifted order's products moved there.",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Canonical data folder to write.")
 @FORCE
-def generate(users: int, seed: int, out: Path, force: bool) -> None:
+def generate(
+    users: int,
+    seed: int,
+    catalog_seed: int | None,
+    shift_days: int,
+    shift_basket_size: float,
+    shift_department: str | None,
+    shift_department_share: float,
+    out: Path,
+    force: bool,
+) -> None:
     """Generate synthetic grocery orders (same canonical layout as ingest)."""
     import time
 
+    from pydantic import ValidationError
+
+    from pipeline.data.generate import GeneratorConfig
     from pipeline.data.generate import generate as run_generate
     from pipeline.data.publish import check_output
     from pipeline.data.storage import DATA_FOLDER, write_dataset
 
+    try:
+        config = GeneratorConfig(
+            shift_days=shift_days,
+            shift_basket_size=shift_basket_size,
+            shift_department=shift_department,
+            shift_department_share=shift_department_share,
+        )
+    except ValidationError as exc:
+        raise click.UsageError("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())) from None
     check_output(out, DATA_FOLDER, force)
     start = time.perf_counter()
-    data = run_generate(users, seed)
-    manifest = write_dataset(out, data, source=f"synthetic:users={users},seed={seed}", force=force)
+    data = run_generate(users, seed, config, catalog_seed=catalog_seed)
+    source = f"synthetic:users={users},seed={seed}"
+    if catalog_seed is not None and catalog_seed != seed:
+        source += f",catalog_seed={catalog_seed}"
+    if config.shifted:
+        source += (
+            f",shift_days={shift_days},shift_basket_size={shift_basket_size},"
+            f"shift_department={config.shift_department},shift_department_share={shift_department_share}"
+        )
+    manifest = write_dataset(out, data, source=source, force=force)
     click.echo(
         f"generated {manifest.rows[S.ORDERS]:,} orders, {manifest.rows[S.ORDER_PRODUCTS]:,} lines "
         f"for {users:,} users into {out} in {time.perf_counter() - start:.1f} s"
@@ -243,6 +305,17 @@ def _cluster_session(address: str, partitions: int | None, work_dir: Path | None
     help="With --cluster: a folder every worker can read and write at the same path; the user buckets and rows "
     "go to a new temporary folder inside it, removed afterwards (default: beside --out).",
 )
+@click.option(
+    "--name",
+    default=None,
+    help="Registered model in MLflow (default: basketcast-<fingerprint of the data>: one per data set).",
+)
+@click.option(
+    "--promote/--no-promote",
+    default=True,
+    show_default=True,
+    help="Move the registry alias 'champion' to this run if it passes the checks of `basketcast promote`.",
+)
 @FORCE
 def train(
     data_dir: Path,
@@ -252,14 +325,18 @@ def train(
     cluster: str | None,
     partitions: int | None,
     work_dir: Path | None,
+    name: str | None,
+    promote: bool,
     force: bool,
 ) -> None:
     """Features → ALS → candidates → labels → rankers → validation report → run folder."""
     from pipeline.config import load_config
     from pipeline.workflows.run import train as run_train
     from pipeline.workflows.summary import train_summary
+    from pipeline.workflows.tracking import chosen_backends
 
     cfg = load_config(config)
+    chosen_backends(cfg)  # a bad BASKETCAST_TRACKING fails now, not after training
     if orders_from is not None:
         from pipeline.workflows.orders import merge_into_folder
 
@@ -276,11 +353,63 @@ def train(
     else:
         with _cluster_session(cluster, partitions, work_dir, out) as session:
             result = run_train(data_dir, out, cfg, force=force, learn=session.learn, snapshot=session.snapshot_rows)
-    if cfg.mlflow:
-        from pipeline.workflows.tracking import log_run
+    from pipeline.workflows.tracking import track_training
 
-        log_run(result.run_dir, result.report)
+    tracked = track_training(result)
     click.echo(train_summary(result))
+    if tracked is not None and tracked.mlflow_run_id is not None and tracked.mlflow_model_uri is not None:
+        from pipeline.workflows import registry
+
+        registered = registry.register(tracked.mlflow_run_id, tracked.mlflow_model_uri, result.run_dir, name)
+        click.echo(f"registered {registered.name} version {registered.version} in MLflow")
+        if promote:
+            click.echo(registry.promote(registered).summary())
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path), required=False)
+@click.option("--name", default=None, help="Registered model (default: basketcast-<fingerprint of RUN_DIR's data>).")
+@click.option("--version", "version", default=None, help="Promote this version of --name instead of RUN_DIR's.")
+@click.option("--alias", default="champion", show_default=True, help="The alias to move.")
+@click.option(
+    "--min-users",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Validation users the candidate needs, and users it must share with the champion.",
+)
+@click.option(
+    "--margin",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="How much the candidate's mean NDCG@10 must exceed the champion's on the shared users.",
+)
+@click.option("--force", is_flag=True, help="Move the alias even when a check fails (e.g. a rollback).")
+def promote(
+    run_dir: Path | None, name: str | None, version: str | None, alias: str, min_users: int, margin: float, force: bool
+) -> None:
+    """Point the registry alias (champion) at RUN_DIR's registered version, after checks.
+
+    Checks: parity passed, enough validation users, beats the baselines, and not worse than the
+    current champion on the same validation users. Servers following the alias (serve --model
+    models:/NAME@ALIAS) switch at their next reload (POST /admin/reload or SIGHUP). Exit status 1
+    when the version is not promoted.
+    """
+    from pipeline.workflows import registry
+
+    if version is not None:
+        if name is None:
+            raise click.UsageError("--version needs --name")
+        candidate = registry.get_version(name, version)
+    elif run_dir is not None:
+        candidate = registry.find_version(run_dir, name)
+    else:
+        raise click.UsageError("give RUN_DIR, or --name and --version")
+    decision = registry.promote(candidate, alias=alias, min_users=min_users, margin=margin, force=force)
+    click.echo(decision.summary())
+    if not decision.promoted:
+        sys.exit(1)
 
 
 @main.command()
@@ -401,7 +530,14 @@ def export(
 
 
 @main.command()
-@click.option("--model", "run_dir", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--model",
+    "run_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Run folder, its serving/ bundle, or a registry alias models:/NAME@ALIAS (the MLflow server at "
+    "MLFLOW_TRACKING_URI).",
+)
 @click.option(
     "--users",
     "users_path",
@@ -436,6 +572,11 @@ def export(
     default=None,
     help="With --cluster: user buckets (default 4 per worker).",
 )
+@click.option(
+    "--no-drift",
+    is_flag=True,
+    help="Skip the drift report (by default: OUT.drift.json/.html/.prom, the scored users against the training data).",
+)
 @FORCE
 def score(
     run_dir: Path,
@@ -451,6 +592,7 @@ def score(
     cluster: str | None,
     partitions: int | None,
     force: bool,
+    no_drift: bool = False,
 ) -> None:
     """Batch-score users from the serving bundle into Parquet (user_id, product_id, score, rank)."""
     import datetime as dt
@@ -458,7 +600,14 @@ def score(
     from pipeline.data.publish import check_output
     from serving.batch import SCORES, read_user_ids, score_users
     from serving.model import Context, ServingModel
+    from serving.registry import is_model_uri, resolve
 
+    if is_model_uri(str(run_dir)):  # models:/NAME@ALIAS: the version it names now, fetched into the local cache
+        from serving.settings import default_state_dir
+
+        resolved = resolve(str(run_dir), default_state_dir() / "registry")
+        click.echo(f"{run_dir} is version {resolved.version} (run {resolved.run_id}): {resolved.folder}", err=True)
+        run_dir = resolved.folder
     ctx = Context.at(dt.datetime.now(dt.UTC), dow=dow, hour=hour, days=days)
     if cluster is not None:
         from pipeline.workflows.cluster import SCORES_DATASET, dask_client, score_on_cluster
@@ -485,6 +634,8 @@ def score(
         if t.unknown_users:
             what = "skipped" if skip_unknown else "given the cold-start list"
             click.echo(f"{t.unknown_users:,} unknown user ids {what}, e.g. {t.unknown_examples}")
+        if not no_drift:
+            _score_drift(run_dir, out, force, run_dir)
         return
     check_output(out, SCORES, force, inputs=[run_dir])
     model = ServingModel.load(run_dir, threads=threads or os.cpu_count() or 1)
@@ -511,6 +662,25 @@ def score(
     if r.unknown_users:
         what = "skipped" if skip_unknown else "given the cold-start list"
         click.echo(f"{r.unknown_users:,} unknown user ids {what}, e.g. {r.unknown_examples}")
+    if not no_drift:
+        _score_drift(model, out, force, run_dir)
+
+
+def _score_drift(model: Any, out: Path, force: bool, run_dir: Path) -> None:
+    """The drift of the scored users against the training data, beside the scores (``serving.drift``),
+    and one line in the run's ``monitoring/drift-history.jsonl`` for the dashboard when it can be written."""
+    from pipeline.errors import OutputError
+    from pipeline.workflows.monitor import record_drift
+    from serving.drift import drift_of_scores
+
+    result = drift_of_scores(model, out, force=force)
+    click.echo(result.message)
+    if result.summary is None:
+        return
+    try:
+        record_drift(run_dir, result.summary.model_dump_json())
+    except OutputError as exc:  # e.g. the run folder mounted read-only: the summary is beside the scores
+        click.echo(f"drift history not updated: {exc}", err=True)
 
 
 @main.command()
@@ -543,6 +713,37 @@ def report(
         f"wrote {out} ({r.html_bytes / 1e6:.1f} MB, {r.charts} charts, {r.segments} segments, "
         f"{r.explorer_users} users in the explorer) and the segment labels to {r.segments_out}"
     )
+
+
+@main.command()
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Data folder whose users' histories extend the run's snapshot (e.g. `basketcast orders merge`'s output).",
+)
+@click.option("--model", "run_dir", type=click.Path(path_type=Path), required=True, help="The run that scored.")
+@click.option(
+    "--predictions",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="The output of `basketcast score --model RUN` (a Parquet file or a folder of parts).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for monitor.json, by_day.parquet and users.parquet (default: RUN/monitoring/<UTC time>).",
+)
+@FORCE
+def monitor(data_dir: Path, run_dir: Path, predictions: Path, out: Path | None, force: bool) -> None:
+    """Delayed quality: score earlier predictions against each user's next order since the snapshot
+    (Recall@10, NDCG@10, Kaggle F1; by day after the cutoff); appends to RUN/monitoring/history.jsonl."""
+    from pipeline.workflows.monitor import monitor as run_monitor
+    from pipeline.workflows.monitor import monitor_summary
+
+    click.echo(monitor_summary(run_monitor(data_dir, run_dir, predictions, out, force=force)))
 
 
 main.add_command(serve_command, name="serve")

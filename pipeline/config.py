@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.errors import ConfigError
+
+TrackingBackend = Literal["mlflow", "wandb"]
+
+
+def _mlflow_only() -> list[TrackingBackend]:
+    return ["mlflow"]
 
 
 class _Config(BaseModel):
@@ -167,7 +173,26 @@ class TrainConfig(_Config):
         "probabilities stay calibrated (early stopping and validation keep all rows)",
     )
     seed: int = 42
-    mlflow: bool = True
+    tracking: list[TrackingBackend] = Field(
+        default_factory=_mlflow_only,
+        description="experiment trackers the run is logged to after training ([] = none); the environment "
+        "variable BASKETCAST_TRACKING (mlflow, wandb, mlflow,wandb or none) overrides it",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_mlflow_key(cls, data: Any) -> Any:
+        """Older configs (and run folders' config.json) say ``mlflow: true|false``: false means no
+        tracking, true the default; an explicit ``tracking`` wins."""
+        if not isinstance(data, dict) or "mlflow" not in data:
+            return data
+        data = dict(data)
+        legacy = data.pop("mlflow")
+        if not isinstance(legacy, bool):
+            raise ValueError(f"mlflow: must be true or false (legacy key; use tracking), got {legacy!r}")
+        if not legacy:
+            data.setdefault("tracking", [])
+        return data
 
 
 def load_config(path: Path | None) -> TrainConfig:

@@ -11,6 +11,10 @@ run folder:
   (users + 1): the rows of ``users[i]`` are ``offsets[i]:offsets[i + 1]``;
 - ``popular_products.npy`` / ``popular_scores.npy``: the cold-start list;
 - ``catalog.parquet``: product id, name, aisle, department;
+- ``drift_reference.json``: the profile of the *training* data's snapshot that ``basketcast
+  score`` compares the scored users with (``serving.drift.DriftReference``); a bundle exported on
+  other data carries the training bundle's over. Absent in bundles of older versions: scoring
+  then skips drift with a notice;
 - ``manifest.json``: :class:`BundleManifest`.
 
 The server may be pointed at a run folder or at a bundle folder itself; :func:`bundle_dir` is
@@ -59,6 +63,7 @@ PUBLISHED_ALS: Final = "als.npz"  # pipeline.model.candidates.ALSModel, item sid
 PUBLISHED_CONFIG: Final = "config.json"  # {"features": FeatureConfig, "candidates": CandidateConfig}
 PUBLISHED_SEQUENCE: Final = "sequence"  # the network (pipeline.model.sequence.OnnxScorer), when trained
 DASHBOARD: Final = "dashboard.html"  # in the run folder, beside the bundle
+DRIFT_REFERENCE: Final = "drift_reference.json"  # serving.drift.DriftReference (optional: older bundles lack it)
 # The snapshot's arrays: file stem → dtype (each stored as STEM.npy).
 ARRAYS: Final[dict[str, type[np.generic]]] = {
     "base": np.float32,
@@ -76,6 +81,7 @@ __all__ = [
     "BUNDLE",
     "CATALOG",
     "DASHBOARD",
+    "DRIFT_REFERENCE",
     "MANIFEST",
     "RANKER",
     "BundleError",

@@ -1,10 +1,12 @@
 """The FastAPI application: ``create_app()`` builds it, ``app`` is what uvicorn serves.
 
 Nothing is loaded at import: the lifespan reads the settings (``BASKETCAST_MODEL_DIR``...) and
-loads the model when the server starts. If that fails the app still starts: ``/health`` says
-200, ``/ready`` and the recommendation routes 503 with the reason, and a later reload (POST
-/admin/reload or SIGHUP) can bring a model in. Run it with ``basketcast serve`` (or
-``serving.server.serve``), or ``uvicorn serving.main:app`` with the env var set.
+loads the model when the server starts (a folder, ``BASKETCAST_MODEL_DIR``, or a registry
+alias, ``BASKETCAST_MODEL_URI``, resolved again at every reload: ``serving.registry``). If that
+fails the app still starts: ``/health`` says 200, ``/ready`` and the recommendation routes 503
+with the reason, and a later reload (POST /admin/reload or SIGHUP) can bring a model in. Run it
+with ``basketcast serve`` (or ``serving.server.serve``), or ``uvicorn serving.main:app`` with the
+env var set.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from fastapi import FastAPI
 from serving.errors import BodySizeLimitMiddleware, install_error_handlers
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.realtime import open_realtime
+from serving.registry import RegistrySource
 from serving.routers import ROUTERS, admin, dashboard
 from serving.schemas import not_null
 from serving.settings import Settings, get_settings, resolve_settings
-from serving.state import ModelHolder, install_sighup_reload
+from serving.state import ModelHolder, ReloadResult, install_sighup_reload
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the model (a failure is kept for /ready), reload on SIGHUP, clean up at shutdown."""
     settings = resolve_settings(app)
     metrics: Metrics = app.state.metrics
-    holder = ModelHolder(settings.model_dir, on_change=metrics.observe_reload)
+    source = RegistrySource(settings.model_uri, settings.state_dir / "registry") if settings.model_uri else None
+
+    def on_change(result: ReloadResult) -> None:
+        metrics.observe_reload(result)
+        if source is not None:
+            metrics.observe_registry(source.info())
+
+    holder = ModelHolder(
+        None if source is not None else settings.model_dir,
+        on_change=on_change,
+        locate=source.locate if source is not None else None,
+    )
+    app.state.registry = source
     # Before the first load: a SIGHUP arriving meanwhile then reloads right after it.
     uninstall = install_sighup_reload(holder) if settings.reload_on_sighup else None
     holder.load_initial()

@@ -5,7 +5,11 @@ Metrics (``GET /metrics``, Prometheus text format):
 - ``basketcast_http_requests_total{method, route, status}``;
 - ``basketcast_http_request_duration_seconds{method, route, status}`` (histogram);
 - ``basketcast_model_reloads_total{result}``: loaded / reloaded / unchanged / refused;
-- ``basketcast_model_info{version}`` = 1 for the version served (per worker ``pid`` when several).
+- ``basketcast_model_info{version}`` = 1 for the version served (per worker ``pid`` when several);
+- ``basketcast_model_registry_info{name, alias, registry_version}`` = 1 for the registered version
+  served when the server follows a registry alias (``BASKETCAST_MODEL_URI``);
+- ``basketcast_recommendations_total{route, strategy}``: users answered by the recommendation
+  routes (one per user of a batch), ``ranker`` or ``popular`` (cold start).
 
 ``route`` is the route's template (``/v1/users/{user_id}/recommendations``), ``<unmatched>``
 for unknown paths, so label values stay few whatever clients send.
@@ -26,7 +30,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -102,18 +107,48 @@ class Metrics:
             "basketcast_orders", "POST /v1/orders outcomes (created/duplicate/conflict/unavailable).", ("status",),
             registry=self.registry,
         )  # fmt: skip
+        self.strategies = Counter(
+            "basketcast_recommendations",
+            "Users answered by the recommendation routes, by route and strategy (ranker: personal; popular: "
+            "the cold-start list for a user the model does not know).",
+            ("route", "strategy"),
+            registry=self.registry,
+        )
         self.write_path = Histogram(
             "basketcast_order_write_seconds",
             "POST /v1/orders: recording the order and recomputing the user's rows, seconds.",
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.registry_info = Gauge(
+            "basketcast_model_registry_info",
+            "1 for the registered version the served alias named at its last resolution (BASKETCAST_MODEL_URI).",
+            ("name", "alias", "registry_version"),
+            registry=self.registry,
+            multiprocess_mode="liveall",
+        )
+        self._registry_labels: tuple[str, str, str] | None = None
+
+    def observe_registry(self, info: Mapping[str, Any]) -> None:
+        """Keep ``registry_info`` on the version the alias named at the last successful resolution."""
+        if info.get("version") is None:
+            return
+        labels = (str(info["name"]), str(info.get("alias") or ""), str(info["version"]))
+        if labels != self._registry_labels:
+            if self._registry_labels is not None:
+                self.registry_info.labels(*self._registry_labels).set(0)
+            self.registry_info.labels(*labels).set(1)
+            self._registry_labels = labels
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request."""
         method = method if method in METHODS else "OTHER"
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route, str(status)).observe(seconds)
+
+    def observe_strategy(self, route: str, strategy: str, users: int = 1) -> None:
+        """Count ``users`` answered on ``route`` (its template) with ``strategy``."""
+        self.strategies.labels(route, strategy).inc(users)
 
     def observe_reload(self, result: ReloadResult) -> None:
         """Count a (re)load and keep ``model_info`` on the version served."""

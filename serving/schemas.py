@@ -340,6 +340,19 @@ class OnlineStatus(BaseModel):
     refreshes_rows: bool = Field(description="The served model can recompute a user's rows after an order.")
 
 
+class RegistryModel(BaseModel):
+    """The registry alias (or version) served, as last resolved through MLflow's REST API."""
+
+    uri: str = Field(description="What the server was asked to serve: models:/NAME@ALIAS or models:/NAME/VERSION.")
+    name: str
+    alias: str | None
+    version: str | None = Field(description="The registered version the URI named at the last resolution.")
+    run_id: str | None
+    tracking_uri: str
+    resolved_at: float | None = Field(description="Unix time of the last successful resolution.")
+    error: str | None = Field(None, description="Why the last resolution failed (the served model is kept).")
+
+
 class Readiness(BaseModel):
     """GET /ready: 200 while a model is served, 503 otherwise.
 
@@ -362,6 +375,9 @@ class Readiness(BaseModel):
         "does not answer.",
     )
     online: OnlineStatus | None = Field(None, description="The order log and online store; null when not opened.")
+    registry: RegistryModel | None = Field(
+        None, description="The registry alias served (BASKETCAST_MODEL_URI); null when serving a folder."
+    )
 
 
 class ReloadResponse(BaseModel):

@@ -52,7 +52,15 @@ from pydantic import ValidationError
 from pipeline.errors import BasketcastError, BundleError
 from serving.bundle import BUNDLE, MANIFEST, RANKER, is_bundle, is_run_folder
 from serving.metrics import MULTIPROC_ENV
-from serving.settings import ENV_PREFIX, MODEL_DIR_ENV, SUPERVISOR_PID_ENV, get_settings, is_loopback_host
+from serving.registry import is_model_uri, resolve
+from serving.settings import (
+    ENV_PREFIX,
+    MODEL_DIR_ENV,
+    MODEL_URI_ENV,
+    SUPERVISOR_PID_ENV,
+    get_settings,
+    is_loopback_host,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +143,7 @@ def check_model(model_dir: Path, wait: float = REPLACING_WAIT_SECONDS) -> str:
 
 
 def serve(
-    model_dir: Path,
+    model_dir: Path | str,
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 1,
@@ -143,7 +151,8 @@ def serve(
     log_level: str = "info",
     access_log: bool = True,
 ) -> None:
-    """Serve ``model_dir`` (a run folder or its serving bundle) on ``host:port`` until stopped.
+    """Serve ``model_dir`` (a run folder, its serving bundle, or a registry URI ``models:/NAME@ALIAS``)
+    on ``host:port`` until stopped.
 
     Blocks; returns on SIGINT/SIGTERM. A model that fails to load does not stop the server (it
     answers 503 on /ready until a reload succeeds; ``basketcast serve`` checks the model first,
@@ -157,7 +166,12 @@ def serve(
 
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    os.environ[MODEL_DIR_ENV] = str(Path(model_dir).resolve())
+    if is_model_uri(model_dir):
+        os.environ[MODEL_URI_ENV] = str(model_dir)
+        os.environ.pop(MODEL_DIR_ENV, None)
+    else:
+        os.environ[MODEL_DIR_ENV] = str(Path(model_dir).resolve())
+        os.environ.pop(MODEL_URI_ENV, None)
     get_settings.cache_clear()
     check_listen_address(host, get_settings().admin_token is not None)
     config = uvicorn.Config(
@@ -242,10 +256,10 @@ def _multiprocess_metrics_dir() -> Iterator[Path]:
 @click.command("serve")
 @click.option(
     "--model",
-    "model_dir",
-    type=click.Path(path_type=Path, file_okay=False),
+    "model",
     required=True,
-    help="Run folder (RUN_DIR) or its serving/ bundle; re-read on POST /admin/reload or SIGHUP.",
+    help="Run folder (RUN_DIR) or its serving/ bundle, or a registry alias models:/NAME@ALIAS (MLflow server at "
+    "MLFLOW_TRACKING_URI); re-read (the alias re-resolved) on POST /admin/reload or SIGHUP.",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on.")
@@ -264,7 +278,7 @@ def _multiprocess_metrics_dir() -> Iterator[Path]:
     help="Log level of the server.",
 )
 @click.option("--no-access-log", is_flag=True, help="No log line per request (metrics still count them).")
-def serve_command(model_dir: Path, host: str, port: int, workers: int, log_level: str, no_access_log: bool) -> None:
+def serve_command(model: str, host: str, port: int, workers: int, log_level: str, no_access_log: bool) -> None:
     """Serve recommendations over HTTP (FastAPI + uvicorn); docs at /docs.
 
     Reload a newly published model with POST /admin/reload or `kill -HUP <pid>`. Refuses to start
@@ -274,7 +288,14 @@ def serve_command(model_dir: Path, host: str, port: int, workers: int, log_level
     try:
         get_settings.cache_clear()
         check_listen_address(host, get_settings().admin_token is not None)
-        version = check_model(model_dir)
+        if is_model_uri(model):
+            resolved = resolve(
+                model, get_settings().state_dir / "registry"
+            )  # fetched once here, cached for the workers
+            version = check_model(resolved.folder)
+            log.info("%s is version %s (run %s)", model, resolved.version, resolved.run_id)
+        else:
+            version = check_model(Path(model))
     except BasketcastError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -282,5 +303,12 @@ def serve_command(model_dir: Path, host: str, port: int, workers: int, log_level
         problems = "; ".join(f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
         click.echo(f"error: invalid setting: {problems}", err=True)
         sys.exit(2)
-    log.info("serving %s (version %s) on %s:%d", model_dir, version, host, port)
-    serve(model_dir, host=host, port=port, workers=workers, log_level=log_level, access_log=not no_access_log)
+    log.info("serving %s (version %s) on %s:%d", model, version, host, port)
+    serve(
+        model if is_model_uri(model) else Path(model),
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=not no_access_log,
+    )

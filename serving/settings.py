@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "BASKETCAST_"
 MODEL_DIR_ENV = f"{ENV_PREFIX}MODEL_DIR"
+MODEL_URI_ENV = f"{ENV_PREFIX}MODEL_URI"
 SUPERVISOR_PID_ENV = f"{ENV_PREFIX}SUPERVISOR_PID"
 MIB = 1024 * 1024
 
@@ -30,6 +31,12 @@ class Settings(BaseSettings):
 
     model_dir: Path | None = Field(
         default=None, description="Run folder (or its serving/ bundle) to serve; re-opened by each reload."
+    )
+    model_uri: str | None = Field(
+        default=None,
+        description="A registry model to serve instead of a folder: models:/NAME@ALIAS (or models:/NAME/VERSION), "
+        "resolved through the MLflow server at MLFLOW_TRACKING_URI; each reload resolves the alias again and "
+        "fetches a new version's bundle into state_dir/registry.",
     )
     max_body_bytes: int = Field(default=MIB, ge=0, description="Request bodies above this size get 413.")
     admin_token: SecretStr | None = Field(
@@ -76,6 +83,19 @@ class Settings(BaseSettings):
         if self.order_log == "embedded":
             return f"sqlite:///{(self.state_dir / 'orders.sqlite').resolve()}"
         return self.order_log
+
+    @field_validator("model_uri", mode="after")
+    @classmethod
+    def _registry_uri(cls, value: str | None) -> str | None:
+        """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` (blank = none)."""
+        if value is None or not value.strip():
+            return None
+        from serving.registry import ModelUri, RegistryError
+
+        try:
+            return str(ModelUri.parse(value.strip()))
+        except RegistryError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("admin_token", mode="after")
     @classmethod

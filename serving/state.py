@@ -80,8 +80,13 @@ class ModelHolder:
         model_dir: Path | None,
         loader: Callable[[Path], ServingModel] = ServingModel.load,
         on_change: Callable[[ReloadResult], None] | None = None,
+        locate: Callable[[], Path] | None = None,
     ) -> None:
         self.model_dir = Path(model_dir) if model_dir is not None else None
+        # Where the model comes from when it is not a fixed folder: called at every (re)load, it
+        # returns the folder to read (serving.registry.RegistrySource resolves an alias and fetches
+        # the bundle of a new version); an exception refuses the reload like a broken folder.
+        self._locate = locate
         self._loader = loader
         self._on_change = on_change
         self._model: ServingModel | None = None
@@ -107,8 +112,16 @@ class ModelHolder:
         with self._lock:
             current = self._model
             previous = current.version if current is not None else None
+            located: Exception | None = None
+            if self._locate is not None:
+                try:
+                    self.model_dir = Path(self._locate())
+                except Exception as exc:  # the registry did not answer: keep serving what we have
+                    located = exc
             found = peek_version(self.model_dir) if self.model_dir is not None else None
             try:
+                if located is not None:
+                    raise located
                 if self.model_dir is None:
                     raise ValueError("no model folder configured (set BASKETCAST_MODEL_DIR)")
                 if current is not None and found == current.version:

@@ -111,6 +111,23 @@ FAST_TRAIN = {
 
 
 @pytest.fixture(scope="session", autouse=True)
+def private_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The user-level MLflow store (``$XDG_DATA_HOME/basketcast/mlflow``) and W&B's offline runs
+    of the suite live in a temporary folder, never in the user's home."""
+    folder = tmp_path_factory.mktemp("xdg-data")
+    saved = {name: os.environ.get(name) for name in ("XDG_DATA_HOME", "WANDB_MODE", "WANDB_SILENT")}
+    os.environ.update({"XDG_DATA_HOME": str(folder), "WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+    try:
+        yield folder
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(scope="session", autouse=True)
 def private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The embedded online stores of every server the suite starts live in a temporary folder
     (``BASKETCAST_STATE_DIR`` defaults to ``$XDG_STATE_HOME/basketcast``), never in the user's home."""

@@ -329,3 +329,51 @@ def postgres_server() -> Iterator[PostgresServer]:
             except (ServiceStartError, subprocess.SubprocessError, OSError):
                 server._force_stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mlflow_server(workdir: Path, timeout: float = 90.0) -> Iterator[str]:
+    """A real MLflow tracking server (``mlflow server``: REST API, registry, proxied artifacts) on a
+    free loopback port, with a SQLite store and an artifact folder in ``workdir``; yields its URL.
+
+    It runs in its own process group, stopped (SIGTERM, then SIGKILL) with every child at the end.
+    """
+    import sys
+    import urllib.request
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    mlflow = Path(sys.executable).with_name("mlflow")
+    args = [
+        str(mlflow), "server", "--host", HOST, "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}",
+        "--artifacts-destination", str(workdir / "mlartifacts"),
+    ]  # fmt: skip
+    log = workdir / "mlflow-server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://{HOST}:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise ServiceStartError(f"mlflow server exited with {proc.returncode}:\n{_tail(log)}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise ServiceStartError(f"mlflow server not up after {timeout} s:\n{_tail(log)}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)

@@ -1,7 +1,7 @@
 """``basketcast report``: the insights dashboard as one self-contained HTML file.
 
 ``build_report(DATA_DIR, RUN_DIR, OUT)`` writes ``OUT`` (HTML; plotly.js inlined, no network needed
-to view it) with four sections —
+to view it) with five sections —
 
 - **Shopping patterns** (``pipeline.dashboard.insights``): orders by day × hour, basket sizes, days between
   orders, reorder rate by department and aisle, top and top-reordered products, and how the chance
@@ -12,6 +12,9 @@ to view it) with four sections —
   held-out users (the same per-user metrics as ``pipeline.evaluation.evaluate``);
 - **Model performance**: the run's evaluation report (ranker vs every baseline) as charts, the
   table, precision/recall@K curves, calibration, Kaggle F1 and feature importance;
+- **Monitoring** (``pipeline.dashboard.monitoring``): the run's delayed quality over time
+  (``RUN/monitoring/history.jsonl``, one line per ``basketcast monitor``) and the drift of each
+  batch scoring (``RUN/monitoring/drift-history.jsonl``), or how to produce them;
 - **User explorer**: for a seeded sample of users (500 by default) their order timeline and the
   serving bundle's top-10 (``serving.model.ServingModel``: the answer the API gives for the same
   context), repeats and new products marked; served at ``/dashboard`` it asks the live API.
@@ -36,6 +39,7 @@ from plotly.offline import get_plotlyjs
 from features.history import order_lines
 from pipeline.dashboard import figures as F
 from pipeline.dashboard import insights as I
+from pipeline.dashboard import monitoring as MON
 from pipeline.dashboard import sections
 from pipeline.dashboard import segments as G
 from pipeline.dashboard.explorer import EXPLORER_USERS, TOP_K, explorer_payload, peak_context
@@ -196,14 +200,18 @@ def build_report(
     with timings.stage("user explorer (serving bundle)"):
         ctx = peak_context(grid)
         explorer = explorer_payload(inputs.data, inputs.model, seg.labels, ctx, explorer_users, config.seed)
+    with timings.stage("monitoring history"):
+        histories = MON.load_histories(Path(run_dir))
     with timings.stage("figures and page"):
         figures = {
             **patterns,
             **_segment_figures(seg, quality, baseline),
             **F.model_figures(inputs.report, inputs.run.rankers.importance()),
+            **MON.monitoring_figures(histories),
         }
         page = _page(
-            _Page(Path(data_dir), Path(run_dir), inputs, head, seg, baseline, note, ctx, explorer, config), figures
+            _Page(Path(data_dir), Path(run_dir), inputs, head, seg, baseline, note, ctx, explorer, config, histories),
+            figures,
         )
         payload = page.encode()
         G.write_labels(seg, segments_out, force=force, inputs=sources)
@@ -276,6 +284,16 @@ class _Page:
     ctx: Context
     explorer: dict[str, Any]
     config: G.SegmentConfig
+    histories: MON.Histories  # RUN/monitoring: delayed quality and drift over time
+
+
+def _with_monitoring(
+    parts: list[tuple[str, str, str, str]], monitoring: tuple[str, str, str, str]
+) -> list[tuple[str, str, str, str]]:
+    """The page's sections with the Monitoring section after Model performance (last if absent)."""
+    ids = [sid for sid, *_ in parts]
+    at = ids.index("model") + 1 if "model" in ids else len(parts)
+    return [*parts[:at], monitoring, *parts[at:]]
 
 
 def _page(p: _Page, figures: dict[str, go.Figure]) -> str:
@@ -300,7 +318,10 @@ def _page(p: _Page, figures: dict[str, go.Figure]) -> str:
             str(p.data_dir), p.inputs.data_manifest, str(p.run_dir), trained, p.inputs.model.version, built
         ),
         kpis=sections.kpis(p.head, p.seg.k, methods[RANKER][NDCG], methods[p.baseline][NDCG]),
-        sections=[(sid, title, leads[sid], bodies[sid]) for sid, title in sections.SECTION_TITLES],
+        sections=_with_monitoring(
+            [(sid, title, leads[sid], bodies[sid]) for sid, title in sections.SECTION_TITLES],
+            MON.section(p.histories, str(p.run_dir)),
+        ),
         figures_json={
             "figures": {k: EF.figure_json(v) for k, v in figures.items()},
             "template": EF.template_json(),

@@ -55,6 +55,17 @@ An order that would be empty gets one explored product.
 staples tending to be added first; ``reordered`` is 1 exactly when the user bought the product in an
 earlier order; ``order_id`` is a random permutation of 1..n_orders (not sorted by user).
 
+*Shift* (off by default, for testing drift monitoring). With ``shift_days`` > 0, the orders in each
+user's last ``shift_days`` days of history (the last order included) are changed after the simulation:
+``shift_basket_size`` times as many products (explored ones added, or lines dropped) and a
+``shift_department_share`` of their products replaced by products of ``shift_department`` (aisles by
+the department's own shares, products by popularity). The timing of the orders and everything before
+the window are unchanged; ``reordered`` and ``add_to_cart_order`` are computed afterwards as usual. The
+shift draws from its own generator (the root seed's fourth child), so the unshifted data of a seed is
+bit for bit what it was without the option, and the same shift of a seed changes the same users'
+orders. ``catalog_seed`` draws the catalog from another seed than the users: data of other shoppers
+(``seed``) of the same shop (``catalog_seed``), as a model trained on the first data expects.
+
 Everything is vectorized: users are simulated in chunks of ``chunk_users``, looping over the order
 position (1..100) for all users of a chunk at once. Same ``(n_users, seed, config)`` gives identical
 frames. The catalog is built by :mod:`pipeline.data.catalogue`, a chunk of users is simulated by
@@ -114,12 +125,16 @@ def _lines_frame(chunks: list[ChunkResult], order_ids: NDArray[np.uint32]) -> pl
     return S.conform(S.ORDER_PRODUCTS, lines.sort(S.ORDER, S.CART_POS))
 
 
-def generate(n_users: int, seed: int, config: GeneratorConfig | None = None) -> Dataset:
+def generate(
+    n_users: int, seed: int, config: GeneratorConfig | None = None, *, catalog_seed: int | None = None
+) -> Dataset:
     """Generate a synthetic :class:`Dataset` of ``n_users`` users (ids 1..n_users).
 
-    ``seed`` fixes everything: the same ``(n_users, seed, config)`` gives identical frames.
-    ``config`` defaults to :class:`GeneratorConfig` ``()``. The tables are already in the
-    canonical dtypes; orders are sorted by (user_id, order_number), lines by (order_id, cart position).
+    ``seed`` fixes everything: the same ``(n_users, seed, config, catalog_seed)`` gives identical
+    frames. ``catalog_seed`` (default: ``seed``) fixes the catalog alone: two seeds with the same
+    catalog seed are other shoppers of the same shop (same product ids, names, aisles and
+    popularity). ``config`` defaults to :class:`GeneratorConfig` ``()``. The tables are already in
+    the canonical dtypes; orders are sorted by (user_id, order_number), lines by (order_id, cart position).
     """
     if n_users < 1:
         raise ValueError(f"n_users must be >= 1, got {n_users}")
@@ -128,6 +143,8 @@ def generate(n_users: int, seed: int, config: GeneratorConfig | None = None) -> 
         raise ValueError(f"min_orders {cfg.min_orders} > max_orders {cfg.max_orders}")
     root = np.random.SeedSequence(seed)
     cat_seq, ids_seq, users_seq = root.spawn(3)
+    if catalog_seed is not None and catalog_seed != seed:
+        cat_seq = np.random.SeedSequence(catalog_seed).spawn(3)[0]  # the catalog that seed would draw
     cat = build_catalog(
         np.random.default_rng(cat_seq),
         n_products=cfg.n_products,
@@ -141,11 +158,14 @@ def generate(n_users: int, seed: int, config: GeneratorConfig | None = None) -> 
 
     n_chunks = -(-n_users // cfg.chunk_users)
     chunk_seqs = users_seq.spawn(n_chunks)
+    # The shift's own generators: the root's fourth child, spawned only when used (it changes no other draw).
+    shift_seqs = root.spawn(1)[0].spawn(n_chunks) if cfg.shifted else None
     chunks: list[ChunkResult] = []
     for c in range(n_chunks):
         start = c * cfg.chunk_users
         size = min(cfg.chunk_users, n_users - start)
-        chunks.append(simulate_chunk(np.random.default_rng(chunk_seqs[c]), cat, cfg, start + 1, size))
+        shift_rng = np.random.default_rng(shift_seqs[c]) if shift_seqs is not None else None
+        chunks.append(simulate_chunk(np.random.default_rng(chunk_seqs[c]), cat, cfg, start + 1, size, shift_rng))
 
     n_orders_total = sum(len(ch.order_number) for ch in chunks)
     order_ids = (np.random.default_rng(ids_seq).permutation(n_orders_total) + 1).astype(np.uint32)

@@ -7,7 +7,9 @@ takes them.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipeline.data.catalogue import DEPARTMENT_NAMES
 
 
 class GeneratorConfig(BaseModel):
@@ -83,3 +85,45 @@ class GeneratorConfig(BaseModel):
     # eval sets and execution
     train_share: float = Field(default=0.636, ge=0, le=1, description="share of users whose last order is train")
     chunk_users: int = Field(default=32_768, ge=1, description="users simulated together (memory vs speed)")
+
+    # a deliberate shift of each user's most recent orders (drift monitoring tests; off by default)
+    shift_days: int = Field(
+        default=0, ge=0, description="orders in each user's last shift_days days of history are shifted (0: none)"
+    )
+    shift_basket_size: float = Field(
+        default=1.0, gt=0, description="multiplier of the number of products in a shifted order"
+    )
+    shift_department: int | None = Field(
+        default=None,
+        description="department (id 1-21, or its name: stored as the id) that a shifted order's purchases move towards",
+    )
+    shift_department_share: float = Field(
+        default=0.5, ge=0, le=1, description="share of a shifted order's products replaced by that department's"
+    )
+
+    @field_validator("shift_department", mode="before")
+    @classmethod
+    def _department_id(cls, value: object) -> object:
+        """A department name (any case) or id, as written on the command line, becomes its id."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.isdigit():
+                value = int(text)
+            elif text.lower() in DEPARTMENT_NAMES:
+                return DEPARTMENT_NAMES.index(text.lower()) + 1
+            else:
+                raise ValueError(f"unknown department {value!r}; one of {', '.join(DEPARTMENT_NAMES)} or an id 1-21")
+        if isinstance(value, int) and not isinstance(value, bool) and not 1 <= value <= len(DEPARTMENT_NAMES):
+            raise ValueError(f"department id {value} is not in 1-{len(DEPARTMENT_NAMES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _shift_needs_days(self) -> GeneratorConfig:
+        if self.shift_days == 0 and (self.shift_basket_size != 1.0 or self.shift_department is not None):
+            raise ValueError("shift_basket_size and shift_department need shift_days > 0")
+        return self
+
+    @property
+    def shifted(self) -> bool:
+        """Whether any order is shifted (the unshifted data stays what it was before the option existed)."""
+        return self.shift_days > 0 and (self.shift_basket_size != 1.0 or self.shift_department is not None)

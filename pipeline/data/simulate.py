@@ -5,7 +5,8 @@ generative story told in :mod:`pipeline.data.generate`: it draws each user's par
 the initial staple slots, then loops over the order position ``t`` for all users still active at ``t``
 (users sorted by number of orders, so they are a prefix), and finally numbers the orders, sets the eval
 sets and the ``reordered`` and ``add_to_cart_order`` columns. All draws come from one generator in a fixed
-order, so the same ``(rng state, catalog, config, n)`` gives the same chunk.
+order, so the same ``(rng state, catalog, config, n)`` gives the same chunk. A config with a shift changes the
+baskets of each user's last days before the bookkeeping (*Shift*), with draws from a generator of its own.
 """
 
 from __future__ import annotations
@@ -416,14 +417,94 @@ def _assemble_chunk(
     )
 
 
+def _shift_orders(
+    rng: np.random.Generator,
+    cat: Catalog,
+    cfg: GeneratorConfig,
+    users: _Users,
+    order_start: I64,
+    orders: _Orders,
+    explore_aisle_cdf: F64,
+) -> _Orders:
+    """The *Shift* of the generative story: the orders of each user's last ``shift_days`` days of history
+    (``last day - order day < shift_days``) get ``shift_basket_size`` times their products and a
+    ``shift_department_share`` of them moved to ``shift_department``.
+
+    A bigger basket adds Poisson((size - 1) x lines) explored products (aisle from the user's taste, product
+    from the aisle's popularity); a smaller one drops each line with probability 1 - size (keeping at least
+    one). A moved line becomes a product of the department (aisle by the department's own aisle shares,
+    product by popularity). Products repeated within an order keep their first line. Timing (days, dow,
+    hour) and the staples' dynamics are untouched: only the recorded baskets change. Draws come from
+    ``rng`` alone, so the unshifted simulation is unchanged.
+    """
+    n_total = int(order_start[-1])
+    user_row = np.repeat(np.arange(len(users.row)), users.n_orders)
+    cum = np.cumsum(orders.days.astype(np.int64))  # a first order's gap is 0
+    day = cum - np.repeat(cum[order_start[:-1]], users.n_orders)  # days since the user's first order
+    last_day = day[order_start[1:] - 1]
+    shifted = last_day[user_row] - day < cfg.shift_days  # per order
+    lo = np.concatenate(orders.line_order)
+    lp = np.concatenate(orders.line_prod)
+    le = np.concatenate(orders.line_explore)
+    size = cfg.shift_basket_size
+    if size < 1:
+        drop = shifted[lo] & (rng.random(lo.size) >= size)
+        orders_with_lines, first_line = np.unique(lo, return_index=True)
+        emptied = np.bincount(lo[~drop], minlength=n_total)[orders_with_lines] == 0
+        drop[first_line[emptied]] = False
+        lo, lp, le = lo[~drop], lp[~drop], le[~drop]
+    elif size > 1:
+        extra = rng.poisson((size - 1) * np.bincount(lo, minlength=n_total)) * shifted
+        e_order = np.repeat(np.arange(n_total), extra)
+        group = users.row[user_row[e_order]]
+        e_aisle = sample_offset(explore_aisle_cdf, group, rng.random(e_order.size)) - group * cat.n_aisles
+        e_prod = sample_offset(cat.explore_cdf, e_aisle, rng.random(e_order.size))
+        lo, lp, le = (
+            np.concatenate((lo, e_order)),
+            np.concatenate((lp, e_prod)),
+            np.concatenate((le, np.ones_like(e_order, bool))),
+        )
+    if cfg.shift_department is not None:
+        move = shifted[lo] & (rng.random(lo.size) < cfg.shift_department_share)
+        aisles = np.flatnonzero(cat.aisle_dept == cfg.shift_department - 1)
+        weights = cat.aisle_prior[aisles] / cat.aisle_prior[aisles].sum()
+        m_aisle = rng.choice(aisles, size=int(move.sum()), p=weights)
+        lp = lp.copy()
+        lp[move] = sample_offset(cat.explore_cdf, m_aisle, rng.random(m_aisle.size))
+        le = le | move
+    _, first = np.unique(lo * cat.product_ids.size + lp, return_index=True)
+    keep = np.sort(first)
+    return _Orders(
+        dow=orders.dow,
+        hour=orders.hour,
+        days=orders.days,
+        line_order=[lo[keep]],
+        line_prod=[lp[keep]],
+        line_explore=[le[keep]],
+    )
+
+
 def simulate_chunk(
-    rng: np.random.Generator, cat: Catalog, cfg: GeneratorConfig, first_user: int, n: int
+    rng: np.random.Generator,
+    cat: Catalog,
+    cfg: GeneratorConfig,
+    first_user: int,
+    n: int,
+    shift_rng: np.random.Generator | None = None,
 ) -> ChunkResult:
-    """Simulate users ``first_user .. first_user + n - 1`` (1-based ids) over all their orders."""
+    """Simulate users ``first_user .. first_user + n - 1`` (1-based ids) over all their orders.
+
+    With ``cfg.shifted``, the users' last orders are then shifted with draws from ``shift_rng``
+    (:func:`_shift_orders`); without it the chunk is exactly the unshifted one.
+    """
     users = _draw_users(rng, cfg, n)
     explore_aisle_cdf, staple_aisle_cdf = _draw_taste(rng, cat, cfg, n)
     users = _sort_users(users)
     staples = _init_staples(rng, cat, cfg, users, staple_aisle_cdf)
     order_start = np.concatenate(([0], np.cumsum(users.n_orders)))
     orders = _simulate_orders(rng, cat, cfg, users, order_start, explore_aisle_cdf, staples)
+    if cfg.shifted:
+        if shift_rng is None:
+            raise ValueError("a shifted GeneratorConfig needs shift_rng")
+        orders = _shift_orders(shift_rng, cat, cfg, users, order_start, orders, explore_aisle_cdf)
     return _assemble_chunk(rng, cat, users, first_user, order_start, orders)

@@ -251,3 +251,21 @@ def evaluation_report(
         ranker_beats_all_baselines=beats_all,
         repeat_explore=repeat_explore(rankings, truth, history_pairs),
     )
+
+
+PER_USER_METRICS = ("ndcg@10", "recall@10")
+
+
+def per_user_metrics(window: Window, users: pl.Series, rows: pl.DataFrame, ranking: np.ndarray) -> pl.DataFrame:
+    """The ranker's NDCG@10 and Recall@10 of each evaluated user, keyed by the order it predicts.
+
+    One row per user of ``users`` with a target order at window 0 (the users of the report):
+    ``user_id``, ``target_order_number``, ``ndcg@10``, ``recall@10``. Promotion compares two
+    models on the (user, target order) pairs both were evaluated on
+    (``pipeline.workflows.registry``), so the pair is part of the key.
+    """
+    users = users.sort()
+    truth = window.truth.filter(pl.col(S.USER).is_in(users.implode()))
+    metrics = per_key_metrics(top_k(rows, ranking, 10), truth, [10]).select(S.USER, *PER_USER_METRICS)
+    targets = window.history.cutoffs.select(S.USER, S.TARGET_ORDER_NUMBER)
+    return metrics.join(targets, on=S.USER, how="left").select(S.USER, S.TARGET_ORDER_NUMBER, *PER_USER_METRICS)

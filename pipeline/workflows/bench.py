@@ -5,8 +5,8 @@ generate → write the Kaggle CSV layout → ingest → train (label windows: AL
 features; rankers; evaluation; ALS on all orders; ONNX export + online snapshot) → batch scoring
 of every user. Every stage's wall time and own peak RSS (see ``pipeline.progress``) is recorded,
 with the candidate and training row counts and the model's validation metrics; the result is
-printed as a table and written to ``OUT/bench.json``. MLflow logging is off (a benchmark should
-not register models); everything else is ``make train``'s code path with the default config.
+printed as a table and written to ``OUT/bench.json``. Experiment tracking is off (a benchmark
+logs no runs to MLflow or W&B); everything else is ``make train``'s code path with the default config.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def run_bench(users: int, out: Path, *, seed: int = 42, config: TrainConfig | No
     from serving.batch import score_users
     from serving.model import Context, ServingModel
 
-    config = (config or TrainConfig()).model_copy(update={"mlflow": False})
+    config = (config or TrainConfig()).model_copy(update={"tracking": []})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = BenchResult(users=users, machine=_machine())

@@ -9,6 +9,16 @@ a snapshot row (NaN included) — every row at the first of ``PARITY_CONTEXTS``,
 rows at all of them — or change a user's top-10 order beyond near-ties (candidates LightGBM
 scores within ``TOLERANCE`` of each other).
 ``export`` rebuilds the bundle of an existing run folder and republishes the folder atomically.
+On data other than the training data (``--data``: new orders since, or other shoppers) every
+user's ALS factors are folded in from that data's history (``ALSModel.fold_in``, as the online rows
+are after a posted order), never taken from the fit's user with the same id.
+
+The drift reference (``serving.drift``: the profile that ``basketcast score`` compares scored users
+with) must describe the data the run was *trained* on. ``write_bundle`` builds it from the bundle's
+own snapshot by default — at training time that is the training data's. ``export`` builds it again
+only when the data's fingerprint is the run's training data's; on other data it copies the
+reference of the run's current bundle (by this rule, the training one). A run whose bundle has none
+(older versions) exported on other data gets none: export it once on its training data first.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Literal, Protocol
 
 import lightgbm as lgb
 import numpy as np
@@ -36,6 +46,7 @@ from pipeline.config import TrainConfig
 from pipeline.data import schema as S
 from pipeline.data.publish import publishing_dir
 from pipeline.data.storage import Dataset, read_dataset, write_json
+from pipeline.data.storage import read_manifest as read_data_manifest
 from pipeline.errors import ExportError
 from pipeline.model.candidates import ALSModel, candidates
 from pipeline.model.cooccurrence import Cooccurrence
@@ -48,6 +59,7 @@ from serving.bundle import (
     BASKET,
     BUNDLE,
     CATALOG,
+    DRIFT_REFERENCE,
     HISTORY,
     HISTORY_ARRAYS,
     MANIFEST,
@@ -64,6 +76,7 @@ from serving.bundle import (
     Parity,
 )
 from serving.cart import CART_FILE, VOCABULARY_FILE
+from serving.drift import build_reference, write_reference
 from serving.model import Context, ServingModel
 
 log = logging.getLogger(__name__)
@@ -392,6 +405,7 @@ def write_bundle(
     none_source: str = "product",
     cart_files: Path | None = None,
     rows: SnapshotRows = snapshot_rows_locally,
+    drift_reference: Path | Literal["build", "none"] = "build",
 ) -> BundleManifest:
     """Write the serving bundle into ``folder`` (created); returns its manifest. Raises on failed parity.
 
@@ -401,7 +415,9 @@ def write_bundle(
     and the cart term of the served score, weighted by ``cart_weight``); ``none_source`` says where
     the served baskets take P(None) from (``pipeline.model.basket.NONE_SOURCES``). ``rows`` computes
     the snapshot's rows: in this process by default, on a Dask cluster with
-    ``pipeline.workflows.cluster_train.snapshot_rows_on_cluster``.
+    ``pipeline.workflows.cluster_train.snapshot_rows_on_cluster``. ``drift_reference``: "build" the
+    drift reference from this snapshot (``h`` is the training data's), copy the given file (the
+    training bundle's), or write "none".
     """
     folder.mkdir(parents=True)
     start = time.perf_counter()
@@ -436,13 +452,20 @@ def write_bundle(
             none_source=none_source,
         )
         _write_manifest(folder, manifest)
-        check = parity(ServingModel.load(folder, threads=os.cpu_count() or 1), rankers)
+        served = ServingModel.load(folder, threads=os.cpu_count() or 1)
+        check = parity(served, rankers)
         manifest = manifest.model_copy(update={"parity": check, "seconds": round(time.perf_counter() - start, 2)})
         _write_manifest(folder, manifest)
     if check.max_abs_diff_ranking > TOLERANCE or check.max_abs_diff_basket > TOLERANCE:
         raise ExportError(f"ONNX export differs from LightGBM by more than {TOLERANCE}: {check}")
     if check.users_with_different_top10:
         raise ExportError(f"ONNX export changes the top-10 order of some users: {check}")
+    if drift_reference == "build":
+        with timings.stage("drift reference (profile of the training snapshot)"):
+            write_reference(folder / DRIFT_REFERENCE, build_reference(served))
+    elif drift_reference != "none":
+        shutil.copyfile(drift_reference, folder / DRIFT_REFERENCE)
+    del served
     log.info(
         "serving bundle %s: %d users, %d rows, ONNX %.1f MB, parity %s",
         manifest.version,
@@ -474,9 +497,11 @@ def export(
     run = load_run(run_dir)
     data_path = Path(data_dir) if data_dir else Path(run.manifest.data.path)
     data = read_dataset(data_path)
+    reference = _drift_reference_source(run.folder.bundle / DRIFT_REFERENCE, data_path, run.manifest.data.fingerprint)
     if on_data is not None:
         on_data(data)
     als = run.als(latest=True)
+    trained_on = read_data_manifest(data_path).fingerprint == run.manifest.data.fingerprint
     with publishing_dir(run.path, RUN_FOLDER) as tmp:
         for item in run.path.iterdir():
             if item.name == BUNDLE:
@@ -486,6 +511,13 @@ def export(
             else:
                 os.link(item, tmp / item.name)
         h = latest_history(data, order_lines(data))
+        if not trained_on:
+            # Other data (new orders since training, or other shoppers): every user's ALS factors are
+            # folded in from their history here, as the online rows do after a posted order
+            # (serving.online), instead of the fit's factors of whoever had the same id then.
+            started = time.perf_counter()
+            als = als.fold_in(h.lines.select(S.USER, S.PRODUCT))
+            log.info("ALS: %d users folded in (%.1f s)", als.user_ids.size, time.perf_counter() - started)
         report = run.report()
         return write_bundle(
             tmp / BUNDLE,
@@ -500,4 +532,20 @@ def export(
             none_source=report.none_source or "product",
             cart_files=run.folder.sequence,
             rows=rows,
+            drift_reference=reference,
         )
+
+
+def _drift_reference_source(previous: Path, data_path: Path, trained_on: str) -> Path | Literal["build", "none"]:
+    """Where the re-exported bundle's drift reference comes from (see the module doc)."""
+    if read_data_manifest(data_path).fingerprint == trained_on:
+        return "build"
+    if previous.is_file():
+        return previous
+    log.warning(
+        "%s: the run's bundle has no drift reference and %s is not the data it was trained on: the new bundle "
+        "has none (export once on the training data to add one); basketcast score will skip drift",
+        previous.parent,
+        data_path,
+    )
+    return "none"

@@ -31,7 +31,7 @@ from pipeline.data.publish import check_output, publishing_dir
 from pipeline.data.storage import Dataset, read_dataset, read_manifest
 from pipeline.errors import ExportError
 from pipeline.evaluation.cart import cart_stage, target_lines
-from pipeline.evaluation.evaluate import choose_none_source, evaluation_report
+from pipeline.evaluation.evaluate import choose_none_source, evaluation_report, per_user_metrics
 from pipeline.evaluation.report import EvaluationReport, write_report
 from pipeline.model.candidates import ALSModel
 from pipeline.model.training import Rankers, fit_rankers
@@ -49,7 +49,7 @@ from pipeline.model.windows import (
 )
 from pipeline.progress import Timings
 from pipeline.workflows.export import SnapshotRows, latest_history, snapshot_rows_locally, write_bundle
-from pipeline.workflows.run_folder import RUN_FOLDER, DataRef, RunFolder, RunManifest, ServingRef
+from pipeline.workflows.run_folder import PER_USER, RUN_FOLDER, DataRef, RunFolder, RunManifest, ServingRef
 from pipeline.workflows.sequence_stage import fit_network
 from serving.cart import CartScorer
 
@@ -153,7 +153,7 @@ def train(
             if sequence is not None and sequence.cart is not None
             else None
         )
-        report = _validation_report(learned.window0, lines, roles, valid_users, rankers, config, cart_scorer)
+        report, per_user = _validation_report(learned.window0, lines, roles, valid_users, rankers, config, cart_scorer)
     stats = learned.stats
     als_eval = learned.window0.als
     del learned  # the label windows are done with: free them before the snapshot
@@ -188,6 +188,7 @@ def train(
             sequence.scorer.save(folder.sequence, sequence.meta(), sequence.cart.onnx_bytes if sequence.cart else None)
         folder.report.mkdir()
         write_report(report, folder.report, "Validation report", rankers.importance())
+        per_user.write_parquet(folder.report / PER_USER)
         _publish_bundle(folder, manifest, data, latest_h, rankers, latest, config, timings, network, report, snapshot)
     return TrainResult(run_dir=Path(out), report=report, timings=timings)
 
@@ -200,13 +201,15 @@ def _validation_report(
     rankers: Rankers,
     config: TrainConfig,
     cart_scorer: CartScorer | None,
-) -> EvaluationReport:
+) -> tuple[EvaluationReport, pl.DataFrame]:
     """Every method on the validation users' window-0 orders, with the rankers' objective choice;
     the stop users choose the P(None) source of the baskets and the cart weight β, and the
-    validation users' carts give the cart-completion table."""
+    validation users' carts give the cart-completion table. Also the ranker's per-user metrics
+    (``report/per_user.parquet``, what promotion compares)."""
     rows = rows_of([window], users, window0_only=True)
     scores = rankers.score(rows)
     report = evaluation_report(window, users, rows, scores, config)
+    per_user = per_user_metrics(window, users, rows, scores["ranking"])
     stop_users = roles.filter(pl.col(S.ROLE) == STOP)[S.USER]
     stop_rows = rows_of([window], stop_users, window0_only=True)
     stop_scores = rankers.score(stop_rows)
@@ -219,7 +222,7 @@ def _validation_report(
         window.history.user_products.select(S.USER, S.PRODUCT),
         cart_scorer,
     )
-    return report.model_copy(
+    report = report.model_copy(
         update={
             "ranking_objective": rankers.ranking_objective,
             "selection": rankers.selection,
@@ -229,6 +232,7 @@ def _validation_report(
             "none_source": none_source,
         }
     )
+    return report, per_user
 
 
 def _window_stats(windows: list[Window], roles: pl.DataFrame, rankers: Rankers) -> dict[str, Any]:

@@ -10,7 +10,8 @@ A run folder holds, published atomically by ``basketcast train``:
   absent when it is disabled or the data has no orders older than the ranker's windows);
 - ``roles.parquet`` (user → fit / stop / valid), ``features.json`` (feature names, in order);
 - ``config.json`` (the resolved TrainConfig), ``manifest.json`` (:class:`RunManifest`);
-- ``report/`` (the evaluation report: ``pipeline.evaluation.report``);
+- ``report/`` (the evaluation report: ``pipeline.evaluation.report``; ``per_user.parquet``, the ranker's
+  NDCG@10 / Recall@10 per validation user and target order, which promotion compares);
 - ``serving/`` (the serving bundle: ``serving.bundle``);
 - later, ``evaluation/`` and ``evaluation-kfold/`` (``basketcast evaluate``) and
   ``dashboard.html`` (``basketcast report``).
@@ -47,6 +48,7 @@ FEATURES: Final = "features.json"
 CONFIG: Final = "config.json"
 MANIFEST: Final = "manifest.json"
 REPORT: Final = "report"
+PER_USER: Final = "per_user.parquet"  # in report/: the ranker's metrics per validation user (promotion)
 SEQUENCE: Final = "sequence"
 EVALUATION: Final = "evaluation"
 EVALUATION_KFOLD: Final = "evaluation-kfold"

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from serving.metrics import Metrics
 from serving.realtime import Realtime, open_realtime
-from serving.schemas import Health, LastReload, ModelFolder, OnlineStatus, Readiness
+from serving.schemas import Health, LastReload, ModelFolder, OnlineStatus, Readiness, RegistryModel
 from serving.settings import resolve_settings
 from serving.state import ModelHolder, get_holder
 
@@ -69,6 +69,7 @@ def ready(holder: Annotated[ModelHolder | None, Depends(get_holder)], request: R
         else None,
         warnings=(holder.warnings(folder) if holder is not None else []) + online_warnings,
         online=online,
+        registry=RegistryModel(**source.info()) if (source := getattr(request.app.state, "registry", None)) else None,
     )
     return JSONResponse(body.model_dump(), status_code=200 if model is not None else 503)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated
@@ -28,7 +29,7 @@ from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_v
 from pipeline.data import schema as S
 from pipeline.model.cooccurrence import LIFT, PMI, SUPPORT
 from serving.metrics import Metrics
-from serving.model import Context, Recommendation, ServingModel
+from serving.model import POPULAR_STRATEGY, RANKER_STRATEGY, Context, Recommendation, ServingModel
 from serving.realtime import DEGRADED, SNAPSHOT, Realtime, UserState, open_realtime, prediction_key
 from serving.schemas import (
     BODY_ERROR_RESPONSES,
@@ -252,6 +253,12 @@ def order_context(dow: int | None, hour: int | None, days: float | None) -> tupl
     return ctx, ContextOut(dow=int(ctx.dow), hour=int(ctx.hour), days_since_last_order=days)
 
 
+def count_strategy(request: Request, strategy: str, users: int = 1) -> None:
+    """``basketcast_recommendations_total{route, strategy}`` += ``users`` (route: the template)."""
+    metrics: Metrics = request.app.state.metrics
+    metrics.observe_strategy(request.scope["route"].path, strategy, users)
+
+
 def _json(body: BaseModel) -> Response:
     """The response model serialised once (the route's ``response_model`` still documents it)."""
     return Response(content=body.model_dump_json(), media_type="application/json")
@@ -307,9 +314,13 @@ async def recommend(user_id: UserId, model: ModelDep, request: Request) -> Respo
     if realtime is not None and realtime.prediction_cache and state.freshness != "degraded":
         if (cached := realtime.cached(model, user_id, key)) is not None:
             metrics.cache.labels("hit").inc()
+            # What model.recommend would have said: popular only for a user without any rows.
+            known = state.rows is not None or model.rows(user_id) is not None
+            count_strategy(request, RANKER_STRATEGY if known else POPULAR_STRATEGY)
             return Response(content=cached, media_type="application/json")
         metrics.cache.labels("miss").inc()
     rec = model.recommend(user_id, query.k, ctx, exclude=exclude, cart=cart, fresh=state.rows)
+    count_strategy(request, rec.strategy)
     body = RecommendationResponse(
         user_id=user_id,
         model_version=model.version,
@@ -398,6 +409,8 @@ def recommend_many(body: BatchRequest, model: ModelDep, request: Request) -> Bat
                 freshness=state.freshness,
             )
         )
+    for strategy, n in Counter(r.strategy for r in results).items():
+        count_strategy(request, strategy, n)
     return BatchResponse(model_version=model.version, k=body.k, context=ctx_out, results=results)
 
 
@@ -423,6 +436,7 @@ async def basket(
     state = await user_state(request, realtime, model, user_id)
     request.app.state.metrics.reads.labels(state.freshness).inc()
     b = model.basket(user_id, ctx, fresh=state.rows)
+    count_strategy(request, b.strategy)
     products = []
     for product, probability in zip(b.products.tolist(), b.probabilities.tolist(), strict=True):
         name, aisle, department = model.product_info(product)

@@ -21,7 +21,7 @@ from pipeline.data import schema as S
 from pipeline.data.ingest import ingest
 from pipeline.data.storage import Dataset, read_dataset
 
-CONFIG = TrainConfig(mlflow=False)
+CONFIG = TrainConfig(tracking=[])
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from pipeline.model.candidates import ALSModel, candidates
 from pipeline.model.windows import build_window
 from tests.conftest import EXCERPT
 
-CONFIG = TrainConfig(mlflow=False)
+CONFIG = TrainConfig(tracking=[])
 
 
 @pytest.fixture(scope="module")

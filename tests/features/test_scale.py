@@ -21,7 +21,7 @@ from pipeline.data.storage import read_dataset
 from pipeline.model.candidates import ALSModel, candidates
 from tests.conftest import EXCERPT
 
-CONFIG = TrainConfig(mlflow=False)
+CONFIG = TrainConfig(tracking=[])
 
 
 @pytest.fixture(scope="module")

@@ -42,7 +42,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     bc("ingest", "--source", EXCERPT, "--out", root / "data")
     result = bc("train", "--data", root / "data", "--out", root / "run", "--config", config, env=env)
     assert "run folder:" in result.stdout and "tifu_knn" in result.stdout  # the one-screen summary
-    return {"root": root, "data": root / "data", "run": root / "run"}
+    (root / "train.stdout").write_text(result.stdout)
+    return {"root": root, "data": root / "data", "run": root / "run", "train_stdout": root / "train.stdout"}
 
 
 def test_train_publishes_a_complete_run_folder(trained: dict[str, Path]) -> None:
@@ -89,11 +90,21 @@ def test_train_publishes_a_complete_run_folder(trained: dict[str, Path]) -> None
 def test_train_logs_to_mlflow_and_registers_the_model(trained: dict[str, Path]) -> None:
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.data.storage import read_manifest
+    from pipeline.workflows.registry import registered_name
 
     mlflow.set_tracking_uri(f"sqlite:///{trained['root'] / 'mlflow.db'}")
     client = MlflowClient()
-    versions = client.search_model_versions("name='basketcast-ranker'")
+    name = registered_name(read_manifest(trained["data"]).fingerprint)  # one registered model per data set
+    versions = client.search_model_versions(f"name='{name}'")
     assert len(versions) == 1
+    # About 20 validation users: below promotion's minimum, so the version is not champion.
+    assert "NOT promoted" in trained["train_stdout"].read_text()
+    assert "[FAIL] enough users" in trained["train_stdout"].read_text()
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias(name, "champion")
     run_id = versions[0].run_id
     assert run_id is not None
     run = client.get_run(run_id)

@@ -20,7 +20,7 @@ from pipeline.model.candidates import ALSModel, candidates
 from pipeline.model.sequence import NETWORK_FILE, TOLERANCE, OnnxScorer, SequenceModel, parity, train_sequence
 from tests.features.test_leakage import _rewrite_future, real  # noqa: F401 (the fixture)
 
-CONFIG = TrainConfig(mlflow=False, sequence=SequenceConfig(epochs=2, threads=1))
+CONFIG = TrainConfig(tracking=[], sequence=SequenceConfig(epochs=2, threads=1))
 OLDEST = 1  # the ranker's oldest label window in these tests
 
 

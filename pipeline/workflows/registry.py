@@ -1,0 +1,333 @@
+"""The model registry: one registered model per data set, and promotion only on evidence.
+
+**Registration** (``register``, after ``basketcast train`` tracked the run in MLflow): the run's
+serving bundle is logged as the run's ``serving/`` artifacts (what a server following an alias
+fetches, ``serving.registry``), and the ranker the tracker logged becomes a new version of the
+registered model named after the training data: ``basketcast-<data fingerprint>`` unless a name
+is given (``--name``). A run on other data therefore never competes with this data's champion
+under the default names. The version is tagged with its run folder, bundle version and data.
+
+**Promotion** (``promote``; ``basketcast promote RUN``, and after each train unless
+``--no-promote``) moves the alias (``champion``) to a version only when every check passes:
+
+1. *parity* — its bundle's ONNX scores equal LightGBM's (the export's check is recorded, within
+   ``export.TOLERANCE``);
+2. *enough users* — it was validated on at least ``min_users`` users (default 50);
+3. *beats the baselines* — its ranker beats every baseline on NDCG@10 on those users;
+4. *not worse than the champion on the same users* — when the alias names another version, both
+   versions' per-user metrics (``report/per_user.parquet``: NDCG@10 and Recall@10 per validation
+   user and target order) are joined on (user, target order); at least ``min_users`` pairs must be
+   shared (otherwise the two were validated on different users or data and cannot be compared),
+   and the candidate's mean NDCG@10 minus the champion's on those pairs must be ≥ ``margin``
+   (default 0: not worse). The paired bootstrap interval of the difference is reported beside it.
+
+``force`` moves the alias whatever the checks say (a rollback to an older version), and the
+version is tagged with the decision either way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import polars as pl
+
+from pipeline.data import schema as S
+from pipeline.errors import BasketcastError
+from pipeline.evaluation.bootstrap import paired_bootstrap
+from pipeline.evaluation.report import REPORT_JSON
+from pipeline.workflows.run_folder import PER_USER, REPORT, RunFolder, RunManifest
+from pipeline.workflows.tracking import CHAMPION, tracking_uri
+from serving.bundle import BUNDLE, MANIFEST, BundleManifest, Parity
+
+log = logging.getLogger(__name__)
+
+NAME_PREFIX: Final = "basketcast-"
+MIN_USERS: Final = 50
+MARGIN: Final = 0.0
+METRIC: Final = "ndcg@10"
+PARITY_TOLERANCE: Final = 1e-4  # pipeline.workflows.export.TOLERANCE (the export refuses beyond it)
+TAG_RUN_DIR: Final = "basketcast.run_dir"
+TAG_BUNDLE: Final = "basketcast.bundle_version"
+TAG_DATA: Final = "basketcast.data_fingerprint"
+TAG_DECISION: Final = "basketcast.promotion"
+
+
+class RegistryError(BasketcastError):
+    """The registry cannot do what was asked (no such version, no MLflow run, ...)."""
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A version of a registered model."""
+
+    name: str
+    version: str
+    run_id: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One promotion check: its name, whether it passed, and the evidence in words."""
+
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What ``promote`` decided for ``candidate``."""
+
+    candidate: Registered
+    alias: str
+    promoted: bool
+    forced: bool
+    previous: str | None  # the version the alias named before
+    checks: list[Check] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A few lines for the terminal."""
+        head = (
+            f"{self.candidate.name} version {self.candidate.version} is now '{self.alias}'"
+            f"{' (forced)' if self.forced else ''} — serve it: "
+            f"basketcast serve --model models:/{self.candidate.name}@{self.alias}"
+            if self.promoted
+            else f"{self.candidate.name} version {self.candidate.version} NOT promoted; '{self.alias}' stays on "
+            f"{self.previous or 'no version'}"
+        )
+        return "\n".join([head, *(f"  [{'ok' if c.passed else 'FAIL'}] {c.name}: {c.detail}" for c in self.checks)])
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "alias": self.alias,
+                "promoted": self.promoted,
+                "forced": self.forced,
+                "previous": self.previous,
+                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in self.checks],
+            }
+        )
+
+
+def registered_name(fingerprint: str) -> str:
+    """The default registered model of a data set: ``basketcast-<data fingerprint>``."""
+    return f"{NAME_PREFIX}{fingerprint}"
+
+
+def _client() -> Any:
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return MlflowClient()
+
+
+def _missing(exc: Exception) -> bool:
+    return "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower()
+
+
+def register(run_id: str, model_uri: str, run_dir: Path, name: str | None = None) -> Registered:
+    """Log ``run_dir``'s serving bundle with the MLflow run and register its ranker as a new version.
+
+    ``model_uri`` is the ranker the tracker logged (``TrackedRun.mlflow_model_uri``); ``name``
+    defaults to :func:`registered_name` of the run's data.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    folder = RunFolder(run_dir)
+    manifest = RunManifest.load(folder.manifest)
+    name = name or registered_name(manifest.data.fingerprint)
+    bundle = BundleManifest.model_validate_json((folder.path / BUNDLE / MANIFEST).read_text())
+    client = _client()
+    client.log_artifacts(run_id, str(folder.path / BUNDLE), artifact_path=BUNDLE)
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if not _missing(exc):
+            raise
+        client.create_registered_model(
+            name,
+            tags={TAG_DATA: manifest.data.fingerprint, "basketcast.data_source": manifest.data.source},
+            description=f"basketcast rankers of {manifest.data.source} (data fingerprint {manifest.data.fingerprint})",
+        )
+    tags = {
+        TAG_RUN_DIR: str(Path(run_dir).resolve()),
+        TAG_BUNDLE: bundle.version,
+        TAG_DATA: manifest.data.fingerprint,
+        "basketcast.validation_users": str(manifest.evaluated_users),
+    }
+    version = mlflow.register_model(model_uri, name, tags=tags)
+    if version.run_id != run_id:  # the serving bundle a server fetches is looked up by the version's run
+        raise RegistryError(f"{name} version {version.version}: registered with run {version.run_id}, not {run_id}")
+    log.info("MLflow: registered %s version %s (run %s)", name, version.version, run_id)
+    return Registered(name, str(version.version), run_id)
+
+
+def find_version(run_dir: Path, name: str | None = None) -> Registered:
+    """The registered version of ``run_dir`` (matched by its bundle version); RegistryError if none."""
+    folder = RunFolder(run_dir)
+    manifest = RunManifest.load(folder.manifest)
+    name = name or registered_name(manifest.data.fingerprint)
+    bundle = BundleManifest.model_validate_json((folder.path / BUNDLE / MANIFEST).read_text())
+    client = _client()
+    versions = client.search_model_versions(f"name='{name}'")
+    for v in versions:
+        if v.tags.get(TAG_BUNDLE) == bundle.version:
+            return Registered(name, str(v.version), str(v.run_id))
+    raise RegistryError(
+        f"{run_dir}: its model (bundle {bundle.version}) is not a version of {name!r} in {tracking_uri(create=False)} "
+        f"({len(versions)} versions there); train it with MLflow tracking on, or pass --name"
+    )
+
+
+def get_version(name: str, version: str) -> Registered:
+    """A version by number; RegistryError if it does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        v = _client().get_model_version(name, version)
+    except MlflowException as exc:
+        raise RegistryError(f"{name} version {version}: {exc.message}") from None
+    return Registered(name, str(v.version), str(v.run_id))
+
+
+def _artifact(client: Any, run_id: str, path: str, into: Path) -> Path | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(client.download_artifacts(run_id, path, str(into)))
+    except (MlflowException, OSError):
+        return None
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    report: dict[str, Any] | None
+    per_user: pl.DataFrame | None
+    parity: Parity | None  # the export's parity check, from the bundle manifest
+
+
+def _evidence(client: Any, run_id: str, into: Path) -> _Evidence:
+    """What a version's run logged: its report, its per-user metrics and its bundle manifest."""
+    into.mkdir(parents=True, exist_ok=True)
+    report = _artifact(client, run_id, f"{REPORT}/{REPORT_JSON}", into / "r")
+    per_user = _artifact(client, run_id, f"{REPORT}/{PER_USER}", into / "p")
+    bundle = _artifact(client, run_id, f"{BUNDLE}/{MANIFEST}", into / "b")
+    return _Evidence(
+        json.loads(report.read_text()) if report is not None else None,
+        pl.read_parquet(per_user) if per_user is not None else None,
+        BundleManifest.model_validate_json(bundle.read_text()).parity if bundle is not None else None,
+    )
+
+
+def _checks(candidate: _Evidence, champion: _Evidence | None, min_users: int, margin: float) -> list[Check]:
+    checks = []
+    parity = candidate.parity
+    if parity is None:
+        checks.append(Check("parity", False, "no parity check recorded with the serving bundle"))
+    else:
+        worst = max(parity.max_abs_diff_ranking, parity.max_abs_diff_basket)
+        checks.append(
+            Check(
+                "parity",
+                worst <= PARITY_TOLERANCE,
+                f"ONNX vs LightGBM max |diff| {worst:.1e} on {parity.rows:,} rows (tolerance {PARITY_TOLERANCE:g})",
+            )
+        )
+    users = candidate.per_user.height if candidate.per_user is not None else 0
+    checks.append(Check("enough users", users >= min_users, f"{users} validation users (minimum {min_users})"))
+    report = candidate.report or {}
+    methods = report.get("methods", {})
+    ranker = methods.get("lightgbm", {}).get(METRIC)
+    baselines = {m: v.get(METRIC) for m, v in methods.items() if m in ("popularity", "top_frequency", "tifu_knn")}
+    if ranker is None or not baselines:
+        checks.append(Check("beats the baselines", False, "no evaluation report logged with the run"))
+    else:
+        best = max(baselines, key=lambda m: baselines[m] or 0.0)
+        checks.append(
+            Check(
+                "beats the baselines",
+                bool(report.get("ranker_beats_all_baselines")),
+                f"{METRIC} {ranker:.4f} vs the best baseline {best} {baselines[best]:.4f}",
+            )
+        )
+    if champion is None:
+        return checks
+    if candidate.per_user is None or champion.per_user is None:
+        checks.append(Check("not worse than the champion", False, "per-user metrics missing for a comparison"))
+        return checks
+    key = [S.USER, S.TARGET_ORDER_NUMBER]
+    pairs = candidate.per_user.join(champion.per_user, on=key, how="inner", suffix="_champion")
+    if pairs.height < min_users:
+        checks.append(
+            Check(
+                "not worse than the champion",
+                False,
+                f"only {pairs.height} validation (user, order) pairs in common with the champion (minimum "
+                f"{min_users}): validated on other users or other data, not comparable",
+            )
+        )
+        return checks
+    a, b = pairs[METRIC].to_numpy(), pairs[f"{METRIC}_champion"].to_numpy()
+    diff = paired_bootstrap(a, b, resamples=2_000, seed=0)
+    recall = float(np.mean(pairs["recall@10"].to_numpy() - pairs["recall@10_champion"].to_numpy()))
+    checks.append(
+        Check(
+            "not worse than the champion",
+            diff.mean >= margin,
+            f"{METRIC} {a.mean():.4f} vs {b.mean():.4f} on the same {pairs.height} users: difference "
+            f"{diff.mean:+.4f} (95% CI {diff.low:+.4f} to {diff.high:+.4f}; margin {margin:+.4f}); "
+            f"recall@10 {recall:+.4f}",
+        )
+    )
+    return checks
+
+
+def promote(
+    candidate: Registered,
+    *,
+    alias: str = CHAMPION,
+    min_users: int = MIN_USERS,
+    margin: float = MARGIN,
+    force: bool = False,
+) -> Decision:
+    """Move ``alias`` to ``candidate`` if every check passes (or ``force``); tag the version with the decision."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    try:
+        current = client.get_model_version_by_alias(candidate.name, alias)
+        previous: str | None = str(current.version)
+        previous_run: str | None = str(current.run_id)
+    except MlflowException as exc:
+        if not _missing(exc):
+            raise
+        previous = previous_run = None
+    with tempfile.TemporaryDirectory(prefix="basketcast-promote-") as tmp:
+        mine = _evidence(client, candidate.run_id, Path(tmp) / "candidate")
+        theirs = (
+            _evidence(client, previous_run, Path(tmp) / "champion")
+            if previous_run is not None and previous != candidate.version
+            else None
+        )
+        checks = _checks(mine, theirs, min_users, margin)
+    passed = all(c.passed for c in checks)
+    decision = Decision(candidate, alias, passed or force, force and not passed, previous, checks)
+    if decision.promoted:
+        client.set_registered_model_alias(candidate.name, alias, candidate.version)
+        log.info("MLflow: %s version %s is now '%s' (was %s)", candidate.name, candidate.version, alias, previous)
+    client.set_model_version_tag(candidate.name, candidate.version, TAG_DECISION, decision.to_json())
+    return decision

@@ -1,0 +1,279 @@
+"""Serve what the model registry says: ``models:/NAME@ALIAS`` resolved through MLflow's REST API.
+
+The serving process never imports MLflow (the serving image does not install it). It talks to
+an MLflow tracking *server* (``MLFLOW_TRACKING_URI=http(s)://…``; ``mlflow server``, the compose
+file's ``mlflow`` service, ``make mlflow-server``) with the standard library's HTTP client:
+
+1. ``GET /api/2.0/mlflow/registered-models/alias?name=NAME&alias=ALIAS`` (or
+   ``/model-versions/get?name=NAME&version=V`` for ``models:/NAME/V``) → the version and its run;
+2. ``GET /api/2.0/mlflow/artifacts/list?run_id=…&path=serving`` (recursively) → the files of the
+   serving bundle that ``basketcast train`` logged with the run (``pipeline.workflows.registry``);
+3. ``GET /get-artifact?run_uuid=…&path=…`` → each file, streamed into a temporary folder of the
+   local cache, sizes checked, then renamed into place as ``CACHE/NAME/VERSION`` — a version is
+   immutable, so a cached one is never fetched again, and a half-fetched one is never seen.
+
+The cache is ``BASKETCAST_STATE_DIR/registry`` (``$XDG_STATE_HOME/basketcast/registry``).
+Credentials, when the server needs them, come from MLflow's own variables:
+``MLFLOW_TRACKING_TOKEN`` (Bearer) or ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``
+(Basic). A ``sqlite:///`` or file store has no REST API: serving by alias needs the server (the
+error says so); a run folder can always be served directly.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import secrets
+import shutil
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from pipeline.errors import BasketcastError
+from serving.bundle import MANIFEST, is_bundle
+
+SCHEME: Final = "models:/"
+BUNDLE_ARTIFACT: Final = "serving"  # where the run's serving bundle is logged in its artifacts
+TRACKING_URI_ENV: Final = "MLFLOW_TRACKING_URI"
+TIMEOUT_SECONDS: Final = 30.0
+_CHUNK: Final = 1 << 20
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+
+
+class RegistryError(BasketcastError):
+    """The registry cannot give the model asked for (bad URI, no server, unknown alias, failed fetch)."""
+
+
+@dataclass(frozen=True)
+class ModelUri:
+    """``models:/NAME@ALIAS`` (``alias`` set) or ``models:/NAME/VERSION`` (``version`` set)."""
+
+    name: str
+    alias: str | None = None
+    version: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelUri:
+        """Parse a registry URI; RegistryError naming the expected forms otherwise."""
+        if not text.startswith(SCHEME):
+            raise RegistryError(f"{text!r}: not a registry URI (models:/NAME@ALIAS or models:/NAME/VERSION)")
+        rest = text[len(SCHEME) :]
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            if _NAME.match(name) and re.fullmatch(r"[A-Za-z0-9_-]{1,255}", alias):
+                return cls(name, alias=alias)
+        elif "/" in rest:
+            name, version = rest.split("/", 1)
+            if _NAME.match(name) and version.isdigit():
+                return cls(name, version=version)
+        raise RegistryError(
+            f"{text!r}: expected models:/NAME@ALIAS (e.g. models:/basketcast-ranker@champion) or models:/NAME/VERSION"
+        )
+
+    def __str__(self) -> str:
+        return f"{SCHEME}{self.name}@{self.alias}" if self.alias is not None else f"{SCHEME}{self.name}/{self.version}"
+
+
+def is_model_uri(text: str | os.PathLike[str]) -> bool:
+    """Whether ``text`` names a registry model (``models:/…``) rather than a folder."""
+    return str(text).startswith(SCHEME)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a registry URI pointed at when it was resolved, and the local copy of its bundle."""
+
+    uri: ModelUri
+    version: str  # the registered model's version number
+    run_id: str
+    folder: Path  # the cached serving bundle
+    tracking_uri: str
+    fetched: bool  # False when the version was already in the cache
+
+
+def tracking_server() -> str:
+    """``MLFLOW_TRACKING_URI`` when it is an MLflow server (http/https); RegistryError otherwise."""
+    uri = os.environ.get(TRACKING_URI_ENV, "").strip()
+    if uri.startswith(("http://", "https://")):
+        return uri.rstrip("/")
+    where = f"{TRACKING_URI_ENV}={uri!r}" if uri else f"{TRACKING_URI_ENV} is not set"
+    raise RegistryError(
+        f"serving a models:/ URI needs an MLflow tracking server ({where}): start one on the store "
+        "(`make mlflow-server`, or `mlflow server --backend-store-uri sqlite:///…/mlflow.db`) and set "
+        f"{TRACKING_URI_ENV}=http://HOST:PORT; or serve the run folder itself"
+    )
+
+
+class RestRegistry:
+    """The few MLflow REST calls serving needs (standard library HTTP, no MLflow import)."""
+
+    def __init__(self, tracking_uri: str, timeout: float = TIMEOUT_SECONDS) -> None:
+        self.tracking_uri = tracking_uri.rstrip("/")
+        self.timeout = timeout
+
+    def _headers(self) -> dict[str, str]:
+        token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+        if token:
+            return {"Authorization": f"Bearer {token}"}
+        user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        if user and password is not None:
+            return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+        return {}
+
+    def _open(self, path: str, params: dict[str, str]) -> Any:
+        url = f"{self.tracking_uri}{path}?{urllib.parse.urlencode(params)}"
+        request = urllib.request.Request(url, headers=self._headers())
+        try:
+            return urllib.request.urlopen(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            detail = exc.read(2000).decode("utf-8", "replace")
+            try:
+                body = json.loads(detail)
+                detail = f"{body.get('error_code', '')}: {body.get('message', detail)}"
+            except ValueError:
+                pass
+            raise RegistryError(
+                f"MLflow at {self.tracking_uri}: {path} answered {exc.code} ({detail.strip()})"
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RegistryError(f"MLflow at {self.tracking_uri} cannot be reached: {reason}") from None
+
+    def get_json(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        with self._open(path, params) as response:
+            document: dict[str, Any] = json.loads(response.read())
+        return document
+
+    def model_version(self, uri: ModelUri) -> tuple[str, str]:
+        """(version, run id) that ``uri`` names now."""
+        if uri.alias is not None:
+            body = self.get_json("/api/2.0/mlflow/registered-models/alias", {"name": uri.name, "alias": uri.alias})
+        else:
+            body = self.get_json("/api/2.0/mlflow/model-versions/get", {"name": uri.name, "version": str(uri.version)})
+        version = body.get("model_version", {})
+        if not version.get("run_id"):
+            raise RegistryError(f"{uri}: version {version.get('version')} has no run, so no serving bundle to fetch")
+        return str(version["version"]), str(version["run_id"])
+
+    def list_files(self, run_id: str, path: str) -> list[tuple[str, int]]:
+        """Every file under ``path`` of the run's artifacts (recursively): (path, size in bytes)."""
+        out: list[tuple[str, int]] = []
+        pending = [path]
+        while pending:
+            folder = pending.pop()
+            token: str | None = None
+            while True:
+                params = {"run_id": run_id, "path": folder}
+                if token:
+                    params["page_token"] = token
+                body = self.get_json("/api/2.0/mlflow/artifacts/list", params)
+                for entry in body.get("files", []):
+                    if entry.get("is_dir"):
+                        pending.append(entry["path"])
+                    else:
+                        out.append((entry["path"], int(entry.get("file_size", -1))))
+                token = body.get("next_page_token")
+                if not token:
+                    break
+        return sorted(out)
+
+    def download(self, run_id: str, path: str, target: Path) -> int:
+        """Stream one artifact file into ``target``; returns the bytes written."""
+        written = 0
+        with self._open("/get-artifact", {"run_uuid": run_id, "path": path}) as response, target.open("wb") as out:
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                written += len(chunk)
+        return written
+
+
+def resolve(uri: ModelUri | str, cache: Path, registry: RestRegistry | None = None) -> Resolved:
+    """What ``uri`` names now, with its serving bundle in the local ``cache`` folder (fetched if absent).
+
+    The server's cache is ``Settings.state_dir / "registry"``; ``registry`` defaults to the
+    tracking server of ``MLFLOW_TRACKING_URI``.
+    """
+    uri = ModelUri.parse(uri) if isinstance(uri, str) else uri
+    registry = registry or RestRegistry(tracking_server())
+    cache = Path(cache)
+    version, run_id = registry.model_version(uri)
+    folder = cache / uri.name / version
+    if is_bundle(folder):
+        return Resolved(uri, version, run_id, folder, registry.tracking_uri, fetched=False)
+    files = registry.list_files(run_id, BUNDLE_ARTIFACT)
+    if not any(path == f"{BUNDLE_ARTIFACT}/{MANIFEST}" for path, _ in files):
+        raise RegistryError(
+            f"{uri} (version {version}, run {run_id}): the run has no {BUNDLE_ARTIFACT}/{MANIFEST} artifact — it was "
+            "not logged by `basketcast train` with a serving bundle"
+        )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{version}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        for path, size in files:
+            relative = Path(path).relative_to(BUNDLE_ARTIFACT)
+            if relative.is_absolute() or ".." in relative.parts:
+                raise RegistryError(f"{uri}: unsafe artifact path {path!r}")
+            target = tmp / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            written = registry.download(run_id, path, target)
+            if size >= 0 and written != size:
+                raise RegistryError(f"{uri}: {path} arrived with {written} of {size} bytes")
+        if not is_bundle(tmp):
+            raise RegistryError(f"{uri}: the fetched {BUNDLE_ARTIFACT}/ folder is not a serving bundle")
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            if not is_bundle(folder):  # another process published the same version meanwhile: keep theirs
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Resolved(uri, version, run_id, folder, registry.tracking_uri, fetched=True)
+
+
+class RegistrySource:
+    """A server's model source for ``BASKETCAST_MODEL_URI``: each call resolves the URI again.
+
+    Called by ``ModelHolder`` at every (re)load (``locate``): the alias's current version, its
+    bundle fetched into the cache when new, the cached folder returned. ``info()`` is what
+    ``/ready`` and ``/metrics`` report: the URI, the version it named at the last resolution and
+    the last failure (the served model is kept when the registry cannot be reached).
+    """
+
+    def __init__(self, uri: str, cache: Path, registry: RestRegistry | None = None) -> None:
+        self.uri = ModelUri.parse(uri)
+        self.cache = Path(cache)
+        self._registry = registry
+        self.resolved: Resolved | None = None
+        self.resolved_at: float | None = None
+        self.error: str | None = None
+
+    def locate(self) -> Path:
+        import time
+
+        try:
+            registry = self._registry or RestRegistry(tracking_server())
+            resolved = resolve(self.uri, self.cache, registry)
+        except RegistryError as exc:
+            self.error = str(exc)
+            raise
+        self.resolved, self.resolved_at, self.error = resolved, time.time(), None
+        return resolved.folder
+
+    def info(self) -> dict[str, Any]:
+        """The fields of ``serving.schemas.RegistryModel``."""
+        r = self.resolved
+        return {
+            "uri": str(self.uri),
+            "name": self.uri.name,
+            "alias": self.uri.alias,
+            "version": r.version if r is not None else self.uri.version,
+            "run_id": r.run_id if r is not None else None,
+            "tracking_uri": r.tracking_uri if r is not None else os.environ.get(TRACKING_URI_ENV, ""),
+            "resolved_at": self.resolved_at,
+            "error": self.error,
+        }
