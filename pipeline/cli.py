@@ -336,7 +336,11 @@ def train(
     from pipeline.workflows.tracking import chosen_backends
 
     cfg = load_config(config)
-    chosen_backends(cfg)  # a bad BASKETCAST_TRACKING fails now, not after training
+    chosen_backends(cfg)  # a bad BASKETCAST_TRACKING or --name fails now, not after training
+    if name is not None:
+        from pipeline.workflows.registry import check_name
+
+        check_name(name)
     if orders_from is not None:
         from pipeline.workflows.orders import merge_into_folder
 
@@ -358,12 +362,10 @@ def train(
     tracked = track_training(result)
     click.echo(train_summary(result))
     if tracked is not None and tracked.mlflow_run_id is not None and tracked.mlflow_model_uri is not None:
-        from pipeline.workflows import registry
+        from pipeline.workflows.registry import publish
 
-        registered = registry.register(tracked.mlflow_run_id, tracked.mlflow_model_uri, result.run_dir, name)
-        click.echo(f"registered {registered.name} version {registered.version} in MLflow")
-        if promote:
-            click.echo(registry.promote(registered).summary())
+        for line in publish(tracked.mlflow_run_id, tracked.mlflow_model_uri, result.run_dir, name, promote):
+            click.echo(line)
 
 
 @main.command()
@@ -383,7 +385,8 @@ def train(
     type=float,
     default=0.0,
     show_default=True,
-    help="How much the candidate's mean NDCG@10 must exceed the champion's on the shared users.",
+    help="The candidate's mean NDCG@10 minus the champion's, on the shared users, must be at least this "
+    "(0: not worse).",
 )
 @click.option("--force", is_flag=True, help="Move the alias even when a check fails (e.g. a rollback).")
 def promote(
@@ -398,15 +401,16 @@ def promote(
     """
     from pipeline.workflows import registry
 
-    if version is not None:
-        if name is None:
-            raise click.UsageError("--version needs --name")
-        candidate = registry.get_version(name, version)
-    elif run_dir is not None:
-        candidate = registry.find_version(run_dir, name)
-    else:
-        raise click.UsageError("give RUN_DIR, or --name and --version")
-    decision = registry.promote(candidate, alias=alias, min_users=min_users, margin=margin, force=force)
+    with registry.mlflow_errors("promote"):
+        if version is not None:
+            if name is None:
+                raise click.UsageError("--version needs --name")
+            candidate = registry.get_version(registry.check_name(name), version)
+        elif run_dir is not None:
+            candidate = registry.find_version(run_dir, name)
+        else:
+            raise click.UsageError("give RUN_DIR, or --name and --version")
+        decision = registry.promote(candidate, alias=alias, min_users=min_users, margin=margin, force=force)
     click.echo(decision.summary())
     if not decision.promoted:
         sys.exit(1)
@@ -603,11 +607,17 @@ def score(
     from serving.registry import is_model_uri, resolve
 
     if is_model_uri(str(run_dir)):  # models:/NAME@ALIAS: the version it names now, fetched into the local cache
-        from serving.settings import default_state_dir
+        from serving.settings import get_settings
 
-        resolved = resolve(str(run_dir), default_state_dir() / "registry")
+        resolved = resolve(str(run_dir), get_settings().state_dir / "registry")
         click.echo(f"{run_dir} is version {resolved.version} (run {resolved.run_id}): {resolved.folder}", err=True)
         run_dir = resolved.folder
+    if not no_drift:  # the drift files are written after the scores: refuse now rather than after scoring
+        from serving.drift import METRICS_KIND, REPORT_KIND, SUMMARY_KIND, drift_paths
+
+        paths = drift_paths(out)
+        for path, kind in ((paths.json, SUMMARY_KIND), (paths.html, REPORT_KIND), (paths.prom, METRICS_KIND)):
+            check_output(path, kind, force, inputs=[run_dir])
     ctx = Context.at(dt.datetime.now(dt.UTC), dow=dow, hour=hour, days=days)
     if cluster is not None:
         from pipeline.workflows.cluster import SCORES_DATASET, dask_client, score_on_cluster

@@ -49,6 +49,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     def on_change(result: ReloadResult) -> None:
         metrics.observe_reload(result)
         if source is not None:
+            source.settle(result.status != "refused", result.error)
             metrics.observe_registry(source.info())
 
     holder = ModelHolder(

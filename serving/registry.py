@@ -9,8 +9,11 @@ file's ``mlflow`` service, ``make mlflow-server``) with the standard library's H
 2. ``GET /api/2.0/mlflow/artifacts/list?run_id=…&path=serving`` (recursively) → the files of the
    serving bundle that ``basketcast train`` logged with the run (``pipeline.workflows.registry``);
 3. ``GET /get-artifact?run_uuid=…&path=…`` → each file, streamed into a temporary folder of the
-   local cache, sizes checked, then renamed into place as ``CACHE/NAME/VERSION`` — a version is
-   immutable, so a cached one is never fetched again, and a half-fetched one is never seen.
+   local cache, sizes checked, then renamed into place as ``CACHE/NAME/VERSION-RUN_ID`` — a
+   version is immutable, so a cached one is never fetched again, and a half-fetched one is never
+   seen. Listings that point outside ``serving/``, files without a size or larger than listed,
+   redirects (which would carry the credentials elsewhere) and answers that are not JSON are
+   refused with a RegistryError.
 
 The cache is ``BASKETCAST_STATE_DIR/registry`` (``$XDG_STATE_HOME/basketcast/registry``).
 Credentials, when the server needs them, come from MLflow's own variables:
@@ -31,7 +34,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
 from pipeline.errors import BasketcastError
@@ -41,6 +44,8 @@ SCHEME: Final = "models:/"
 BUNDLE_ARTIFACT: Final = "serving"  # where the run's serving bundle is logged in its artifacts
 TRACKING_URI_ENV: Final = "MLFLOW_TRACKING_URI"
 TIMEOUT_SECONDS: Final = 30.0
+MAX_JSON_BYTES: Final = 64 * 1024 * 1024  # an answer of the REST API (artifact listings are paged)
+MAX_BUNDLE_BYTES: Final = 256 * 1024**3  # a fetched bundle, all files together
 _CHUNK: Final = 1 << 20
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 
@@ -72,7 +77,7 @@ class ModelUri:
             if _NAME.match(name) and version.isdigit():
                 return cls(name, version=version)
         raise RegistryError(
-            f"{text!r}: expected models:/NAME@ALIAS (e.g. models:/basketcast-ranker@champion) or models:/NAME/VERSION"
+            f"{text!r}: expected models:/NAME@ALIAS (e.g. models:/basketcast@champion) or models:/NAME/VERSION"
         )
 
     def __str__(self) -> str:
@@ -109,12 +114,28 @@ def tracking_server() -> str:
     )
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Refuse redirects: urllib would resend the Authorization header to wherever they point."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        raise RegistryError(
+            f"MLflow at {req.full_url.split('?')[0]} redirects ({code}) to {newurl.split('?')[0]}: set "
+            f"{TRACKING_URI_ENV} to the server's own address (credentials are never sent to a redirect)"
+        )
+
+
 class RestRegistry:
-    """The few MLflow REST calls serving needs (standard library HTTP, no MLflow import)."""
+    """The few MLflow REST calls serving needs (standard library HTTP, no MLflow import).
+
+    Every failure is a RegistryError naming the server and the call: HTTP errors with MLflow's own
+    error code and message, unreachable servers, redirects (refused), answers that are not JSON or
+    larger than ``MAX_JSON_BYTES``, and files that do not arrive with their listed size.
+    """
 
     def __init__(self, tracking_uri: str, timeout: float = TIMEOUT_SECONDS) -> None:
         self.tracking_uri = tracking_uri.rstrip("/")
         self.timeout = timeout
+        self._opener = urllib.request.build_opener(_NoRedirects)
 
     def _headers(self) -> dict[str, str]:
         token = os.environ.get("MLFLOW_TRACKING_TOKEN")
@@ -129,7 +150,7 @@ class RestRegistry:
         url = f"{self.tracking_uri}{path}?{urllib.parse.urlencode(params)}"
         request = urllib.request.Request(url, headers=self._headers())
         try:
-            return urllib.request.urlopen(request, timeout=self.timeout)
+            return self._opener.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
             detail = exc.read(2000).decode("utf-8", "replace")
             try:
@@ -145,8 +166,22 @@ class RestRegistry:
             raise RegistryError(f"MLflow at {self.tracking_uri} cannot be reached: {reason}") from None
 
     def get_json(self, path: str, params: dict[str, str]) -> dict[str, Any]:
-        with self._open(path, params) as response:
-            document: dict[str, Any] = json.loads(response.read())
+        try:
+            with self._open(path, params) as response:
+                raw = response.read(MAX_JSON_BYTES + 1)
+        except OSError as exc:  # the connection broke while reading
+            raise RegistryError(f"MLflow at {self.tracking_uri}: {path}: {exc}") from None
+        if len(raw) > MAX_JSON_BYTES:
+            raise RegistryError(f"MLflow at {self.tracking_uri}: {path} answered more than {MAX_JSON_BYTES} bytes")
+        try:
+            document = json.loads(raw)
+        except ValueError:
+            raise RegistryError(
+                f"MLflow at {self.tracking_uri}: {path} did not answer JSON (is {TRACKING_URI_ENV} an MLflow "
+                f"server?): {raw[:120]!r}"
+            ) from None
+        if not isinstance(document, dict):
+            raise RegistryError(f"MLflow at {self.tracking_uri}: {path} answered {type(document).__name__}")
         return document
 
     def model_version(self, uri: ModelUri) -> tuple[str, str]:
@@ -160,10 +195,14 @@ class RestRegistry:
             raise RegistryError(f"{uri}: version {version.get('version')} has no run, so no serving bundle to fetch")
         return str(version["version"]), str(version["run_id"])
 
-    def list_files(self, run_id: str, path: str) -> list[tuple[str, int]]:
-        """Every file under ``path`` of the run's artifacts (recursively): (path, size in bytes)."""
+    def list_files(self, run_id: str, root: str) -> list[tuple[str, int]]:
+        """Every file under ``root`` of the run's artifacts (recursively): (path, size in bytes).
+
+        Only paths inside ``root`` are followed or returned (a listing that points elsewhere, or
+        back at a folder already seen, is an error), and every file must come with its size.
+        """
         out: list[tuple[str, int]] = []
-        pending = [path]
+        pending, seen = [root], {root}
         while pending:
             folder = pending.pop()
             token: str | None = None
@@ -173,56 +212,84 @@ class RestRegistry:
                     params["page_token"] = token
                 body = self.get_json("/api/2.0/mlflow/artifacts/list", params)
                 for entry in body.get("files", []):
+                    path = str(entry.get("path", ""))
+                    if not _inside(path, root):
+                        raise RegistryError(f"run {run_id}: artifact listing of {root}/ names {path!r}, outside it")
                     if entry.get("is_dir"):
-                        pending.append(entry["path"])
+                        if path in seen:
+                            raise RegistryError(f"run {run_id}: artifact listing loops back to {path!r}")
+                        seen.add(path)
+                        pending.append(path)
+                    elif "file_size" not in entry:
+                        raise RegistryError(f"run {run_id}: artifact {path!r} is listed without its size")
                     else:
-                        out.append((entry["path"], int(entry.get("file_size", -1))))
+                        out.append((path, int(entry["file_size"])))
                 token = body.get("next_page_token")
                 if not token:
                     break
         return sorted(out)
 
-    def download(self, run_id: str, path: str, target: Path) -> int:
-        """Stream one artifact file into ``target``; returns the bytes written."""
+    def download(self, run_id: str, path: str, target: Path, size: int) -> None:
+        """Stream one artifact file of ``size`` bytes into ``target``; RegistryError when more or
+        fewer bytes arrive (the transfer stops as soon as it exceeds ``size``)."""
         written = 0
-        with self._open("/get-artifact", {"run_uuid": run_id, "path": path}) as response, target.open("wb") as out:
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
-                written += len(chunk)
-        return written
+        try:
+            with self._open("/get-artifact", {"run_uuid": run_id, "path": path}) as response, target.open("wb") as out:
+                while chunk := response.read(_CHUNK):
+                    written += len(chunk)
+                    if written > size:
+                        raise RegistryError(f"run {run_id}: {path} is larger than its listed {size} bytes")
+                    out.write(chunk)
+        except OSError as exc:
+            raise RegistryError(f"run {run_id}: {path} could not be fetched to {target}: {exc}") from None
+        if written != size:
+            raise RegistryError(f"run {run_id}: {path} arrived with {written} of its {size} bytes")
 
 
-def resolve(uri: ModelUri | str, cache: Path, registry: RestRegistry | None = None) -> Resolved:
+def _inside(path: str, root: str) -> bool:
+    """Whether the artifact path ``path`` lies strictly inside ``root`` (no ``..``, not absolute)."""
+    parts = PurePosixPath(path).parts
+    return len(parts) > 1 and parts[0] == root and ".." not in parts and not path.startswith("/")
+
+
+def resolve(
+    uri: ModelUri | str, cache: Path, registry: RestRegistry | None = None, max_bytes: int = MAX_BUNDLE_BYTES
+) -> Resolved:
     """What ``uri`` names now, with its serving bundle in the local ``cache`` folder (fetched if absent).
 
-    The server's cache is ``Settings.state_dir / "registry"``; ``registry`` defaults to the
-    tracking server of ``MLFLOW_TRACKING_URI``.
+    The cached copy is ``CACHE/NAME/VERSION-RUN_ID`` (a registered model deleted and created again
+    restarts its version numbers; the run id tells its versions apart); it is fetched into a
+    temporary folder beside it (sizes checked, at most ``max_bytes`` in all, and only when the disk
+    has room) and renamed into place, so it is complete or absent. The server's cache is
+    ``Settings.state_dir / "registry"``; ``registry`` defaults to the server of ``MLFLOW_TRACKING_URI``.
     """
     uri = ModelUri.parse(uri) if isinstance(uri, str) else uri
     registry = registry or RestRegistry(tracking_server())
-    cache = Path(cache)
     version, run_id = registry.model_version(uri)
-    folder = cache / uri.name / version
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", run_id) or not version.isdigit():
+        raise RegistryError(f"{uri}: unexpected version {version!r} / run id {run_id!r} from {registry.tracking_uri}")
+    folder = Path(cache) / uri.name / f"{version}-{run_id}"
     if is_bundle(folder):
         return Resolved(uri, version, run_id, folder, registry.tracking_uri, fetched=False)
     files = registry.list_files(run_id, BUNDLE_ARTIFACT)
-    if not any(path == f"{BUNDLE_ARTIFACT}/{MANIFEST}" for path, _ in files):
+    if f"{BUNDLE_ARTIFACT}/{MANIFEST}" not in dict(files):
         raise RegistryError(
             f"{uri} (version {version}, run {run_id}): the run has no {BUNDLE_ARTIFACT}/{MANIFEST} artifact — it was "
             "not logged by `basketcast train` with a serving bundle"
         )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{version}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    total = sum(size for _, size in files)
+    if total > max_bytes:
+        raise RegistryError(f"{uri}: its bundle is {total:,} bytes, above the limit of {max_bytes:,}")
+    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(folder.parent).free
+        if total > free:
+            raise RegistryError(f"{uri}: its bundle needs {total:,} bytes, {folder.parent} has {free:,} free")
         for path, size in files:
-            relative = Path(path).relative_to(BUNDLE_ARTIFACT)
-            if relative.is_absolute() or ".." in relative.parts:
-                raise RegistryError(f"{uri}: unsafe artifact path {path!r}")
-            target = tmp / relative
+            target = tmp / PurePosixPath(path).relative_to(BUNDLE_ARTIFACT)
             target.parent.mkdir(parents=True, exist_ok=True)
-            written = registry.download(run_id, path, target)
-            if size >= 0 and written != size:
-                raise RegistryError(f"{uri}: {path} arrived with {written} of {size} bytes")
+            registry.download(run_id, path, target, size)
         if not is_bundle(tmp):
             raise RegistryError(f"{uri}: the fetched {BUNDLE_ARTIFACT}/ folder is not a serving bundle")
         try:
@@ -230,6 +297,8 @@ def resolve(uri: ModelUri | str, cache: Path, registry: RestRegistry | None = No
         except OSError:
             if not is_bundle(folder):  # another process published the same version meanwhile: keep theirs
                 raise
+    except OSError as exc:
+        raise RegistryError(f"{uri}: cannot write the bundle into {folder.parent}: {exc}") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Resolved(uri, version, run_id, folder, registry.tracking_uri, fetched=True)
@@ -238,31 +307,44 @@ def resolve(uri: ModelUri | str, cache: Path, registry: RestRegistry | None = No
 class RegistrySource:
     """A server's model source for ``BASKETCAST_MODEL_URI``: each call resolves the URI again.
 
-    Called by ``ModelHolder`` at every (re)load (``locate``): the alias's current version, its
-    bundle fetched into the cache when new, the cached folder returned. ``info()`` is what
-    ``/ready`` and ``/metrics`` report: the URI, the version it named at the last resolution and
-    the last failure (the served model is kept when the registry cannot be reached).
+    ``ModelHolder`` calls :meth:`locate` at every (re)load: the alias's current version, its bundle
+    fetched into the cache when new, the cached folder returned. The holder's verdict comes back
+    through :meth:`settle`: only a version that was served (loaded, reloaded or unchanged) becomes
+    the one :meth:`info` reports — ``/ready`` and ``/metrics`` never name a version that was
+    refused — and a failure (registry unreachable, bundle broken) is kept in ``error`` while the
+    served model stays.
     """
 
     def __init__(self, uri: str, cache: Path, registry: RestRegistry | None = None) -> None:
         self.uri = ModelUri.parse(uri)
         self.cache = Path(cache)
         self._registry = registry
+        self._pending: Resolved | None = None
         self.resolved: Resolved | None = None
         self.resolved_at: float | None = None
         self.error: str | None = None
 
     def locate(self) -> Path:
-        import time
-
+        self._pending = None
         try:
             registry = self._registry or RestRegistry(tracking_server())
             resolved = resolve(self.uri, self.cache, registry)
         except RegistryError as exc:
             self.error = str(exc)
             raise
-        self.resolved, self.resolved_at, self.error = resolved, time.time(), None
+        self._pending = resolved
         return resolved.folder
+
+    def settle(self, served: bool, error: str | None = None) -> None:
+        """The holder's verdict on the last :meth:`locate`: ``served`` (its folder is what answers now)
+        or refused with ``error``."""
+        import time
+
+        pending, self._pending = self._pending, None
+        if served and pending is not None:
+            self.resolved, self.resolved_at, self.error = pending, time.time(), None
+        elif not served:
+            self.error = error or self.error
 
     def info(self) -> dict[str, Any]:
         """The fields of ``serving.schemas.RegistryModel``."""
@@ -271,7 +353,7 @@ class RegistrySource:
             "uri": str(self.uri),
             "name": self.uri.name,
             "alias": self.uri.alias,
-            "version": r.version if r is not None else self.uri.version,
+            "version": r.version if r is not None else None,
             "run_id": r.run_id if r is not None else None,
             "tracking_uri": r.tracking_uri if r is not None else os.environ.get(TRACKING_URI_ENV, ""),
             "resolved_at": self.resolved_at,

@@ -113,6 +113,7 @@ class ModelHolder:
             current = self._model
             previous = current.version if current is not None else None
             located: Exception | None = None
+            before = self.model_dir
             if self._locate is not None:
                 try:
                     self.model_dir = Path(self._locate())
@@ -143,6 +144,8 @@ class ModelHolder:
                     self.error = message
                 log.warning("model reload refused, still serving %s: %s", previous, message)
                 result = ReloadResult("refused", previous, previous, message)
+            if result.status == "refused" and self._locate is not None and current is not None:
+                self.model_dir = before  # keep pointing at the folder that is served, not the refused one
             result = ReloadResult(
                 result.status, result.model_version, result.previous_version, result.error, time.time(), found
             )

@@ -340,11 +340,9 @@ def record_drift(run_dir: Path, summary_json: str) -> Path | None:
     folder (a bare bundle, a registry cache); OutputError when the folder refuses the line (e.g. a
     read-only mount): the caller decides whether that matters.
     """
-    from pipeline.workflows.run_folder import RunFolder
-
-    folder = RunFolder(Path(run_dir))
-    if not folder.manifest.is_file():
+    run = run_dir_of(bundle_dir(Path(run_dir)))
+    if not is_run_folder(run):  # a bundle alone (a registry cache, a copied serving/): no run to record in
         return None
-    path = folder.path / MONITORING / DRIFT_HISTORY_FILE
+    path = run / MONITORING / DRIFT_HISTORY_FILE
     append_line(path, summary_json)
     return path

@@ -27,10 +27,14 @@ version is tagged with the decision either way.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
+import re
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -41,7 +45,8 @@ import polars as pl
 from pipeline.data import schema as S
 from pipeline.errors import BasketcastError
 from pipeline.evaluation.bootstrap import paired_bootstrap
-from pipeline.evaluation.report import REPORT_JSON
+from pipeline.evaluation.report import BASELINES, RANKER, REPORT_JSON
+from pipeline.workflows.export import TOLERANCE as PARITY_TOLERANCE
 from pipeline.workflows.run_folder import PER_USER, REPORT, RunFolder, RunManifest
 from pipeline.workflows.tracking import CHAMPION, tracking_uri
 from serving.bundle import BUNDLE, MANIFEST, BundleManifest, Parity
@@ -49,12 +54,13 @@ from serving.bundle import BUNDLE, MANIFEST, BundleManifest, Parity
 log = logging.getLogger(__name__)
 
 NAME_PREFIX: Final = "basketcast-"
+NAME_RULE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")  # what models:/NAME@ALIAS accepts
 MIN_USERS: Final = 50
 MARGIN: Final = 0.0
 METRIC: Final = "ndcg@10"
-PARITY_TOLERANCE: Final = 1e-4  # pipeline.workflows.export.TOLERANCE (the export refuses beyond it)
 TAG_RUN_DIR: Final = "basketcast.run_dir"
 TAG_BUNDLE: Final = "basketcast.bundle_version"
+TAG_RANKER: Final = "basketcast.ranker_sha256"  # the ranking model's file: the same after a re-export
 TAG_DATA: Final = "basketcast.data_fingerprint"
 TAG_DECISION: Final = "basketcast.promotion"
 
@@ -138,19 +144,45 @@ def _missing(exc: Exception) -> bool:
     return "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower()
 
 
+def check_name(name: str) -> str:
+    """``name`` if a server can serve it (``models:/NAME@ALIAS``); RegistryError otherwise."""
+    if not NAME_RULE.fullmatch(name):
+        raise RegistryError(
+            f"{name!r}: not a registered model name basketcast can serve (letters, digits, '.', '_', '-'; "
+            "starting with a letter or digit; at most 255 characters)"
+        )
+    return name
+
+
+def _ranker_hash(folder: RunFolder) -> str:
+    return hashlib.sha256(folder.ranker_model.read_bytes()).hexdigest()
+
+
+def _run_parts(run_dir: Path) -> tuple[RunFolder, RunManifest, BundleManifest]:
+    """The run folder, its manifest and its bundle's manifest; RegistryError naming what is missing."""
+    folder = RunFolder(Path(run_dir))
+    try:
+        manifest = RunManifest.load(folder.manifest)
+        bundle = BundleManifest.model_validate_json((folder.path / BUNDLE / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise RegistryError(
+            f"{run_dir}: not a run folder with a serving bundle (`basketcast train --out` writes one): {exc}"
+        ) from None
+    return folder, manifest, bundle
+
+
 def register(run_id: str, model_uri: str, run_dir: Path, name: str | None = None) -> Registered:
     """Log ``run_dir``'s serving bundle with the MLflow run and register its ranker as a new version.
 
     ``model_uri`` is the ranker the tracker logged (``TrackedRun.mlflow_model_uri``); ``name``
-    defaults to :func:`registered_name` of the run's data.
+    defaults to :func:`registered_name` of the run's data. The bundle logged is the one the run
+    holds now; a later ``basketcast export`` of the run does not change what the registry serves.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    folder = RunFolder(run_dir)
-    manifest = RunManifest.load(folder.manifest)
-    name = name or registered_name(manifest.data.fingerprint)
-    bundle = BundleManifest.model_validate_json((folder.path / BUNDLE / MANIFEST).read_text())
+    folder, manifest, bundle = _run_parts(run_dir)
+    name = check_name(name or registered_name(manifest.data.fingerprint))
     client = _client()
     client.log_artifacts(run_id, str(folder.path / BUNDLE), artifact_path=BUNDLE)
     try:
@@ -166,6 +198,7 @@ def register(run_id: str, model_uri: str, run_dir: Path, name: str | None = None
     tags = {
         TAG_RUN_DIR: str(Path(run_dir).resolve()),
         TAG_BUNDLE: bundle.version,
+        TAG_RANKER: _ranker_hash(folder),
         TAG_DATA: manifest.data.fingerprint,
         "basketcast.validation_users": str(manifest.evaluated_users),
     }
@@ -177,18 +210,26 @@ def register(run_id: str, model_uri: str, run_dir: Path, name: str | None = None
 
 
 def find_version(run_dir: Path, name: str | None = None) -> Registered:
-    """The registered version of ``run_dir`` (matched by its bundle version); RegistryError if none."""
-    folder = RunFolder(run_dir)
-    manifest = RunManifest.load(folder.manifest)
-    name = name or registered_name(manifest.data.fingerprint)
-    bundle = BundleManifest.model_validate_json((folder.path / BUNDLE / MANIFEST).read_text())
-    client = _client()
-    versions = client.search_model_versions(f"name='{name}'")
-    for v in versions:
-        if v.tags.get(TAG_BUNDLE) == bundle.version:
+    """The registered version of ``run_dir``: the one with its serving bundle, else (the run was
+    re-exported since) the one with its ranking model file; RegistryError if none."""
+    folder, manifest, bundle = _run_parts(run_dir)
+    name = check_name(name or registered_name(manifest.data.fingerprint))
+    ranker = _ranker_hash(folder)
+    versions = _client().search_model_versions(f"name='{name}'")
+    here = str(Path(run_dir).resolve())
+    # The same bundle; else (re-exported since) the same ranking model from the same folder; else the
+    # same ranking model — the latest of those.
+    for match in (
+        lambda v: v.tags.get(TAG_BUNDLE) == bundle.version,
+        lambda v: v.tags.get(TAG_RANKER) == ranker and v.tags.get(TAG_RUN_DIR) == here,
+        lambda v: v.tags.get(TAG_RANKER) == ranker,
+    ):
+        mine = [v for v in versions if match(v)]
+        if mine:
+            v = max(mine, key=lambda v: int(v.version))
             return Registered(name, str(v.version), str(v.run_id))
     raise RegistryError(
-        f"{run_dir}: its model (bundle {bundle.version}) is not a version of {name!r} in {tracking_uri(create=False)} "
+        f"{run_dir}: its model is not a version of {name!r} in {tracking_uri(create=False)} "
         f"({len(versions)} versions there); train it with MLflow tracking on, or pass --name"
     )
 
@@ -243,16 +284,17 @@ def _checks(candidate: _Evidence, champion: _Evidence | None, min_users: int, ma
         checks.append(
             Check(
                 "parity",
-                worst <= PARITY_TOLERANCE,
-                f"ONNX vs LightGBM max |diff| {worst:.1e} on {parity.rows:,} rows (tolerance {PARITY_TOLERANCE:g})",
+                worst <= PARITY_TOLERANCE and parity.users_with_different_top10 == 0,
+                f"ONNX vs LightGBM max |diff| {worst:.1e} on {parity.rows:,} rows (tolerance {PARITY_TOLERANCE:g}), "
+                f"{parity.users_with_different_top10} users with another top-10",
             )
         )
     users = candidate.per_user.height if candidate.per_user is not None else 0
     checks.append(Check("enough users", users >= min_users, f"{users} validation users (minimum {min_users})"))
     report = candidate.report or {}
     methods = report.get("methods", {})
-    ranker = methods.get("lightgbm", {}).get(METRIC)
-    baselines = {m: v.get(METRIC) for m, v in methods.items() if m in ("popularity", "top_frequency", "tifu_knn")}
+    ranker = methods.get(RANKER, {}).get(METRIC)
+    baselines = {m: v.get(METRIC) for m, v in methods.items() if m in BASELINES}
     if ranker is None or not baselines:
         checks.append(Check("beats the baselines", False, "no evaluation report logged with the run"))
     else:
@@ -296,6 +338,19 @@ def _checks(candidate: _Evidence, champion: _Evidence | None, min_users: int, ma
     return checks
 
 
+def _alias_version(client: Any, name: str, alias: str) -> tuple[str | None, str | None]:
+    """(version, run id) the alias names now; (None, None) when it names none."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        current = client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if not _missing(exc):
+            raise
+        return None, None
+    return str(current.version), str(current.run_id)
+
+
 def promote(
     candidate: Registered,
     *,
@@ -304,30 +359,57 @@ def promote(
     margin: float = MARGIN,
     force: bool = False,
 ) -> Decision:
-    """Move ``alias`` to ``candidate`` if every check passes (or ``force``); tag the version with the decision."""
-    from mlflow.exceptions import MlflowException
+    """Move ``alias`` to ``candidate`` if every check passes (or ``force``); tag the version with the decision.
 
+    The champion is read again right before the alias moves: if another promotion moved it
+    meanwhile, the checks run again against the new champion (MLflow has no compare-and-set, so a
+    window of one request remains).
+    """
     client = _client()
-    try:
-        current = client.get_model_version_by_alias(candidate.name, alias)
-        previous: str | None = str(current.version)
-        previous_run: str | None = str(current.run_id)
-    except MlflowException as exc:
-        if not _missing(exc):
-            raise
-        previous = previous_run = None
     with tempfile.TemporaryDirectory(prefix="basketcast-promote-") as tmp:
         mine = _evidence(client, candidate.run_id, Path(tmp) / "candidate")
-        theirs = (
-            _evidence(client, previous_run, Path(tmp) / "champion")
-            if previous_run is not None and previous != candidate.version
-            else None
-        )
-        checks = _checks(mine, theirs, min_users, margin)
-    passed = all(c.passed for c in checks)
-    decision = Decision(candidate, alias, passed or force, force and not passed, previous, checks)
+        for attempt in range(3):
+            previous, previous_run = _alias_version(client, candidate.name, alias)
+            theirs = (
+                _evidence(client, previous_run, Path(tmp) / f"champion-{attempt}")
+                if previous_run is not None and previous != candidate.version
+                else None
+            )
+            checks = _checks(mine, theirs, min_users, margin)
+            passed = all(c.passed for c in checks)
+            decision = Decision(candidate, alias, passed or force, force and not passed, previous, checks)
+            if _alias_version(client, candidate.name, alias)[0] == previous:
+                break
+            log.info("'%s' of %s moved during the checks: checking again", alias, candidate.name)
     if decision.promoted:
         client.set_registered_model_alias(candidate.name, alias, candidate.version)
         log.info("MLflow: %s version %s is now '%s' (was %s)", candidate.name, candidate.version, alias, previous)
     client.set_model_version_tag(candidate.name, candidate.version, TAG_DECISION, decision.to_json())
     return decision
+
+
+@contextlib.contextmanager
+def mlflow_errors(what: str) -> Iterator[None]:
+    """MLflow's own errors and unreachable servers as a RegistryError saying what failed and where."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, OSError) as exc:
+        message = getattr(exc, "message", None) or str(exc)
+        raise RegistryError(f"{what}: MLflow at {tracking_uri(create=False)} failed: {message}") from None
+
+
+def publish(run_id: str, model_uri: str, run_dir: Path, name: str | None, promote_it: bool) -> list[str]:
+    """After ``basketcast train`` tracked ``run_dir``: register it and, when ``promote_it``, try to
+    promote it; returns the lines to print. A failure names the step and says the run folder is
+    published all the same."""
+    lines = []
+    after = f"the run folder {run_dir} is published; "
+    with mlflow_errors(after + "registering it"):
+        registered = register(run_id, model_uri, run_dir, name)
+    lines.append(f"registered {registered.name} version {registered.version} in MLflow")
+    if promote_it:
+        with mlflow_errors(after + f"promoting it (retry: basketcast promote {run_dir})"):
+            lines.append(promote(registered).summary())
+    return lines

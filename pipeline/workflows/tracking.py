@@ -8,7 +8,8 @@ manifest. :func:`track_training` is what ``basketcast train`` calls: it picks th
 
 **MLflow** is the system of record; it also gets the LightGBM ranker as an MLflow model
 (``ranker``), neither registered nor aliased here: ``pipeline.workflows.registry`` registers
-:attr:`TrackedRun.mlflow_model_uri` as ``basketcast-ranker`` and moves the alias ``champion``. The
+:attr:`TrackedRun.mlflow_model_uri` as a version of the data set's model and moves the alias
+``champion`` after its checks. The
 store is ``MLFLOW_TRACKING_URI`` when set, else the user-level SQLite store
 ``$XDG_DATA_HOME/basketcast/mlflow/mlflow.db`` (``~/.local/share/basketcast/mlflow/mlflow.db``):
 found the same way from any working directory, never ``./mlruns`` or the current folder. The
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "basketcast-ranker"
 CHAMPION = "champion"
 EXPERIMENT = "basketcast"
 

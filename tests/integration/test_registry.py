@@ -137,7 +137,7 @@ def test_serving_follows_the_alias_under_load_without_losing_a_request(registry:
         ready = httpx.get(f"{server.url}/ready", timeout=5).json()
         assert ready["model_version"] == v1
         assert ready["registry"]["uri"] == uri and ready["registry"]["version"] == "1"
-        assert ready["model_dir"].endswith(f"registry/{name}/1")
+        assert f"/registry/{name}/1-" in ready["model_dir"]
 
         answers: Counter[str] = Counter()
         failures: list[str] = []
@@ -179,7 +179,7 @@ def test_serving_follows_the_alias_under_load_without_losing_a_request(registry:
         assert failures == []
         assert answers[v1] > 0 and answers[v2] > 0
         ready = httpx.get(f"{server.url}/ready", timeout=5).json()
-        assert ready["registry"]["version"] == "2" and ready["model_dir"].endswith(f"registry/{name}/2")
+        assert ready["registry"]["version"] == "2" and f"/registry/{name}/2-" in ready["model_dir"]
         metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
         served = {
             (s.labels["name"], s.labels["alias"], s.labels["registry_version"], s.labels.get("pid"))
@@ -239,3 +239,20 @@ def test_resolution_errors_are_clear(registry: Registry, tmp_path: Path, monkeyp
     )
     assert refused.returncode == 2 and "needs an MLflow tracking server" in refused.stderr
     assert "Traceback" not in refused.stderr and time.monotonic() - started < 60
+
+
+def test_a_re_exported_run_is_still_found_and_the_registry_keeps_its_training_bundle(registry: Registry) -> None:
+    env = dict(registry.env)
+    trained = bundle_version(registry.run1)
+    bc("export", "--model", registry.run1, env=env)
+    assert bundle_version(registry.run1) != trained
+    done = bc("promote", registry.run1, "--min-users", MIN_USERS, env=env)
+    assert f"{registry.name} version 1 is now 'champion'" in done.stdout
+    # What a server fetches for version 1 is the bundle logged at training time.
+    rest = RestRegistry(registry.url)
+    run_id = rest.model_version(ModelUri(registry.name, version="1"))[1]
+    manifest = registry.root / "fetched-manifest.json"
+    rest.download(
+        run_id, "serving/manifest.json", manifest, dict(rest.list_files(run_id, "serving"))["serving/manifest.json"]
+    )
+    assert json.loads(manifest.read_text())["version"] == trained
