@@ -73,7 +73,7 @@ train-sample: sample ## Train on the real sample (with the small-data config SAM
 evaluate-sample: train-sample ## k-fold (FOLDS=5) evaluation on the real sample: every user predicted once
 	$(BC) evaluate --data $(SAMPLE) --model $(SAMPLE_RUN) --folds $(FOLDS)
 
-test: $(STAMP) ## Run the test suite
+test: $(STAMP) $(SAMPLE)/manifest.json ## Run the test suite (fetches the real sample first: the notebook test reads it, offline)
 	$(BIN)/pytest -q
 
 lint: $(STAMP) ## ruff check + format check + mypy (packages, tests, benchmarks: pyproject's [tool.mypy])

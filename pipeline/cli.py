@@ -49,6 +49,7 @@ class _Group(click.Group):
 
 
 @click.group(cls=_Group)
+@click.version_option(package_name="basketcast", prog_name="basketcast")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def main(verbose: bool) -> None:
     """basketcast: next-basket recommendations for grocery e-commerce."""
@@ -57,7 +58,19 @@ def main(verbose: bool) -> None:
 
 @main.command()
 @click.option(
-    "--source", type=click.Path(path_type=Path, readable=False), required=True, help="Folder with the Kaggle CSV files."
+    "--format",
+    "source_format",
+    type=click.Choice(["kaggle", "transactions"]),
+    default="kaggle",
+    show_default=True,
+    help="kaggle: a folder in the Instacart CSV layout. transactions: one log file (CSV or Parquet), one row per "
+    "product bought (README, 'Your own data').",
+)
+@click.option(
+    "--source",
+    type=click.Path(path_type=Path, readable=False),
+    required=True,
+    help="Folder with the Kaggle CSV files, or the transaction log file (--format transactions).",
 )
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Canonical data folder to write.")
 @click.option(
@@ -67,12 +80,95 @@ def main(verbose: bool) -> None:
     "catalogue, repeated lines, orders without lines, order-number gaps, days above 30, fractional or on a first "
     "order, names that are not UTF-8) and reordered flags that disagree with the history.",
 )
+@click.option("--sep", default=None, help="[transactions] The CSV separator (default: sniffed: , tab ; |).")
+@click.option("--user-col", default=None, help="[transactions] The user column.  [default: user_id]")
+@click.option("--order-col", default=None, help="[transactions] The order (basket) column.  [default: order_id]")
+@click.option("--product-col", default=None, help="[transactions] The product column.  [default: product_id]")
+@click.option(
+    "--time-col", default=None, help="[transactions] The time column (ISO 8601 or epoch s/ms).  [default: timestamp]"
+)
+@click.option(
+    "--quantity-col",
+    default=None,
+    help="[transactions] A quantity column: summed per product and order; a total <= 0 (a return) leaves it out.",
+)
+@click.option(
+    "--catalog",
+    type=click.Path(path_type=Path, readable=False),
+    default=None,
+    help="[transactions] Products file (CSV/Parquet): product_id and any of product_name, aisle_id/aisle, "
+    "department_id/department. Default: placeholder names, one 'unknown' aisle and department.",
+)
+@click.option(
+    "--last-order",
+    type=click.Choice(["train", "test"]),
+    default=None,
+    help="[transactions] The eval set of each user's last order (test: its lines are left out).  [default: train]",
+)
+@click.option(
+    "--timezone",
+    default=None,
+    help="[transactions] The shop's time zone (e.g. Europe/Paris) for epoch and offset times (default: UTC / "
+    "the offset's own clock).",
+)
 @FORCE
-def ingest(source: Path, out: Path, strict: bool, force: bool) -> None:
-    """Validate the Kaggle Instacart layout and write the canonical Parquet data folder."""
-    from pipeline.data.ingest import ingest as run_ingest
+def ingest(
+    source_format: str,
+    source: Path,
+    out: Path,
+    strict: bool,
+    sep: str | None,
+    user_col: str | None,
+    order_col: str | None,
+    product_col: str | None,
+    time_col: str | None,
+    quantity_col: str | None,
+    catalog: Path | None,
+    last_order: str | None,
+    timezone: str | None,
+    force: bool,
+) -> None:
+    """Validate the Kaggle Instacart layout (or derive it from a transaction log) and write the canonical
+    Parquet data folder."""
+    log_options = {
+        "--sep": sep,
+        "--user-col": user_col,
+        "--order-col": order_col,
+        "--product-col": product_col,
+        "--time-col": time_col,
+        "--quantity-col": quantity_col,
+        "--catalog": catalog,
+        "--last-order": last_order,
+        "--timezone": timezone,
+    }
+    if source_format == "kaggle":
+        given = [name for name, value in log_options.items() if value is not None]
+        if given:
+            raise click.UsageError(f"{', '.join(given)}: only with --format transactions")
+        from pipeline.data.ingest import ingest as run_ingest
 
-    report = run_ingest(source, out, strict=strict, force=force)
+        report = run_ingest(source, out, strict=strict, force=force)
+    else:
+        from pipeline.data.transactions import TIMESTAMP, LogColumns, ingest_transactions
+
+        columns = LogColumns(
+            user=user_col or S.USER,
+            order=order_col or S.ORDER,
+            product=product_col or S.PRODUCT,
+            time=time_col or TIMESTAMP,
+            quantity=quantity_col,
+        )
+        report = ingest_transactions(
+            source,
+            out,
+            columns=columns,
+            sep={"\\t": "\t", "tab": "\t"}.get(sep, sep) if sep is not None else None,
+            catalog=catalog,
+            last_order="test" if last_order == "test" else "train",
+            timezone=timezone,
+            strict=strict,
+            force=force,
+        )
     m = report.manifest
     click.echo(
         f"ingested {m.rows[S.ORDERS]:,} orders, {m.rows[S.ORDER_PRODUCTS]:,} lines, "

@@ -22,7 +22,7 @@ from serving.errors import BodySizeLimitMiddleware, install_error_handlers
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.realtime import open_realtime
 from serving.registry import RegistrySource
-from serving.routers import ROUTERS, admin, dashboard
+from serving.routers import ROUTERS, admin, dashboard, docs
 from serving.schemas import not_null
 from serving.settings import Settings, get_settings, resolve_settings
 from serving.state import ModelHolder, ReloadResult, install_sighup_reload
@@ -84,7 +84,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app_version = version("basketcast")
     except PackageNotFoundError:
         app_version = "0"
-    app = FastAPI(title="basketcast", version=app_version, description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc are docs.router's: the same pages on the vendored scripts (no CDN).
+    app = FastAPI(
+        title="basketcast",
+        version=app_version,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings
     app.state.metrics = Metrics()
@@ -95,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.include_router(dashboard.router)  # GET /dashboard: the page `basketcast report` wrote, if any
+    app.include_router(docs.router)  # /, /docs, /redoc, /static/...: not in the OpenAPI document
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -1,5 +1,6 @@
 """The API's routers: ``health`` (/health, /ready, /metrics), ``recommendations`` (/v1/...), ``orders``
-(POST /v1/orders), ``admin``."""
+(POST /v1/orders), ``admin``; outside ROUTERS and the OpenAPI document, ``docs`` (/, /docs, /redoc and
+their assets, served offline) and ``dashboard`` (/dashboard), included by ``serving.main.create_app``."""
 
 from serving.routers import admin, health, orders, recommendations
 

@@ -4,7 +4,6 @@ Chromium (Debian's ``/usr/bin/chromium``, driven by Playwright; never ``playwrig
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -16,17 +15,7 @@ import pytest
 
 from pipeline.dashboard.report import ReportResult, build_report
 from serving.bundle import DASHBOARD
-
-CHROMIUM = Path("/usr/bin/chromium")
-# Headless and quiet: no sandbox (root in CI), no GPU, and nothing that reaches for the network.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from tests.browser import headless_chromium
 
 
 @dataclass(frozen=True)
@@ -59,16 +48,4 @@ def built_report(excerpt_run: dict[str, Path], tmp_path_factory: pytest.TempPath
 def browser() -> Iterator[Any]:
     """A headless Chromium (each page gets a fresh context; Playwright gives the browser a new,
     temporary --user-data-dir). Skipped only where Chromium is not installed, never in CI."""
-    if not CHROMIUM.exists():
-        message = f"Debian's chromium is not installed ({CHROMIUM}); `apt-get install chromium` (.ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    yield from headless_chromium()
