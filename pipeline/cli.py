@@ -677,6 +677,12 @@ def export(
     is_flag=True,
     help="Skip the drift report (by default: OUT.drift.json/.html/.prom, the scored users against the training data).",
 )
+@click.option(
+    "--reasons",
+    is_flag=True,
+    help="Add a reason column (why each product is recommended, from its own feature values); "
+    "single-process scoring only (not with --cluster).",
+)
 @FORCE
 def score(
     run_dir: Path,
@@ -693,6 +699,7 @@ def score(
     partitions: int | None,
     force: bool,
     no_drift: bool = False,
+    reasons: bool = False,
 ) -> None:
     """Batch-score users from the serving bundle into Parquet (user_id, product_id, score, rank)."""
     import datetime as dt
@@ -760,6 +767,7 @@ def score(
         unknown="skip" if skip_unknown else "popular",
         progress=progress,
         force=force,
+        reasons=reasons,
     )
     click.echo(
         f"scored {r.scored_users:,} users ({r.candidate_rows:,} candidate rows) into {out}: {r.output_rows:,} rows "

@@ -27,12 +27,15 @@ from pipeline.data.ids import index_of
 from pipeline.data.publish import Kind, parquet_with_columns, publishing_file
 from pipeline.ranking import best_first
 from serving.model import Context, ServingModel
+from serving.reasons import POPULAR
 
 log = logging.getLogger(__name__)
 
 OUT_SCHEMA = pa.schema(
     [(S.USER, pa.uint32()), (S.PRODUCT, pa.uint32()), (S.SCORE, pa.float32()), (S.RANK, pa.uint16())]
 )
+REASON = "reason"  # with ``reasons=True``: why each product is there (serving.reasons)
+REASONS_SCHEMA = OUT_SCHEMA.append(pa.field(REASON, pa.string()))
 SCORES = Kind("scores file (Parquet)", folder=False, recognise=parquet_with_columns(OUT_SCHEMA.names))
 
 
@@ -91,9 +94,13 @@ def score_users(
     unknown: Literal["popular", "skip"] = "popular",
     progress: Callable[[int, int], None] | None = None,
     force: bool = False,
+    reasons: bool = False,
 ) -> ScoreReport:
     """Score ``users`` (None = every user in the snapshot) into ``out`` (Parquet: user_id,
     product_id, score, rank; k rows per user). ``progress(done, total)`` is called per chunk.
+
+    ``reasons``: add a ``reason`` column (string: why each product is recommended, from the row's
+    own feature values, ``serving.reasons``); off by default, the output schema is then unchanged.
 
     ``out`` is published atomically and replaces only a scores file (or anything with ``force``),
     never the model it reads (``pipeline.data.publish``)."""
@@ -106,20 +113,20 @@ def score_users(
     report.unknown_examples = users[~known][:10].tolist()
     with (
         publishing_file(Path(out), SCORES, force=force, inputs=[model.path]) as tmp_name,
-        pq.ParquetWriter(tmp_name, OUT_SCHEMA, compression="zstd") as writer,
+        pq.ParquetWriter(tmp_name, REASONS_SCHEMA if reasons else OUT_SCHEMA, compression="zstd") as writer,
     ):
         for lo in range(0, users.size, chunk_users):
             chunk_known = known[lo : lo + chunk_users]
             rows_idx = pos[lo : lo + chunk_users][chunk_known]
             if rows_idx.size:
-                table = _score_chunk(model, rows_idx, k, ctx)
+                table = _score_chunk(model, rows_idx, k, ctx, reasons)
                 report.candidate_rows += int(model.offsets[rows_idx + 1].sum() - model.offsets[rows_idx].sum())
                 report.scored_users += int(rows_idx.size)
                 writer.write_table(table)
                 report.output_rows += table.num_rows
             cold = users[lo : lo + chunk_users][~chunk_known]
             if cold.size and unknown == "popular":
-                table = _popular_table(model, cold, k)
+                table = _popular_table(model, cold, k, reasons)
                 writer.write_table(table)
                 report.output_rows += table.num_rows
             if progress is not None:
@@ -135,16 +142,17 @@ def score_users(
     return report
 
 
-def _score_chunk(model: ServingModel, user_rows: np.ndarray, k: int, ctx: Context) -> pa.Table:
+def _score_chunk(model: ServingModel, user_rows: np.ndarray, k: int, ctx: Context, reasons: bool = False) -> pa.Table:
     idx, counts = model.gather(user_rows)
-    scores = model.rank_scores(model.features(idx, ctx))
+    X = model.features(idx, ctx)
+    scores = model.rank_scores(X)
     groups = np.repeat(np.arange(user_rows.size), counts)
     products = np.asarray(model.products[idx])
     best = top_k_per_group(groups, scores, products, k)
     g = groups[best]
     first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
     rank = np.arange(g.size) - np.repeat(first, np.diff(np.r_[first, g.size])) + 1
-    return pa.table(
+    table = pa.table(
         {
             S.USER: pa.array(model.users[user_rows][g], pa.uint32()),
             S.PRODUCT: pa.array(products[best], pa.uint32()),
@@ -153,11 +161,16 @@ def _score_chunk(model: ServingModel, user_rows: np.ndarray, k: int, ctx: Contex
         },
         schema=OUT_SCHEMA,
     )
+    if not reasons:
+        return table
+    # Only the top-k rows are explained (the rules read each row on its own).
+    why = model.reasons(products[best], X[best], scores[best])
+    return table.append_column(REASONS_SCHEMA.field(REASON), pa.array(why, pa.string()))
 
 
-def _popular_table(model: ServingModel, users: np.ndarray, k: int) -> pa.Table:
+def _popular_table(model: ServingModel, users: np.ndarray, k: int, reasons: bool = False) -> pa.Table:
     n = min(k, model.popular_products.size)
-    return pa.table(
+    table = pa.table(
         {
             S.USER: pa.array(np.repeat(users, n), pa.uint32()),
             S.PRODUCT: pa.array(np.tile(model.popular_products[:n], users.size), pa.uint32()),
@@ -166,3 +179,6 @@ def _popular_table(model: ServingModel, users: np.ndarray, k: int) -> pa.Table:
         },
         schema=OUT_SCHEMA,
     )
+    if not reasons:
+        return table
+    return table.append_column(REASONS_SCHEMA.field(REASON), pa.array([POPULAR] * table.num_rows, pa.string()))

@@ -27,6 +27,7 @@ from pipeline.errors import BundleError, DataError
 from pipeline.model.basket import MAX_CANDIDATES, none_probability, optimal_basket
 from pipeline.model.cooccurrence import LIFT, PMI, SUPPORT, Cooccurrence
 from pipeline.ranking import best_first
+from serving import reasons as R
 from serving.bundle import ARRAYS, BASKET, CATALOG, RANKER, RELATED, BundleManifest, bundle_dir, read_manifest
 from serving.cart import CartScorer
 from serving.online import OnlineFeatures, UserRows
@@ -67,6 +68,7 @@ class Recommendation:
     scores: np.ndarray  # float32
     repeat: np.ndarray  # bool: bought before by this user
     strategy: str  # "ranker" or "popular" (cold start)
+    reasons: tuple[str, ...] = ()  # why each product is there (serving.reasons), one per product
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,8 @@ class ServingModel:
         names = manifest.base_features
         self._ctx_inputs = [names.index(n) for n in context.INPUTS]
         self.n_features = len(manifest.features)
+        # Columns of the full feature matrix the reasons read (a feature an older bundle lacks is NaN).
+        self._reason_cols = {n: manifest.features.index(n) for n in R.INPUTS if n in manifest.features}
         names_all = catalog[S.PRODUCT_NAME].to_list()
         aisles = catalog[S.AISLE_NAME].to_list()
         depts = catalog[S.DEPARTMENT_NAME].to_list()
@@ -259,17 +263,19 @@ class ServingModel:
         if view is None:
             return self._popular(user_id, k, removed)
         products, repeat, base = view
-        scores = self.rank_scores(self.features_of(base, ctx))
+        X = self.features_of(base, ctx)
+        scores = self.rank_scores(X)
         # In the order the products were added (as in training, the attention reads the first MAX_CART).
         cart_ids = np.fromiter(dict.fromkeys(cart), np.uint32) if cart else np.zeros(0, np.uint32)
         if cart_ids.size and self.cart_attention is not None and self.cart_attention_weight > 0 and self._states:
             states = np.asarray(base[:, self._states], dtype=np.float32)
             g = self.cart_attention.deltas(np.zeros(products.size, np.int64), products, states, [cart_ids])
             scores = (scores + np.float32(self.cart_attention_weight) * g).astype(np.float32)
+        bonus = None
         if cart_ids.size and self.related is not None and self.cart_weight > 0:
-            pmi = self.related.cart_scores(cart_ids, products)
-            scores = (scores + np.float32(self.cart_weight) * pmi).astype(np.float32)
-        return self._top(user_id, products, scores, repeat, k, removed)
+            bonus = np.float32(self.cart_weight) * self.related.cart_scores(cart_ids, products)
+            scores = (scores + bonus).astype(np.float32)
+        return self._top(user_id, products, scores, repeat, k, removed, X, bonus, cart_ids)
 
     def user_view(
         self, user_id: int, fresh: UserRows | None = None
@@ -296,7 +302,8 @@ class ServingModel:
         """Top-``k`` for many users with one ONNX call (the batch path)."""
         positions = index_of(self.users, np.asarray(user_ids, dtype=np.int64))
         idx, counts = self.gather(positions[positions >= 0])
-        scores = self.rank_scores(self.features(idx, ctx)) if idx.size else np.zeros(0, np.float32)
+        X = self.features(idx, ctx) if idx.size else np.zeros((0, self.n_features), np.float32)
+        scores = self.rank_scores(X) if idx.size else np.zeros(0, np.float32)
         bounds = np.concatenate([[0], np.cumsum(counts)])
         out, j = [], 0
         for user, p in zip(user_ids, positions.tolist(), strict=True):
@@ -304,9 +311,8 @@ class ServingModel:
                 out.append(self._popular(user, k, ()))
                 continue
             rows = idx[bounds[j] : bounds[j + 1]]
-            out.append(
-                self._top(user, self.products[rows], scores[bounds[j] : bounds[j + 1]], self.repeat[rows], k, ())
-            )
+            part = slice(int(bounds[j]), int(bounds[j + 1]))
+            out.append(self._top(user, self.products[rows], scores[part], self.repeat[rows], k, (), X[part]))
             j += 1
         return out
 
@@ -346,12 +352,50 @@ class ServingModel:
         repeat: np.ndarray,
         k: int,
         exclude: Collection[int],
+        X: np.ndarray,
+        bonus: np.ndarray | None = None,
+        cart: np.ndarray | None = None,
     ) -> Recommendation:
+        """The best ``k`` rows not in ``exclude``, with their reasons (``X``: the rows' full feature
+        matrix; ``bonus``: the cart's co-occurrence bonus per row, with the ``cart`` it came from)."""
         products = np.asarray(products)
         keep = ~np.isin(products, np.fromiter(exclude, np.uint32)) if exclude else np.ones(products.size, bool)
-        products, scores, repeat = products[keep], scores[keep], np.asarray(repeat)[keep]
-        order = best_first(products, scores)[:k]
-        return Recommendation(user_id, products[order], scores[order], repeat[order], RANKER_STRATEGY)
+        kept = np.flatnonzero(keep)
+        rows = kept[best_first(products[kept], scores[kept])[:k]]
+        top, top_scores = products[rows], scores[rows]
+        return Recommendation(
+            user_id,
+            top,
+            top_scores,
+            np.asarray(repeat)[rows],
+            RANKER_STRATEGY,
+            self.reasons(
+                top, X[rows], top_scores, None if bonus is None else bonus[rows], () if cart is None else cart
+            ),
+        )
+
+    def reasons(
+        self,
+        products: np.ndarray,
+        X: np.ndarray,
+        scores: np.ndarray,
+        bonus: np.ndarray | None = None,
+        cart: Collection[int] = (),
+    ) -> tuple[str, ...]:
+        """Why each of ``products`` is recommended (``serving.reasons``), from its row of the full
+        feature matrix ``X`` (what the ranker scored), its served ``scores`` and, with a cart, the
+        co-occurrence ``bonus`` each row got from it."""
+        values: dict[str, np.ndarray] = {name: X[:, j] for name, j in self._reason_cols.items()}
+        departments = [self.product_info(p)[2] for p in products.tolist()]
+        partners: list[str | None] | None = None
+        if bonus is not None and len(cart) and self.related is not None:
+            driven = R.cart_driven(bonus, scores)
+            partners = [None] * products.size
+            if driven.any():
+                ids, _ = R.cart_partners(self.related, np.fromiter(cart, np.uint32), products[driven])
+                for i, partner in zip(np.flatnonzero(driven).tolist(), ids.tolist(), strict=True):
+                    partners[i] = self.product_info(partner)[0] if partner else None
+        return tuple(R.explain(values, departments, partners))
 
     def _popular(self, user_id: int, k: int, exclude: Collection[int]) -> Recommendation:
         products = self.popular_products
@@ -363,6 +407,7 @@ class ServingModel:
             np.asarray(self.popular_scores[chosen]),
             np.zeros(chosen.size, bool),
             POPULAR_STRATEGY,
+            (R.POPULAR,) * chosen.size,
         )
 
 

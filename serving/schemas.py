@@ -95,6 +95,12 @@ class Item(BaseModel):
     score: float = Field(description="Ranker score (popularity share for the cold-start list); higher is better.")
     rank: int = Field(description="1 = best.")
     repeat: bool = Field(description="The user has bought it before.")
+    reason: str = Field(
+        min_length=1,
+        description='Why it is recommended, from the numbers the ranker scored, e.g. "in 12 of your 15 orders", '
+        '"you buy this about every 7 days; last time 9 days ago", "often bought with Bananas" (with a cart), '
+        '"popular in produce among shoppers like you" (new to the user), "popular with shoppers" (cold start).',
+    )
 
 
 class RelatedItem(BaseModel):

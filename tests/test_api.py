@@ -109,6 +109,7 @@ def test_recommend_equals_the_serving_model(rec: basketcast.Recommender, model: 
         S.SCORE,
         "repeat",
         "strategy",
+        "reason",
     ]
     assert table[S.USER].unique(maintain_order=True).to_list() == users
     for user in users:

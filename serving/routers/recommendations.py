@@ -267,8 +267,8 @@ def _json(body: BaseModel) -> Response:
 def items(model: ServingModel, rec: Recommendation) -> list[Item]:
     """A Recommendation's products with their catalogue names, best first."""
     out = []
-    for rank, (product, score, repeat) in enumerate(
-        zip(rec.products.tolist(), rec.scores.tolist(), rec.repeat.tolist(), strict=True), start=1
+    for rank, (product, score, repeat, reason) in enumerate(
+        zip(rec.products.tolist(), rec.scores.tolist(), rec.repeat.tolist(), rec.reasons, strict=True), start=1
     ):
         name, aisle, department = model.product_info(product)
         out.append(
@@ -280,6 +280,7 @@ def items(model: ServingModel, rec: Recommendation) -> list[Item]:
                 score=score,
                 rank=rank,
                 repeat=repeat,
+                reason=reason,
             )
         )
     return out

@@ -68,7 +68,7 @@ def test_recommendations_for_a_known_user(client: TestClient, users: list[int]) 
     assert body["context"] == {"dow": 2, "hour": 9, "days_since_last_order": None}
     items = body["items"]
     assert len(items) == 10 and [i["rank"] for i in items] == list(range(1, 11))
-    assert set(items[0]) == {"product_id", "name", "aisle", "department", "score", "rank", "repeat"}
+    assert set(items[0]) == {"product_id", "name", "aisle", "department", "score", "rank", "repeat", "reason"}
     scores = [i["score"] for i in items]
     assert scores == sorted(scores, reverse=True)
     assert len({i["product_id"] for i in items}) == 10
