@@ -31,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import re
 import tempfile
 import time
@@ -133,6 +134,8 @@ def registered_name(fingerprint: str) -> str:
 
 
 def _client() -> Any:
+    # Promotion downloads a few small files: no progress bars in the command's output.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
     from mlflow import MlflowClient
 
