@@ -47,7 +47,7 @@ TIMEOUT_SECONDS: Final = 30.0
 MAX_JSON_BYTES: Final = 64 * 1024 * 1024  # an answer of the REST API (artifact listings are paged)
 MAX_BUNDLE_BYTES: Final = 256 * 1024**3  # a fetched bundle, all files together
 _CHUNK: Final = 1 << 20
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
+NAME_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")  # a registered model name it can serve
 
 
 class RegistryError(BasketcastError):
@@ -70,11 +70,11 @@ class ModelUri:
         rest = text[len(SCHEME) :]
         if "@" in rest:
             name, alias = rest.split("@", 1)
-            if _NAME.match(name) and re.fullmatch(r"[A-Za-z0-9_-]{1,255}", alias):
+            if NAME_PATTERN.fullmatch(name) and re.fullmatch(r"[A-Za-z0-9_-]{1,255}", alias):
                 return cls(name, alias=alias)
         elif "/" in rest:
             name, version = rest.split("/", 1)
-            if _NAME.match(name) and version.isdigit():
+            if NAME_PATTERN.fullmatch(name) and version.isdigit():
                 return cls(name, version=version)
         raise RegistryError(
             f"{text!r}: expected models:/NAME@ALIAS (e.g. models:/basketcast@champion) or models:/NAME/VERSION"

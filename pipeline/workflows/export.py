@@ -497,11 +497,11 @@ def export(
     run = load_run(run_dir)
     data_path = Path(data_dir) if data_dir else Path(run.manifest.data.path)
     data = read_dataset(data_path)
-    reference = _drift_reference_source(run.folder.bundle / DRIFT_REFERENCE, data_path, run.manifest.data.fingerprint)
     if on_data is not None:
         on_data(data)
     als = run.als(latest=True)
     trained_on = read_data_manifest(data_path).fingerprint == run.manifest.data.fingerprint
+    reference = _drift_reference_source(run.folder.bundle / DRIFT_REFERENCE, data_path, trained_on)
     with publishing_dir(run.path, RUN_FOLDER) as tmp:
         for item in run.path.iterdir():
             if item.name == BUNDLE:
@@ -536,9 +536,10 @@ def export(
         )
 
 
-def _drift_reference_source(previous: Path, data_path: Path, trained_on: str) -> Path | Literal["build", "none"]:
-    """Where the re-exported bundle's drift reference comes from (see the module doc)."""
-    if read_data_manifest(data_path).fingerprint == trained_on:
+def _drift_reference_source(previous: Path, data_path: Path, trained_on: bool) -> Path | Literal["build", "none"]:
+    """Where the re-exported bundle's drift reference comes from (see the module doc); ``trained_on``:
+    whether ``data_path`` is the data the run was trained on."""
+    if trained_on:
         return "build"
     if previous.is_file():
         return previous

@@ -32,7 +32,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -50,12 +49,12 @@ from pipeline.evaluation.report import BASELINES, RANKER, REPORT_JSON
 from pipeline.workflows.export import TOLERANCE as PARITY_TOLERANCE
 from pipeline.workflows.run_folder import PER_USER, REPORT, RunFolder, RunManifest
 from pipeline.workflows.tracking import CHAMPION, tracking_uri
-from serving.bundle import BUNDLE, MANIFEST, BundleManifest, Parity
+from serving.bundle import BUNDLE, MANIFEST, BundleManifest, Parity, read_manifest
+from serving.registry import NAME_PATTERN
 
 log = logging.getLogger(__name__)
 
 NAME_PREFIX: Final = "basketcast-"
-NAME_RULE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")  # what models:/NAME@ALIAS accepts
 MIN_USERS: Final = 50
 MARGIN: Final = 0.0
 METRIC: Final = "ndcg@10"
@@ -149,7 +148,7 @@ def _missing(exc: Exception) -> bool:
 
 def check_name(name: str) -> str:
     """``name`` if a server can serve it (``models:/NAME@ALIAS``); RegistryError otherwise."""
-    if not NAME_RULE.fullmatch(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise RegistryError(
             f"{name!r}: not a registered model name basketcast can serve (letters, digits, '.', '_', '-'; "
             "starting with a letter or digit; at most 255 characters)"
@@ -166,8 +165,8 @@ def _run_parts(run_dir: Path) -> tuple[RunFolder, RunManifest, BundleManifest]:
     folder = RunFolder(Path(run_dir))
     try:
         manifest = RunManifest.load(folder.manifest)
-        bundle = BundleManifest.model_validate_json((folder.path / BUNDLE / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
+        bundle = read_manifest(folder.path / BUNDLE)
+    except (OSError, ValueError, BasketcastError) as exc:
         raise RegistryError(
             f"{run_dir}: not a run folder with a serving bundle (`basketcast train --out` writes one): {exc}"
         ) from None
