@@ -680,8 +680,7 @@ def export(
 @click.option(
     "--reasons",
     is_flag=True,
-    help="Add a reason column (why each product is recommended, from its own feature values); "
-    "single-process scoring only (not with --cluster).",
+    help="Add a reason column (why each product is recommended, from its own feature values).",
 )
 @FORCE
 def score(
@@ -738,6 +737,7 @@ def score(
                 partitions=partitions,
                 unknown="skip" if skip_unknown else "popular",
                 force=force,
+                reasons=reasons,
             )
         t = c.total
         click.echo(

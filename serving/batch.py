@@ -36,7 +36,16 @@ OUT_SCHEMA = pa.schema(
 )
 REASON = "reason"  # with ``reasons=True``: why each product is there (serving.reasons)
 REASONS_SCHEMA = OUT_SCHEMA.append(pa.field(REASON, pa.string()))
-SCORES = Kind("scores file (Parquet)", folder=False, recognise=parquet_with_columns(OUT_SCHEMA.names))
+_PLAIN = parquet_with_columns(OUT_SCHEMA.names)
+_WITH_REASONS = parquet_with_columns(REASONS_SCHEMA.names)
+
+
+def is_scores_file(path: Path) -> bool:
+    """A scores file of :func:`score_users`, with or without the reason column."""
+    return _PLAIN(path) or _WITH_REASONS(path)
+
+
+SCORES = Kind("scores file (Parquet)", folder=False, recognise=is_scores_file)
 
 
 @dataclass

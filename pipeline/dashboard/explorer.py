@@ -63,8 +63,10 @@ def explorer_payload(
 
     ``users``: id → {segment, n_orders, orders: [[order_number, dow, hour, days since prior or
     null, [product ids in cart order]], …] (the last TIMELINE_ORDERS orders with products),
-    recs: [[product id, score, repeat 0/1], …] (``ServingModel.recommend_many`` at ``ctx``),
-    strategy}; ``products``: id → [name, aisle, department] of every product mentioned.
+    recs: [[product id, score, repeat 0/1, reason], …] (``ServingModel.recommend_many`` at ``ctx``;
+    the reason as the API gives it, ``serving.reasons``), strategy}; ``products``: id → [name,
+    aisle, department] of every product mentioned; ``day_names``: order_dow → name (0 = Sunday,
+    ``schema.DAY_NAMES``).
     """
     sample = sample_users(data, model, n_users, seed)
     by_user = order_timelines(data, sample)
@@ -83,8 +85,10 @@ def explorer_payload(
             "n_orders": len(history),
             "orders": shown,
             "recs": [
-                [p, round(float(s), 5), int(r)]
-                for p, s, r in zip(rec.products.tolist(), rec.scores.tolist(), rec.repeat.tolist(), strict=True)
+                [p, round(float(s), 5), int(r), why]
+                for p, s, r, why in zip(
+                    rec.products.tolist(), rec.scores.tolist(), rec.repeat.tolist(), rec.reasons, strict=True
+                )
             ],
             "strategy": rec.strategy,
         }
@@ -95,4 +99,5 @@ def explorer_payload(
         "context": {"dow": int(ctx.dow), "hour": int(ctx.hour)},
         "model_version": model.version,
         "timeline_extra": TIMELINE_EXTRA,
+        "day_names": list(S.DAY_NAMES),
     }

@@ -80,7 +80,7 @@ def dow_hour_heatmap(grid: pl.DataFrame) -> go.Figure:
         )
     )
     fig.update_xaxes(title_text="hour of day", dtick=2)
-    fig.update_yaxes(autorange="reversed", title_text="order_dow")
+    fig.update_yaxes(autorange="reversed", title_text="day of week")
     return fig
 
 

@@ -51,9 +51,9 @@ REBOUGHT: Final = "rebought"  # of those, the ones bought again exactly then
 PROBABILITY: Final = "probability"  # rebought / at_risk
 NAME: Final = "name"
 
-# Instacart does not name the days of ``order_dow``; days 0 and 1 carry the weekend-like peak of orders
-# (as in ``features/user.py``), so the dashboard calls them the weekend and labels days by number.
-DOW_LABELS: Final = tuple(f"day {d}" for d in range(7))
+# Days by name, 0 = Sunday (``schema.DAY_NAMES``: an assumption the page states). Days 0 and 1 carry
+# the weekend peak of orders (as in ``features/user.py``): the dashboard calls them the weekend.
+DOW_LABELS: Final = S.DAY_NAMES
 WEEKEND_DOWS: Final = (0, 1)
 
 

@@ -2,7 +2,8 @@
   "use strict";
   var figs = JSON.parse(document.getElementById("bc-figures").textContent);
   var ex = JSON.parse(document.getElementById("bc-explorer").textContent);
-  var CONFIG = {responsive: true, displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"]};
+  // No mode bar: Plotly's toolbar floats over the top right of a chart, where titles and labels sit.
+  var CONFIG = {responsive: true, displaylogo: false, displayModeBar: false};
   Object.keys(figs.figures).forEach(function (id) {
     var fig = figs.figures[id], el = document.getElementById(id);
     fig.layout.template = figs.template;
@@ -18,6 +19,7 @@
   var ids = Object.keys(ex.users);
 
   function info(pid) { return ex.products[String(pid)] || ["product " + pid, "unknown", "unknown"]; }
+  function day(dow) { return ex.day_names[dow] || "day " + dow; }
   function setStatus(text, warn) { status.textContent = text; status.className = warn ? "warn" : ""; }
   function cell(tr, text, cls) {
     var td = document.createElement("td"); td.textContent = text; if (cls) { td.className = cls; }
@@ -32,8 +34,10 @@
       var tr = document.createElement("tr");
       tr.setAttribute("data-product", String(it.product_id));
       cell(tr, String(it.rank), "num");
-      cell(tr, it.name === "product " + it.product_id ? it.name : it.name + "  ·" + it.product_id);
-      cell(tr, it.aisle);
+      var prod = cell(tr, it.name === "product " + it.product_id ? it.name : it.name + "  ·" + it.product_id);
+      var aisle = document.createElement("div"); aisle.className = "sub"; aisle.textContent = it.aisle;
+      prod.appendChild(aisle);
+      cell(tr, it.reason || "", "why");
       cell(tr, it.department);
       var sc = cell(tr, "", "num"), bar = document.createElement("span");
       bar.className = "scorebar";
@@ -65,7 +69,7 @@
       o[4].forEach(function (p) {
         if (label[p] === undefined) { return; }
         bx.push(o[0]); by.push(label[p]);
-        bt.push("order " + o[0] + " (day " + o[1] + ", " + o[2] + ":00" +
+        bt.push("order " + o[0] + " (" + day(o[1]) + ", " + o[2] + ":00" +
                 (o[3] === null ? ", first order" : ", " + o[3] + " days after the previous") + ")<br>" + info(p)[0]);
       });
     });
@@ -118,7 +122,8 @@
   function staticItems(user) {
     return user.recs.map(function (r, i) {
       var p = info(r[0]);
-      return {product_id: r[0], score: r[1], repeat: !!r[2], rank: i + 1, name: p[0], aisle: p[1], department: p[2]};
+      return {product_id: r[0], score: r[1], repeat: !!r[2], reason: r[3], rank: i + 1, name: p[0], aisle: p[1],
+              department: p[2]};
     });
   }
 

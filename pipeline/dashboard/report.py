@@ -37,6 +37,7 @@ import polars as pl
 from plotly.offline import get_plotlyjs
 
 from features.history import order_lines
+from pipeline.dashboard import caveats as C
 from pipeline.dashboard import figures as F
 from pipeline.dashboard import insights as I
 from pipeline.dashboard import monitoring as MON
@@ -49,6 +50,7 @@ from pipeline.data.publish import Kind, check_output, publish_bytes, text_starti
 from pipeline.data.storage import DataManifest, Dataset, read_dataset, read_manifest
 from pipeline.errors import DataError
 from pipeline.evaluation import figures as EF
+from pipeline.evaluation.bootstrap import Difference, paired_bootstrap
 from pipeline.evaluation.evaluate import BASELINES, RANKER, baseline_rankings
 from pipeline.evaluation.report import EvaluationReport
 from pipeline.metrics import per_key_metrics
@@ -196,7 +198,7 @@ def build_report(
         seg = G.segment_users(inputs.data, config)
     baseline = best_baseline(inputs.report)
     with timings.stage("model quality per segment (held-out users)"):
-        quality, note = _model_quality(Path(data_dir), Path(run_dir), inputs, lines, seg, baseline)
+        quality, lead, note = _model_quality(Path(data_dir), Path(run_dir), inputs, lines, seg, baseline, config.seed)
     with timings.stage("user explorer (serving bundle)"):
         ctx = peak_context(grid)
         explorer = explorer_payload(inputs.data, inputs.model, seg.labels, ctx, explorer_users, config.seed)
@@ -210,7 +212,23 @@ def build_report(
             **MON.monitoring_figures(histories),
         }
         page = _page(
-            _Page(Path(data_dir), Path(run_dir), inputs, head, seg, baseline, note, ctx, explorer, config, histories),
+            _Page(
+                Path(data_dir),
+                Path(run_dir),
+                inputs,
+                head,
+                seg,
+                baseline,
+                note,
+                ctx,
+                explorer,
+                config,
+                histories,
+                caveats={
+                    "model": C.model_caveats(inputs.report.methods, inputs.report.users, lead, baseline),
+                    "segments": C.segment_caveats(seg, quality),
+                },
+            ),
             figures,
         )
         payload = page.encode()
@@ -248,14 +266,33 @@ def _pattern_figures(data: Dataset, lines: pl.DataFrame, grid: pl.DataFrame) -> 
 
 
 def _model_quality(
-    data_dir: Path, run_dir: Path, inputs: _Inputs, lines: pl.DataFrame, seg: G.Segmentation, baseline: str
-) -> tuple[pl.DataFrame | None, str | None]:
-    """The model quality per segment, or None and why it is left out (the data is not the run's)."""
+    data_dir: Path,
+    run_dir: Path,
+    inputs: _Inputs,
+    lines: pl.DataFrame,
+    seg: G.Segmentation,
+    baseline: str,
+    seed: int,
+) -> tuple[pl.DataFrame | None, Difference | None, str | None]:
+    """The model quality per segment and the ranker's lead over ``baseline`` (mean NDCG@10
+    difference over the held-out users, paired bootstrap interval), or None, None and why they are
+    left out (the data is not the run's)."""
     if inputs.data_manifest.fingerprint == inputs.run.manifest.data.fingerprint:
-        return segment_quality(seg.labels, validation_metrics(inputs.data, lines, inputs.run, baseline)), None
-    return None, (
-        f"{data_dir} is not the data {run_dir} was trained on: model quality per segment is left out "
-        "(it needs the run's held-out users)."
+        per_user = validation_metrics(inputs.data, lines, inputs.run, baseline)
+        scored = per_user.drop_nulls([f"ranker_{NDCG}", f"baseline_{NDCG}"])
+        lead = (
+            paired_bootstrap(scored[f"ranker_{NDCG}"].to_numpy(), scored[f"baseline_{NDCG}"].to_numpy(), seed=seed)
+            if scored.height
+            else None
+        )
+        return segment_quality(seg.labels, per_user), lead, None
+    return (
+        None,
+        None,
+        (
+            f"{data_dir} is not the data {run_dir} was trained on: model quality per segment is left out "
+            "(it needs the run's held-out users)."
+        ),
     )
 
 
@@ -285,6 +322,7 @@ class _Page:
     explorer: dict[str, Any]
     config: G.SegmentConfig
     histories: MON.Histories  # RUN/monitoring: delayed quality and drift over time
+    caveats: dict[str, list[str]] = field(default_factory=dict)  # section id → where its numbers are weak
 
 
 def _with_monitoring(
@@ -305,8 +343,8 @@ def _page(p: _Page, figures: dict[str, go.Figure]) -> str:
     leads = sections.leads(p.head, p.seg, report.ranking_objective or RANKER)
     bodies = {
         "patterns": sections.patterns_section(),
-        "segments": sections.segments_section(p.seg, p.baseline, p.quality_note),
-        "model": sections.model_section(report, methods),
+        "segments": sections.segments_section(p.seg, p.baseline, p.quality_note, p.caveats.get("segments", [])),
+        "model": sections.model_section(report, methods, p.caveats.get("model", [])),
         "explorer": sections.explorer_section(list(p.explorer["users"]), p.ctx),
     }
     segment_names = dict(

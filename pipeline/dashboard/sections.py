@@ -16,12 +16,25 @@ from pipeline.dashboard import figures as F
 from pipeline.dashboard import segments as G
 from pipeline.dashboard.explorer import TIMELINE_EXTRA, TOP_K
 from pipeline.dashboard.page import chart
+from pipeline.data import schema as S
 from pipeline.data.storage import DataManifest
 from pipeline.evaluation.report import EvaluationReport
 from serving.model import Context
 
 NDCG: Final = f"ndcg@{TOP_K}"
 TABLE_METRICS: Final = ("precision", "recall", "f1", "ndcg", "map", "hit_rate")
+# One line per metric, for a reader who has not met it: what it measures for one shopper's next
+# order, K being the length of the recommended list. Every number is the mean over held-out shoppers.
+METRIC_WORDS: Final[dict[str, str]] = {
+    "precision": "of the K products recommended, the share the shopper bought",
+    "recall": "of the products the shopper bought, the share found in the K recommended",
+    "f1": "precision and recall in one number (their harmonic mean)",
+    "ndcg": "like recall, but a bought product near the top of the list counts more (1 = all of them on top)",
+    "map": "mean average precision: the precision at each bought product's place in the list, averaged",
+    "hit_rate": "the share of shoppers with at least one bought product among the K",
+    "kaggle_f1": "the Instacart competition's score: F1 of the predicted basket (a set of products, or "
+    "\u201cNone\u201d when no rebuy is expected) against the products the shopper bought again",
+}
 SECTION_TITLES: Final = (
     ("patterns", "Shopping patterns"),
     ("segments", "Customer segments"),
@@ -49,6 +62,28 @@ def meta_line(data_dir: str, data_manifest: DataManifest, run_dir: str, trained:
     )
 
 
+def caveat_box(notes: list[str]) -> str:
+    """The caveats of a section (``caveats``) as one highlighted note; empty when there are none."""
+    if not notes:
+        return ""
+    items = "".join(f"<li>{e(n)}</li>" for n in notes)
+    return f'<div class="caveat" role="note"><b>Read with care</b><ul>{items}</ul></div>'
+
+
+def metric_glossary() -> str:
+    """How to read the model section's numbers: one line per metric (``METRIC_WORDS``)."""
+    names = {"hit_rate": "hit rate", "map": "MAP", "ndcg": "NDCG", "f1": "F1", "kaggle_f1": "Kaggle F1"}
+    rows = "".join(
+        f"<dt>{e(names.get(m, m))}@K</dt><dd>{e(w)}</dd>" if m != "kaggle_f1" else f"<dt>Kaggle F1</dt><dd>{e(w)}</dd>"
+        for m, w in METRIC_WORDS.items()
+    )
+    return (
+        '<div class="card wide"><h3>How to read these numbers</h3><p class="cap">Each is measured on a held-out '
+        "shopper's next order and averaged over held-out shoppers; higher is better, 1 is perfect.</p>"
+        f'<dl class="glossary" id="metric-words">{rows}</dl></div>'
+    )
+
+
 def kpis(head: Mapping[str, float], k: int, ranker_ndcg: float, base_ndcg: float) -> list[tuple[str, str]]:
     """The KPI tiles, (label, value): ``insights.headline``, the number of segments, the ranker's NDCG@10."""
     return [
@@ -59,7 +94,7 @@ def kpis(head: Mapping[str, float], k: int, ranker_ndcg: float, base_ndcg: float
         ("of items are reorders", _pct(head["reorder_rate"])),
         ("median days between orders", f"{head['days_between_median']:.0f}"),
         ("customer segments", str(k)),
-        (f"ranker NDCG@10 (best baseline {base_ndcg:.3f})", f"{ranker_ndcg:.3f}"),
+        (f"ranking quality, NDCG@10 (best simple method {base_ndcg:.3f})", f"{ranker_ndcg:.3f}"),
     ]
 
 
@@ -69,8 +104,8 @@ def patterns_section() -> str:
         chart(
             "dow_hour",
             "When people shop: orders by day of week × hour",
-            "Every order counted at its day (order_dow; Instacart does not name the days — days 0 and 1 carry "
-            "the weekend-like peak) and hour of day.",
+            f"Every order counted at its day and hour of day ({S.DAY_NAMES_NOTE}; Sunday and Monday carry "
+            "the weekend peak).",
             wide=True,
         ),
         chart("basket_sizes", "Basket size", "Orders by number of products (axis cut at the 99th percentile)."),
@@ -116,13 +151,13 @@ def _quality_card(baseline: str, note: str | None) -> str:
     )
 
 
-def segments_section(seg: G.Segmentation, baseline: str, quality_note: str | None) -> str:
-    """Customer segments: the sentences, sizes, silhouette, profiles and (unless ``quality_note``
-    says why not) the model quality per segment."""
+def segments_section(seg: G.Segmentation, baseline: str, quality_note: str | None, notes: list[str]) -> str:
+    """Customer segments: the caveats (``notes``), sentences, sizes, silhouette, profiles and
+    (unless ``quality_note`` says why not) the model quality per segment."""
     sentences = "".join(
         f"<li><b>{int(r[G.SEGMENT])}.</b> {e(r[G.DESCRIPTION])}</li>" for r in seg.profiles.iter_rows(named=True)
     )
-    return _grid(
+    return caveat_box(notes) + _grid(
         f'<div class="card wide"><h3>The segments in words</h3><ul class="segments">{sentences}</ul></div>',
         chart("segment_sizes", "Segment sizes", "Users per segment; segments are numbered by size."),
         chart(
@@ -158,7 +193,7 @@ def methods_table(methods: Mapping[str, Mapping[str, float]], ks: list[int]) -> 
                 f"{'</u>' if methods[n][col] == best else ''}</td>"
                 for n in names
             )
-            rows.append(f"<tr><td>{col}</td>{cells}</tr>")
+            rows.append(f'<tr><td title="{e(METRIC_WORDS[metric])}">{col}</td>{cells}</tr>')
     return (
         f'<div class="scroll"><table class="metrics"><thead><tr><th>metric</th>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
@@ -190,10 +225,11 @@ def repeat_explore_table(split: Mapping[str, Mapping[str, float]], order: list[s
     )
 
 
-def model_section(report: EvaluationReport, methods: Mapping[str, Mapping[str, float]]) -> str:
-    """Model performance: the run's evaluation (``methods`` in reading order) as charts and the table."""
+def model_section(report: EvaluationReport, methods: Mapping[str, Mapping[str, float]], notes: list[str]) -> str:
+    """Model performance: the caveats (``notes``), the run's evaluation (``methods`` in reading
+    order) as charts and the table, and how to read the metrics."""
     ks = sorted({int(c.split("@")[1]) for c in next(iter(methods.values()))})
-    return _grid(
+    return caveat_box(notes) + _grid(
         chart(
             "model_methods",
             "Ranker vs every baseline at K = 10",
@@ -201,6 +237,7 @@ def model_section(report: EvaluationReport, methods: Mapping[str, Mapping[str, f
             "from the history before it.",
             wide=True,
         ),
+        metric_glossary(),
         f'<div class="card wide"><h3>The evaluation table</h3><p class="cap">Mean over held-out users; '
         f"the best value of each row underlined.</p>{methods_table(methods, ks)}</div>",
         *(
@@ -212,8 +249,8 @@ def model_section(report: EvaluationReport, methods: Mapping[str, Mapping[str, f
             if report.repeat_explore
             else []
         ),
-        chart("model_precision", "Precision@K", "Share of the top K that the shopper bought."),
-        chart("model_recall", "Recall@K", "Share of the order's products found in the top K."),
+        chart("model_precision", "Precision@K", "Of the K products recommended, the share the shopper bought."),
+        chart("model_recall", "Recall@K", "Of the products the shopper bought, the share found in the top K."),
         chart(
             "model_calibration",
             "Calibration of the basket probabilities",
@@ -222,12 +259,14 @@ def model_section(report: EvaluationReport, methods: Mapping[str, Mapping[str, f
         chart(
             "model_kaggle_f1",
             "Kaggle F1 of the predicted baskets",
-            "F1-optimal baskets from the calibrated probabilities vs the best fixed-size personal top list.",
+            "How well a predicted basket matches what the shopper bought again (the Instacart competition's "
+            "score, 1 = exact): baskets sized to maximise the expected F1 from the calibrated probabilities, "
+            "against the best fixed-size list of the shopper's most frequent products.",
         ),
         chart(
             "model_importance",
             "Feature importance",
-            "The ranker's 20 most useful features (share of its total split gain).",
+            "The 20 signals the ranker leans on most (share of its total split gain); hover for the column name.",
             wide=True,
         ),
     )
@@ -252,10 +291,10 @@ def explorer_section(user_ids: list[str], ctx: Context) -> str:
         '<div><h3>Order timeline</h3><p class="cap">Each square is a purchase; rows are the recommended products '
         f"(ranked) and the user's {TIMELINE_EXTRA} other most frequent ones; ★ marks the recommended next order "
         '(blue: bought before, orange: new to the user).</p><div class="chart" id="explorer-timeline"></div></div>'
-        f'<div><h3>Recommended next basket (top {TOP_K})</h3><p class="cap">For an order on day {int(ctx.dow)} '
-        f"at {int(ctx.hour)}:00 (the busiest slot) after the user's usual gap; score: the ranker's, higher is "
-        "better (not a probability).</p>"
-        '<table id="explorer-recs"><thead><tr><th class="num">#</th><th>product</th><th>aisle</th>'
+        f'<div><h3>Recommended next basket (top {TOP_K})</h3><p class="cap">For an order on '
+        f"{S.DAY_NAMES[int(ctx.dow)]} at {int(ctx.hour)}:00 (the busiest slot) after the user's usual gap; "
+        "why: the reason the numbers give; score: the ranker's, higher is better (not a probability).</p>"
+        '<table id="explorer-recs"><thead><tr><th class="num">#</th><th>product</th><th>why</th>'
         '<th>department</th><th class="num">score</th><th>kind</th></tr></thead><tbody></tbody></table></div>'
         "</div></div>"
     )

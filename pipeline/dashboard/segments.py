@@ -6,8 +6,8 @@ the largest departments) — standardises those features (counts on a log scale 
 k-means for every k of a range and keeps the k with the best silhouette (on a seeded subsample;
 every score is reported). Segments are numbered 1..k by size, largest first, and each gets a name
 and a sentence generated from the data: the features where its centroid lies furthest from the
-average user, in standard deviations, turned into words ("frequent, bulk-buying, produce-heavy
-shoppers"). Everything is seeded: the same data and config give the same labels.
+average user, in standard deviations, turned into words that state each measurement ("Big
+baskets, few orders so far, more produce"). Everything is seeded: the same data and config give the same labels.
 
 ``write_labels`` publishes the labels (user_id, segment, segment_name) as Parquet, atomically.
 """
@@ -54,22 +54,24 @@ BASE_FEATURES: Final = (ORDERS, DAYS_BETWEEN, BASKET, REORDER_RATIO, WEEKEND_SHA
 LOG_FEATURES: Final = (ORDERS, BASKET)  # heavy right tails: clustered as log1p
 DEPT_LIFT: Final = 1.25  # a profile names the department most over-represented if at least this much
 
-# Words for a segment that is above / below the average user on a feature (None: not worth saying).
+# What a segment's name says when its mean is above / below the average user on a feature (None:
+# nothing). Each phrase states the measurement itself ("few orders so far", not "new"), and a name
+# holds at most one phrase per feature, so no two words of a name can contradict each other.
 TRAITS: Final[dict[str, tuple[str | None, str | None]]] = {
-    ORDERS: ("loyal", "new"),
-    DAYS_BETWEEN: ("occasional", "frequent"),
-    BASKET: ("bulk-buying", "small-basket"),
-    REORDER_RATIO: ("habitual", "exploring"),
-    WEEKEND_SHARE: ("weekend", "weekday"),
-    MEAN_HOUR: ("evening", "morning"),
+    ORDERS: ("many orders", "few orders so far"),
+    DAYS_BETWEEN: ("long gaps between orders", "short gaps between orders"),
+    BASKET: ("big baskets", "small baskets"),
+    REORDER_RATIO: ("mostly rebuys", "mostly new items"),
+    WEEKEND_SHARE: ("more weekend orders", "fewer weekend orders"),
+    MEAN_HOUR: ("later in the day", "earlier in the day"),
 }
 FEATURE_LABELS: Final[dict[str, str]] = {
     ORDERS: "orders placed",
     DAYS_BETWEEN: "days between orders",
     BASKET: "basket size",
-    REORDER_RATIO: "reorder ratio",
-    WEEKEND_SHARE: "weekend share",
-    MEAN_HOUR: "mean hour",
+    REORDER_RATIO: "share of items rebought",
+    WEEKEND_SHARE: "orders on Sun/Mon",
+    MEAN_HOUR: "usual hour",
 }
 
 
@@ -298,7 +300,7 @@ def _traits(z: dict[str, float], threshold: float, most: int = 3) -> list[str]:
         if abs(value) < threshold or len(out) == most:
             break
         if name.startswith(DEPT_PREFIX):
-            word = f"{name.removeprefix(DEPT_PREFIX)}-heavy" if value > 0 else None
+            word = f"more {name.removeprefix(DEPT_PREFIX)}" if value > 0 else None
         else:
             high, low = TRAITS[name]
             word = high if value > 0 else low
@@ -312,15 +314,15 @@ def _describe(
 ) -> tuple[str, str]:
     """(name, one-sentence profile) of a segment, from its means, z-scores and the overall means."""
     traits = _traits(z, threshold)
-    name = (", ".join(traits) + " shoppers") if traits else "typical shoppers"
+    name = ", ".join(traits) if traits else "close to the average shopper"
     name = name[0].upper() + name[1:]
     parts = [
         f"{means[USERS] / n_users:.0%} of users ({means[USERS]:,})",
         f"basket {means[BASKET]:.1f} items",
         f"an order every {means[DAYS_BETWEEN]:.1f} days",
         f"{means[ORDERS]:.0f} orders on average",
-        f"{means[REORDER_RATIO]:.0%} of items reordered",
-        f"{means[WEEKEND_SHARE]:.0%} of orders on the weekend-peak days",
+        f"{means[REORDER_RATIO]:.0%} of items rebought",
+        f"{means[WEEKEND_SHARE]:.0%} of orders on Sunday or Monday (the weekend peak)",
         f"ordering at {means[MEAN_HOUR]:.0f}h on average",
     ]
     depts = [c for c in means if c.startswith(DEPT_PREFIX)]

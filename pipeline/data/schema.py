@@ -19,6 +19,12 @@ USER: Final = "user_id"
 EVAL_SET: Final = "eval_set"
 ORDER_NUMBER: Final = "order_number"
 DOW: Final = "order_dow"
+# ``order_dow`` 0 = Sunday … 6 = Saturday. Instacart does not say so; basketcast assumes it everywhere
+# (the transaction-log converter writes it, ``pipeline.data.transactions``), and Instacart's own rows
+# agree: every order with days < 30 has dow = previous dow + days mod 7, and 0 and 1 carry the
+# weekend peak.
+DAY_NAMES: Final = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+DAY_NAMES_NOTE: Final = "days named assuming order_dow 0 = Sunday (Instacart does not document it)"
 HOUR: Final = "order_hour_of_day"
 DAYS_PRIOR: Final = "days_since_prior_order"
 PRODUCT: Final = "product_id"

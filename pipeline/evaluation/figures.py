@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
+from features import glossary
 from pipeline.data.publish import atomic_write_bytes
 
 RANKER: Final = "lightgbm"  # the method drawn in the ranker's colour and a thicker line
@@ -177,11 +178,12 @@ def feature_importance(importance: Mapping[str, float], top: int = 20) -> go.Fig
     fig = new_figure(BAR_ROW_PX * len(items) + 70)
     fig.add_trace(
         go.Bar(
-            y=[k for k, _ in items],
+            y=[glossary.words(k) for k, _ in items],  # plain words on the axis, the column name on hover
             x=[v / total for _, v in items],
             orientation="h",
             marker_color=RANKER_COLOR,
-            hovertemplate="%{y}: %{x:.1%} of the total gain<extra></extra>",
+            customdata=[k for k, _ in items],
+            hovertemplate="%{y} (%{customdata}): %{x:.1%} of the total gain<extra></extra>",
         )
     )
     fig.update_xaxes(title_text="share of the ranker's total split gain", tickformat=".0%")

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from pipeline.data.publish import Kind, parquet_with_columns, publishing_dir
+from pipeline.data.publish import Kind, publishing_dir
 from pipeline.errors import DataError
-from serving.batch import OUT_SCHEMA, ScoreReport, score_users
+from serving.batch import ScoreReport, is_scores_file, score_users
 from serving.model import Context, ServingModel
 
 if TYPE_CHECKING:
@@ -47,8 +47,7 @@ TASK_RETRIES = 3  # a task whose worker died is run again (on another worker) up
 def _is_scores_dataset(path: Path) -> bool:
     """A folder of ``part-*.parquet`` scores files (what :func:`score_on_cluster` writes)."""
     parts = sorted(Path(path).glob("part-*.parquet"))
-    recognise = parquet_with_columns(OUT_SCHEMA.names)
-    return bool(parts) and all(recognise(p) for p in parts)
+    return bool(parts) and all(is_scores_file(p) for p in parts)
 
 
 SCORES_DATASET = Kind("scores dataset (folder of Parquet parts)", folder=True, recognise=_is_scores_dataset)
@@ -115,10 +114,17 @@ def _model(run_dir: str) -> ServingModel:
 
 
 def score_partition(
-    run_dir: str, users: np.ndarray, part: str, k: int, ctx: Context, unknown: Literal["popular", "skip"]
+    run_dir: str,
+    users: np.ndarray,
+    part: str,
+    k: int,
+    ctx: Context,
+    unknown: Literal["popular", "skip"],
+    reasons: bool = False,
 ) -> ScoreReport:
-    """One task: the bucket's users scored into ``part`` (replaced whole when the task is retried)."""
-    return score_users(_model(run_dir), users, Path(part), k=k, ctx=ctx, unknown=unknown, force=True)
+    """One task: the bucket's users scored into ``part`` (replaced whole when the task is retried);
+    ``reasons`` adds the reason column, as single-process scoring does."""
+    return score_users(_model(run_dir), users, Path(part), k=k, ctx=ctx, unknown=unknown, force=True, reasons=reasons)
 
 
 @dataclass
@@ -142,8 +148,10 @@ def score_on_cluster(
     partitions: int | None = None,
     unknown: Literal["popular", "skip"] = "popular",
     force: bool = False,
+    reasons: bool = False,
 ) -> ClusterScoreReport:
-    """Score ``users`` (None = every user of the snapshot) into the folder ``out`` of Parquet parts.
+    """Score ``users`` (None = every user of the snapshot) into the folder ``out`` of Parquet parts
+    (with ``reasons``, each part has the reason column of ``serving.batch.score_users``).
 
     ``partitions`` defaults to 4 per worker (so a slow or lost worker delays a small share).
     """
@@ -165,6 +173,7 @@ def score_on_cluster(
                 k,
                 ctx,
                 unknown,
+                reasons,
                 key=f"basketcast-score-{i:05d}-{time.time_ns()}",
                 retries=TASK_RETRIES,
                 pure=False,

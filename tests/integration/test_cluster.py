@@ -19,8 +19,9 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
+from pipeline.data import schema as S
 from pipeline.workflows.cluster import ClusterScoreReport, dask_client, read_scores, score_on_cluster, user_partitions
-from serving.batch import score_users
+from serving.batch import REASON, score_users
 from serving.model import Context, ServingModel
 
 pytestmark = pytest.mark.integration
@@ -59,6 +60,20 @@ def test_cluster_scores_equal_the_single_process_ones(
     assert len(list((tmp_path / "parts").glob("part-*.parquet"))) == 5
     assert report.total.users == users.size and report.total.unknown_users == 2
     assert report.total.output_rows == expected.height
+
+
+def test_cluster_reasons_equal_the_single_process_ones(
+    excerpt_run: dict[str, Path], client: object, tmp_path: Path
+) -> None:
+    run = excerpt_run["run"]
+    model = ServingModel.load(run)
+    users = np.concatenate([np.asarray(model.users)[:40], [4_000_000_001]]).astype(np.uint32)
+    score_users(model, users, tmp_path / "single.parquet", k=10, ctx=CTX, reasons=True)
+    expected = pl.read_parquet(tmp_path / "single.parquet").sort(S.USER, S.RANK)
+    score_on_cluster(run, users, tmp_path / "parts", client, k=10, ctx=CTX, partitions=3, reasons=True)  # type: ignore[arg-type]
+    got = read_scores(tmp_path / "parts")
+    assert got.columns[-1] == REASON and got.equals(expected)
+    assert got[REASON].null_count() == 0
 
 
 def test_partitions_without_users_are_empty_parts(excerpt_run: dict[str, Path], client: object, tmp_path: Path) -> None:

@@ -244,6 +244,11 @@ def test_score_users_reason_column_only_when_asked(model: ServingModel, tmp_path
     assert (why.filter(pl.col(S.USER) == 2**32 - 2)[REASON] == R.POPULAR).all()
     for user, rec in zip(users[:4].tolist(), model.recommend_many(users[:4].tolist(), 6, ctx), strict=True):
         assert why.filter(pl.col(S.USER) == user).sort(S.RANK)[REASON].to_list() == list(rec.reasons)
+    # Either file is our own scores output: scoring again replaces it, with or without reasons.
+    score_users(model, users, tmp_path / "why.parquet", k=6, ctx=ctx, force=True)
+    assert pq.read_schema(tmp_path / "why.parquet").names == OUT_SCHEMA.names
+    score_users(model, users, tmp_path / "plain.parquet", k=6, ctx=ctx, reasons=True, force=True)
+    assert pl.read_parquet(tmp_path / "plain.parquet").equals(why)
 
 
 def test_notebook_recommend_has_a_reason_column(trained_run: Path) -> None:

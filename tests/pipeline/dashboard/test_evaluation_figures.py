@@ -74,7 +74,9 @@ def test_feature_importance_shows_the_top_shares() -> None:
     fig = EF.feature_importance(IMPORTANCE, top=3)
     (bars,) = fig.data
     # The largest on top (plotly draws the first bar at the bottom).
-    assert list(bars.y) == ["u_orders", "tifu_score", "up_orders"]
+    # In words on the axis (a name without words stays itself), the column name on hover.
+    assert list(bars.y) == ["shopper's number of orders", "tifu_score", "orders of this shopper holding the product"]
+    assert list(bars.customdata) == ["u_orders", "tifu_score", "up_orders"]
     total = sum(IMPORTANCE.values())
     assert list(bars.x) == pytest.approx([10 / total, 30 / total, 50 / total])
     assert len(EF.feature_importance(IMPORTANCE).data[0].y) == len(IMPORTANCE)

@@ -96,13 +96,13 @@ def test_profiles_are_worded_from_the_data(segmented: G.Segmentation) -> None:
         assert text.startswith(row[G.SEGMENT_NAME].split(" (")[0])
         assert f"{row[G.SHARE]:.0%} of users" in text and f"basket {row[G.BASKET]:.1f} items" in text
         # The strongest nameable trait (a department only when above average) leads the name: e.g.
-        # a segment far above the mean basket size is called bulk-buying. On this data every
+        # a segment far above the mean basket size is called "Big baskets, …". On this data every
         # segment has one beyond the threshold, so the check runs for each of them.
         nameable = [(c, v) for c, v in zrow.items() if c != G.SEGMENT and not (c.startswith(G.DEPT_PREFIX) and v < 0)]
         name, value = min(nameable, key=lambda cv: (-abs(cv[1]), cv[0]))  # ties as _traits: by name
         assert abs(value) >= threshold, (row[G.SEGMENT_NAME], name, value)
         word = (
-            f"{name.removeprefix(G.DEPT_PREFIX)}-heavy"
+            f"more {name.removeprefix(G.DEPT_PREFIX)}"
             if name.startswith(G.DEPT_PREFIX)
             else G.TRAITS[name][0 if value > 0 else 1]
         )
@@ -111,9 +111,30 @@ def test_profiles_are_worded_from_the_data(segmented: G.Segmentation) -> None:
 
 def test_traits_words() -> None:
     z = {G.BASKET: 1.2, G.WEEKEND_SHARE: 0.8, G.department_feature("produce"): 0.5, G.ORDERS: -0.1}
-    assert G._traits(z, 0.4) == ["bulk-buying", "weekend", "produce-heavy"]
-    assert G._traits({G.DAYS_BETWEEN: -0.9, G.department_feature("frozen"): -2.0}, 0.4) == ["frequent"]
+    assert G._traits(z, 0.4) == ["big baskets", "more weekend orders", "more produce"]
+    assert G._traits({G.DAYS_BETWEEN: -0.9, G.department_feature("frozen"): -2.0}, 0.4) == ["short gaps between orders"]
     assert G._traits({G.BASKET: 0.1}, 0.4) == []
+
+
+def test_names_cannot_contradict_themselves() -> None:
+    # The issue's example: a segment with big baskets, few orders and short gaps was "bulk-buying,
+    # new, frequent" ("new" and "frequent" read as opposites). Each phrase now states its measurement.
+    z = {G.BASKET: 1.1, G.ORDERS: -0.9, G.DAYS_BETWEEN: -0.7}
+    means = {G.USERS: 10, G.BASKET: 13.2, G.DAYS_BETWEEN: 9.7, G.ORDERS: 8.9, G.REORDER_RATIO: 0.56}
+    means |= {G.WEEKEND_SHARE: 0.33, G.MEAN_HOUR: 14.0}
+    name, _ = G._describe(means, z, dict(means), 30, 0.4)
+    assert name == "Big baskets, few orders so far, short gaps between orders"
+    # Whatever the z-scores, a name holds at most one phrase per feature: never both of a pair.
+    rng = np.random.default_rng(0)
+    phrase_feature = {p: f for f, pair in G.TRAITS.items() for p in pair if p}
+    features = [*G.TRAITS, G.department_feature("produce"), G.department_feature("frozen")]
+    for _ in range(2000):
+        traits = G._traits(dict(zip(features, rng.normal(0, 1.5, len(features)), strict=True)), 0.4)
+        owners = [phrase_feature.get(t, t) for t in traits]
+        assert len(owners) == len(set(owners)) <= 3, traits
+    # No phrase is another feature's opposite word: high and low phrases are all distinct.
+    phrases = [p for pair in G.TRAITS.values() for p in pair if p]
+    assert len(phrases) == len(set(phrases))
 
 
 def test_config_is_checked() -> None:
