@@ -43,12 +43,15 @@ RUN python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["p
 print("\n".join(p["dependencies"] + p["optional-dependencies"]["serve"]))' > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 
+# basketcast/pipeline, /features and /serving are symlinks to the folders copied below (COPY keeps
+# them as links); the wheel holds one top-level package, basketcast.
+COPY basketcast ./basketcast
 COPY pipeline ./pipeline
 COPY features ./features
 COPY serving ./serving
 # The test suites bundled in wheels (numpy, pyarrow: ~24 MB) and the installers (pip, setuptools)
 # are not needed at run time.
-RUN pip install --no-deps . \
+RUN pip install --no-deps . && python -c "import basketcast.pipeline.cli" \
     && pip check \
     && find /opt/venv/lib -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} + \
     && pip uninstall --yes --quiet pip setuptools

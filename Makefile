@@ -81,7 +81,7 @@ lint: $(STAMP) ## ruff check + format check + mypy (packages, tests, benchmarks:
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-MLFLOW_STORE = $$($(BIN)/python -c 'from pipeline.workflows.tracking import server_store; print(*server_store())')
+MLFLOW_STORE = $$($(BIN)/python -c 'from basketcast.pipeline.workflows.tracking import server_store; print(*server_store())')
 
 mlflow-ui: mlflow-server ## Same as mlflow-server (the UI is part of the server)
 

@@ -2,7 +2,7 @@
 synthetic shoppers.
 
 Each writes a canonical data folder (Parquet tables + ``manifest.json``, published atomically by
-``pipeline.data.storage``) and return a :class:`DataFolder` describing it, which can be passed
+``basketcast.pipeline.data.storage``) and return a :class:`DataFolder` describing it, which can be passed
 wherever a path to the data is expected (``basketcast.train(data, ...)``).
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.data import schema as S
-from pipeline.data.storage import DataManifest
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import DataManifest
 
 PathLike = str | os.PathLike[str]
 
@@ -74,7 +74,7 @@ def ingest(source: PathLike, out: PathLike, *, strict: bool = False, force: bool
     Same as ``basketcast ingest --source SOURCE --out OUT``: ``orders``, ``order_products__prior``,
     ``order_products__train`` (and optionally ``products``, ``aisles``, ``departments``) as CSV,
     ``.csv.gz`` or ``.csv.zip``. What can be repaired is repaired with a warning (logged, and kept in
-    ``DataFolder.warnings``); anything else raises :class:`pipeline.errors.DataError` naming the
+    ``DataFolder.warnings``); anything else raises :class:`basketcast.pipeline.errors.DataError` naming the
     file, column and an offending row.
 
     Args:
@@ -88,13 +88,13 @@ def ingest(source: PathLike, out: PathLike, *, strict: bool = False, force: bool
         The written :class:`DataFolder`.
 
     Example:
-        >>> from pipeline.data.sample import write_sample  # doctest: +SKIP
+        >>> from basketcast.pipeline.data.sample import write_sample  # doctest: +SKIP
         >>> write_sample(Path("sample-csv"))  # the real Instacart sample, 592 shoppers  # doctest: +SKIP
         >>> data = basketcast.ingest("sample-csv", "data/sample")  # doctest: +SKIP
         >>> data.users  # doctest: +SKIP
         592
     """
-    from pipeline.data.ingest import ingest as run_ingest
+    from basketcast.pipeline.data.ingest import ingest as run_ingest
 
     report = run_ingest(Path(source), Path(out), strict=strict, force=force)
     return DataFolder(Path(out), report.manifest, list(report.warnings))
@@ -120,9 +120,9 @@ def generate(users: int, out: PathLike, seed: int = 42, *, force: bool = False) 
         >>> data.manifest.source  # doctest: +SKIP
         'synthetic:users=500,seed=7'
     """
-    from pipeline.data.generate import generate as run_generate
-    from pipeline.data.publish import check_output
-    from pipeline.data.storage import DATA_FOLDER, write_dataset
+    from basketcast.pipeline.data.generate import generate as run_generate
+    from basketcast.pipeline.data.publish import check_output
+    from basketcast.pipeline.data.storage import DATA_FOLDER, write_dataset
 
     if isinstance(users, bool) or not isinstance(users, int) or users < 1:
         raise ValueError(f"users must be a positive integer, got {users!r}")
@@ -142,11 +142,11 @@ def from_transactions(
 ) -> DataFolder:
     """Derive the Kaggle tables from a shop's transaction log and write the canonical data folder ``out``.
 
-    Same as ``basketcast ingest --format transactions`` (:func:`pipeline.data.transactions.ingest_transactions`,
-    whose module docstring states every rule): one row per product bought with ``user_id``,
-    ``order_id``, ``product_id`` and ``timestamp``; order numbers, weekdays, hours, days since the
-    prior order, cart positions and reordered flags are derived; each user's last order is the
-    ``train`` order.
+    Same as ``basketcast ingest --format transactions``
+    (:func:`basketcast.pipeline.data.transactions.ingest_transactions`, whose module docstring
+    states every rule): one row per product bought with ``user_id``, ``order_id``, ``product_id``
+    and ``timestamp``; order numbers, weekdays, hours, days since the prior order, cart positions
+    and reordered flags are derived; each user's last order is the ``train`` order.
 
     Args:
         source: the log, a CSV (plain, ``.gz``, ``.zip``) or Parquet file, or a Polars DataFrame
@@ -157,7 +157,7 @@ def from_transactions(
             ``aisle_id``/``aisle``, ``department_id``/``department``); without one products get
             placeholder names.
         **options: passed on to ``ingest_transactions``: ``columns``
-            (:class:`pipeline.data.transactions.LogColumns`, the log's column names), ``sep``,
+            (:class:`basketcast.pipeline.data.transactions.LogColumns`, the log's column names), ``sep``,
             ``last_order`` (``"train"`` or ``"test"``), ``timezone``, ``strict``, ``force``.
 
     Returns:
@@ -169,7 +169,7 @@ def from_transactions(
         >>> basketcast.from_transactions(log, "data/shop").users  # doctest: +SKIP
         1
     """
-    from pipeline.data.transactions import ingest_transactions
+    from basketcast.pipeline.data.transactions import ingest_transactions
 
     with tempfile.TemporaryDirectory(prefix="basketcast-transactions-") as tmp:
         source_path = _as_file(source, Path(tmp) / "transactions.parquet")

@@ -1,4 +1,4 @@
-"""The served model as Polars tables: :class:`Recommender` over :class:`serving.model.ServingModel`.
+"""The served model as Polars tables: :class:`Recommender` over :class:`basketcast.serving.model.ServingModel`.
 
 Every answer is the serving model's own (the same products, scores and baskets the HTTP API and
 batch scoring return), with the catalogue's names, aisles and departments joined on.
@@ -16,14 +16,14 @@ import polars as pl
 
 from basketcast._data import PathLike
 from basketcast._report import metrics_frame
-from pipeline.data import schema as S
+from basketcast.pipeline.data import schema as S
 
 if TYPE_CHECKING:
-    from serving.model import Context, ServingModel
+    from basketcast.serving.model import Context, ServingModel
 
 # Columns of the tables this module returns (beyond the registry's user_id, product_id, names, score, rank).
 REPEAT = "repeat"  # the user bought the product before
-REASON = "reason"  # why the product is recommended (serving.reasons)
+REASON = "reason"  # why the product is recommended (basketcast.serving.reasons)
 STRATEGY = "strategy"  # "ranker", or "popular" for a user the model does not know
 PROBABILITY = "probability"  # calibrated probability that the user reorders the product
 NONE = "none"  # "None" (no reordered product) is part of the basket
@@ -48,7 +48,7 @@ class Recommender:
     """Recommendations, baskets and related products of a trained run, as Polars tables.
 
     Open one with :func:`basketcast.load` (or ``Run.recommender()``). Thread-safe and read-only,
-    like the :class:`serving.model.ServingModel` it wraps (``.model``).
+    like the :class:`basketcast.serving.model.ServingModel` it wraps (``.model``).
 
     The order being predicted has a context (day of week, hour, days since the user's last order)
     that the ranker uses: by default the current UTC day and hour and each user's usual gap, as the
@@ -122,7 +122,7 @@ class Recommender:
             ``product_name``, ``aisle``, ``department``, ``score`` (the ranker's; the product's share
             of all order lines for the popular list), ``repeat`` (bought before by the user),
             ``reason`` (why, from the numbers the ranker scored: "in 12 of your 15 orders", "often
-            bought with Bananas", …; the rules are in ``serving.reasons``) and
+            bought with Bananas", …; the rules are in ``basketcast.serving.reasons``) and
             ``strategy`` (``"ranker"``, or ``"popular"`` for a user the model does not know).
 
         Example:
@@ -266,8 +266,8 @@ class Recommender:
         Example:
             >>> rec.evaluate("data/sample").select("method", "ndcg@10")  # doctest: +SKIP
         """
-        from pipeline.errors import BundleError
-        from pipeline.workflows.validation import evaluate
+        from basketcast.pipeline.errors import BundleError
+        from basketcast.pipeline.workflows.validation import evaluate
 
         if self.run_dir is None:
             raise BundleError(f"{self.model.path}: a serving bundle alone cannot be evaluated; load its run folder")
@@ -279,7 +279,7 @@ class Recommender:
     # --- helpers ------------------------------------------------------------------------
     @staticmethod
     def _context(dow: int | None, hour: int | None, days: float | None) -> Context:
-        from serving.model import MAX_DAYS, Context
+        from basketcast.serving.model import MAX_DAYS, Context
 
         if dow is not None and not 0 <= dow <= 6:
             raise ValueError(f"dow must be 0-6, got {dow!r}")
@@ -333,14 +333,14 @@ def load(run_dir: PathLike, threads: int = 1) -> Recommender:
             suits a few large batches).
 
     Raises:
-        pipeline.errors.BundleError: not a loadable model (the message says what is wrong).
+        basketcast.pipeline.errors.BundleError: not a loadable model (the message says what is wrong).
 
     Example:
         >>> rec = basketcast.load("artifacts/model")  # doctest: +SKIP
         >>> rec.version  # doctest: +SKIP
     """
-    from serving.bundle import bundle_dir
-    from serving.model import ServingModel
+    from basketcast.serving.bundle import bundle_dir
+    from basketcast.serving.model import ServingModel
 
     path = Path(run_dir)
     model = ServingModel.load(path, threads=threads)

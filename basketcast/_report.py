@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 if TYPE_CHECKING:
-    from pipeline.evaluation.report import EvaluationReport
+    from basketcast.pipeline.evaluation.report import EvaluationReport
 
 METHOD = "method"  # the first column of a metrics table: the method (lightgbm, popularity, tifu_knn…)
 

@@ -15,8 +15,8 @@ from basketcast._report import metrics_frame
 
 if TYPE_CHECKING:
     from basketcast._recommender import Recommender
-    from pipeline.config import TrainConfig
-    from pipeline.evaluation.report import EvaluationReport
+    from basketcast.pipeline.config import TrainConfig
+    from basketcast.pipeline.evaluation.report import EvaluationReport
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,8 @@ class Run:
     @property
     def evaluation(self) -> EvaluationReport:
         """The typed validation report (``report/report.json``) written at training."""
-        from pipeline.evaluation.report import REPORT_JSON, EvaluationReport
-        from pipeline.workflows.run_folder import RunFolder
+        from basketcast.pipeline.evaluation.report import REPORT_JSON, EvaluationReport
+        from basketcast.pipeline.workflows.run_folder import RunFolder
 
         return EvaluationReport.load(RunFolder(self.path).report / REPORT_JSON)
 
@@ -79,8 +79,8 @@ class Run:
 def _config(config: TrainConfig | Mapping[str, Any] | PathLike | None) -> TrainConfig:
     from pydantic import ValidationError
 
-    from pipeline.config import TrainConfig, load_config
-    from pipeline.errors import ConfigError
+    from basketcast.pipeline.config import TrainConfig, load_config
+    from basketcast.pipeline.errors import ConfigError
 
     if config is None or isinstance(config, TrainConfig):
         return config if config is not None else TrainConfig()
@@ -110,7 +110,7 @@ def train(
     Args:
         data: a data folder (:func:`basketcast.ingest`, :func:`basketcast.generate`).
         out: the run folder to write (replaced only when it is a run folder, or with ``force``).
-        config: a :class:`pipeline.config.TrainConfig`, a dict with any subset of its keys, or the
+        config: a :class:`basketcast.pipeline.config.TrainConfig`, a dict with any subset of its keys, or the
             path of a JSON file of that shape; None = the defaults. Unknown keys are refused.
         force: replace ``out`` whatever it holds.
 
@@ -118,16 +118,16 @@ def train(
         The published :class:`Run`.
 
     Raises:
-        pipeline.errors.ConfigError: a bad config (the message names the key).
-        pipeline.errors.DataError: too little data to train (fewer than 3 shoppers with enough orders).
+        basketcast.pipeline.errors.ConfigError: a bad config (the message names the key).
+        basketcast.pipeline.errors.DataError: too little data to train (fewer than 3 shoppers with enough orders).
 
     Example:
         >>> fast = {"lightgbm": {"n_estimators": 50}, "xgboost": {"enabled": False}, "tracking": []}
         >>> run = basketcast.train("data/sample", "artifacts/sample", config=fast)  # doctest: +SKIP
         >>> run.report.select("method", "ndcg@10")  # doctest: +SKIP
     """
-    from pipeline.workflows.run import train as run_train
-    from pipeline.workflows.tracking import chosen_backends, track_training
+    from basketcast.pipeline.workflows.run import train as run_train
+    from basketcast.pipeline.workflows.tracking import chosen_backends, track_training
 
     cfg = _config(config)
     chosen_backends(cfg)  # a bad BASKETCAST_TRACKING fails now, not after training

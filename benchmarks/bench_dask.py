@@ -38,9 +38,9 @@ METRICS = ("ndcg@10", "recall@10")
 
 def child(args: argparse.Namespace) -> None:
     """One training run in this process; writes its figures to ``args.result``."""
-    from pipeline.config import TrainConfig
-    from pipeline.progress import overall_peak_rss_mb
-    from pipeline.workflows.run import train
+    from basketcast.pipeline.config import TrainConfig
+    from basketcast.pipeline.progress import overall_peak_rss_mb
+    from basketcast.pipeline.workflows.run import train
 
     config = TrainConfig.model_validate({"mlflow": False, "lightgbm": {"seed": args.seed}})
     started = time.perf_counter()
@@ -48,8 +48,8 @@ def child(args: argparse.Namespace) -> None:
     if args.mode == "single":
         result = train(args.data, args.out, config, force=True)
     else:
-        from pipeline.workflows.cluster import dask_client
-        from pipeline.workflows.cluster_train import ClusterSession
+        from basketcast.pipeline.workflows.cluster import dask_client
+        from basketcast.pipeline.workflows.cluster_train import ClusterSession
 
         with dask_client("local:2", memory_limit=args.worker_memory) as client:
             pids = client.run(os.getpid)

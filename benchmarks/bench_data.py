@@ -20,18 +20,18 @@ from pathlib import Path
 step, users, workdir = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 start = time.perf_counter()
 if step == "generate":
-    from pipeline.data.generate import generate
-    from pipeline.data.storage import write_dataset
+    from basketcast.pipeline.data.generate import generate
+    from basketcast.pipeline.data.storage import write_dataset
     m = write_dataset(workdir / "data", generate(users, 42), source="bench")
     rows = m.rows["order_products"]
 elif step == "export":
-    from pipeline.data.sample import dataset_to_kaggle, write_kaggle_layout
-    from pipeline.data.storage import read_dataset
+    from basketcast.pipeline.data.sample import dataset_to_kaggle, write_kaggle_layout
+    from basketcast.pipeline.data.storage import read_dataset
     d = read_dataset(workdir / "data")
     write_kaggle_layout(dataset_to_kaggle(d), workdir / "kaggle")
     rows = d.order_products.height
 else:
-    from pipeline.data.ingest import ingest
+    from basketcast.pipeline.data.ingest import ingest
     rep = ingest(workdir / "kaggle", workdir / "ingested")
     rows = rep.manifest.rows["order_products"]
 print(json.dumps({"seconds": time.perf_counter() - start, "rows": rows,

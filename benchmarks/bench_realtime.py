@@ -86,7 +86,7 @@ def heavy_users(run_dir: Path, n: int, seed: int) -> tuple[list[int], list[int],
     """``n`` posts over the snapshot's users with the most orders (every user with 100 when there
     are such users, in turn: each post makes their history one order longer), their order counts,
     and 10 past products each."""
-    from serving.model import ServingModel
+    from basketcast.serving.model import ServingModel
 
     model = ServingModel.load(run_dir)
     online = model.online
@@ -110,7 +110,7 @@ def heavy_users(run_dir: Path, n: int, seed: int) -> tuple[list[int], list[int],
 
 
 def quiet_users(run_dir: Path, exclude: set[int], n: int, seed: int) -> list[int]:
-    from serving.model import ServingModel
+    from basketcast.serving.model import ServingModel
 
     users = [int(u) for u in ServingModel.load(run_dir).users if int(u) not in exclude]
     return random.Random(seed).sample(users, min(n, len(users)))

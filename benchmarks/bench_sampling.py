@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from features.history import order_lines
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.storage import read_dataset
-from pipeline.model.training import fit_rankers, ndcg_at_10
-from pipeline.model.windows import build_windows, evaluation_users, roles_of, rows_of
-from pipeline.progress import Timings
+from basketcast.features.history import order_lines
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import read_dataset
+from basketcast.pipeline.model.training import fit_rankers, ndcg_at_10
+from basketcast.pipeline.model.windows import build_windows, evaluation_users, roles_of, rows_of
+from basketcast.pipeline.progress import Timings
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Benchmark of batch scoring: every user of a run through ``serving.batch.score_users``.
+"""Benchmark of batch scoring: every user of a run through ``basketcast.serving.batch.score_users``.
 
 Measured in one process, in this order:
 
@@ -28,8 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from serving.batch import score_users
-from serving.model import Context, ServingModel
+from basketcast.serving.batch import score_users
+from basketcast.serving.model import Context, ServingModel
 
 TARGET_RATIO = 0.5
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_sequence.py --data DATA_DIR [--folds 5] [--config FILE.json]
 
-Runs ``pipeline.workflows.validation.cross_validate`` (what ``basketcast evaluate --folds`` runs)
+Runs ``basketcast.pipeline.workflows.validation.cross_validate`` (what ``basketcast evaluate --folds`` runs)
 twice in this process with the same config — the sequence network on (the default) and off —
 MLflow and XGBoost off. Every user's last labelled order is predicted once per arm by rankers
 that never saw the user. Prints, per arm and for the network alone and TIFU-KNN: NDCG@10,
@@ -24,18 +24,18 @@ from typing import Any, cast
 import polars as pl
 from bootstrap_ci import capturing_evaluation
 
-import pipeline.workflows.validation as validation
-from features.history import order_lines
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.storage import read_dataset
-from pipeline.evaluation.bootstrap import paired_bootstrap
-from pipeline.evaluation.evaluate import baseline_rankings, network_ranking
-from pipeline.evaluation.report import EvaluationReport
-from pipeline.metrics import per_key_metrics
-from pipeline.progress import Timings
-from pipeline.ranking import top_k
-from pipeline.workflows.run_folder import Run
+import basketcast.pipeline.workflows.validation as validation
+from basketcast.features.history import order_lines
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import read_dataset
+from basketcast.pipeline.evaluation.bootstrap import paired_bootstrap
+from basketcast.pipeline.evaluation.evaluate import baseline_rankings, network_ranking
+from basketcast.pipeline.evaluation.report import EvaluationReport
+from basketcast.pipeline.metrics import per_key_metrics
+from basketcast.pipeline.progress import Timings
+from basketcast.pipeline.ranking import top_k
+from basketcast.pipeline.workflows.run_folder import Run
 
 METRICS = ("ndcg@10", "recall@10", "precision@5")
 

@@ -103,7 +103,7 @@ def measure_limit(run_dir: Path, calls: int, k: int, seed: int) -> tuple[Limit, 
     """Time ``ServingModel.recommend`` over ``calls`` random known users; returns the users too."""
     import numpy as np
 
-    from serving.model import Context, ServingModel
+    from basketcast.serving.model import Context, ServingModel
 
     model = ServingModel.load(run_dir)
     now = dt.datetime.now(dt.UTC)
@@ -137,12 +137,12 @@ def free_port() -> int:
 
 
 def server_command(run_dir: Path, port: int, workers: int, how: str, access_log: bool) -> tuple[list[str], str]:
-    """The command users run: ``basketcast serve`` (``serving.server.serve_command`` while the CLI
-    lacks it), or with ``--server uvicorn`` plain ``uvicorn serving.main:app``. Both keep their
+    """The command users run: ``basketcast serve`` (``basketcast.serving.server.serve_command`` while the CLI
+    lacks it), or with ``--server uvicorn`` plain ``uvicorn basketcast.serving.main:app``. Both keep their
     default access log unless ``access_log`` is False."""
     if how == "auto":
         try:
-            from pipeline.cli import main as cli
+            from basketcast.pipeline.cli import main as cli
 
             how = "cli" if "serve" in getattr(cli, "commands", {}) else "server"
         except ImportError:
@@ -151,15 +151,18 @@ def server_command(run_dir: Path, port: int, workers: int, how: str, access_log:
     opts = ["--model", str(run_dir), "--host", HOST, "--port", str(port), "--workers", str(workers), *quiet]
     if how == "cli":
         exe = Path(sys.executable).with_name("basketcast")
-        cmd = [str(exe), "serve"] if exe.exists() else [sys.executable, "-m", "pipeline.cli", "serve"]
+        cmd = [str(exe), "serve"] if exe.exists() else [sys.executable, "-m", "basketcast.pipeline.cli", "serve"]
         desc = f"basketcast serve --workers {workers} {' '.join(quiet)}".rstrip()
         return cmd + opts, f"{desc} (uvicorn, uvloop, httptools)"
     if how == "server":
-        cmd = [sys.executable, "-c", "from serving.server import serve_command; serve_command()"]
-        return cmd + opts, f"serving.server.serve_command --workers {workers} {' '.join(quiet)} (= basketcast serve)"
-    cmd = [sys.executable, "-m", "uvicorn", "serving.main:app", "--host", HOST, "--port", str(port)]
+        cmd = [sys.executable, "-c", "from basketcast.serving.server import serve_command; serve_command()"]
+        return (
+            cmd + opts,
+            f"basketcast.serving.server.serve_command --workers {workers} {' '.join(quiet)} (= basketcast serve)",
+        )
+    cmd = [sys.executable, "-m", "uvicorn", "basketcast.serving.main:app", "--host", HOST, "--port", str(port)]
     cmd += ["--workers", str(workers), "--loop", "uvloop", "--http", "httptools", *quiet]
-    return cmd, "uvicorn serving.main:app " + " ".join(cmd[8:])
+    return cmd, "uvicorn basketcast.serving.main:app " + " ".join(cmd[8:])
 
 
 @contextlib.contextmanager
@@ -303,7 +306,7 @@ def carts_of(run_dir: Path, users: Any, size: int) -> str:
     they buy: the cart attention and the co-occurrence term both run), for the cart point."""
     import numpy as np
 
-    from serving.model import ServingModel
+    from basketcast.serving.model import ServingModel
 
     model = ServingModel.load(run_dir)
     lines = []
@@ -480,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--server",
         choices=("auto", "cli", "server", "uvicorn"),
         default="auto",
-        help="auto: `basketcast serve` (or serving.server while the CLI lacks it); uvicorn: plain uvicorn.",
+        help="auto: `basketcast serve` (or basketcast.serving.server while the CLI lacks it); uvicorn: plain uvicorn.",
     )
     parser.add_argument(
         "--no-access-log", action="store_true", help="Start the server without its access log (default: on)."

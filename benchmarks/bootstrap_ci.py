@@ -2,11 +2,11 @@
 
     .venv/bin/python benchmarks/bootstrap_ci.py --data DATA_DIR [--config FILE.json] [--folds 5]
 
-Runs ``pipeline.workflows.validation.cross_validate`` (what ``basketcast evaluate --folds`` runs)
+Runs ``basketcast.pipeline.workflows.validation.cross_validate`` (what ``basketcast evaluate --folds`` runs)
 with the given training config — MLflow and XGBoost off: XGBoost is fitted after, and
 independently of, the LightGBM ranker — and keeps what it evaluates: every user's last labelled
 order, predicted once by rankers that never saw the user. Then, per user, NDCG@10 and Recall@10
-(``pipeline.metrics.per_key_metrics``) of the ranker, TIFU-KNN and personal top-frequency, and
+(``basketcast.pipeline.metrics.per_key_metrics``) of the ranker, TIFU-KNN and personal top-frequency, and
 for each baseline the mean difference with a 95% percentile interval from 10,000 paired
 resamples of the users. Prints one line per metric and baseline; no assertion.
 
@@ -29,17 +29,17 @@ from typing import Any, cast
 import numpy as np
 import polars as pl
 
-import pipeline.workflows.validation as validation
-from features.history import order_lines
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.storage import read_dataset
-from pipeline.evaluation.evaluate import baseline_rankings
-from pipeline.evaluation.report import EvaluationReport
-from pipeline.metrics import per_key_metrics
-from pipeline.progress import Timings
-from pipeline.ranking import top_k
-from pipeline.workflows.run_folder import Run
+import basketcast.pipeline.workflows.validation as validation
+from basketcast.features.history import order_lines
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import read_dataset
+from basketcast.pipeline.evaluation.evaluate import baseline_rankings
+from basketcast.pipeline.evaluation.report import EvaluationReport
+from basketcast.pipeline.metrics import per_key_metrics
+from basketcast.pipeline.progress import Timings
+from basketcast.pipeline.ranking import top_k
+from basketcast.pipeline.workflows.run_folder import Run
 
 RESAMPLES = 10_000
 BASELINES = ("tifu_knn", "top_frequency")

@@ -123,8 +123,8 @@ def served_version(port: int) -> str:
 
 def publish_broken(run: Path) -> None:
     """Replace the run folder by a copy whose bundle has a truncated base.npy (atomically)."""
-    from pipeline.data.publish import publishing_dir
-    from pipeline.workflows.run_folder import RUN_FOLDER
+    from basketcast.pipeline.data.publish import publishing_dir
+    from basketcast.pipeline.workflows.run_folder import RUN_FOLDER
 
     with publishing_dir(run, RUN_FOLDER) as tmp:
         shutil.copytree(run, tmp, dirs_exist_ok=True, copy_function=os.link)
@@ -186,7 +186,7 @@ def soak(model: Path, duration: float, reload_every: float, workers: int, concur
         tmp = Path(tmp_name)
         run = tmp / "run"
         shutil.copytree(model, run)
-        from serving.model import ServingModel
+        from basketcast.serving.model import ServingModel
 
         users = ServingModel.load(run).users
         ids = tmp / "users.txt"

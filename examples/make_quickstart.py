@@ -49,7 +49,7 @@ import os
 from pathlib import Path
 
 import basketcast
-from pipeline.data.sample import write_sample
+from basketcast.pipeline.data.sample import write_sample
 
 work = Path("quickstart")
 print("basketcast", basketcast.__version__)
@@ -84,7 +84,7 @@ print(f"{data.users} shoppers, {data.orders:,} orders, {data.lines:,} order line
 ## 2. Train
 
 A fast configuration: 60 trees, no XGBoost baseline, no sequence network, no experiment tracking
-(`"tracking": []`). Any subset of `pipeline.config.TrainConfig`'s keys can be given; unknown keys
+(`"tracking": []`). Any subset of `basketcast.pipeline.config.TrainConfig`'s keys can be given; unknown keys
 are refused. Users are split into fit, stop (early stopping) and validation users; the report
 compares the ranker (`lightgbm`) with the baselines on the same held-out validation users.
 """
@@ -150,7 +150,7 @@ is written as such a log (and its catalogue) first; a `polars.DataFrame` can be 
     ),
     code(
         """
-from pipeline.data.transactions import to_transactions
+from basketcast.pipeline.data.transactions import to_transactions
 
 log = to_transactions(data.path, work / "transactions.csv", catalog=work / "catalogue.csv")
 log.head(5)

@@ -1,7 +1,7 @@
 """Assemble the feature rows of candidate pairs: one row per (user, product), FEATURE_NAMES columns.
 
 ``feature_frame(h, cands)`` joins every feature group onto the candidate pairs (the output of
-``pipeline.model.candidates.candidates``). The ranker, the ONNX export and the server all use
+``basketcast.pipeline.model.candidates.candidates``). The ranker, the ONNX export and the server all use
 FEATURE_NAMES in this order; ``to_matrix`` turns the frame into the float32 matrix they score.
 """
 
@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from features import context, product, sequence, taste, tifu, user, user_product
-from features.history import History
-from pipeline.config import FeatureConfig
-from pipeline.data import schema as S
+from basketcast.features import context, product, sequence, taste, tifu, user, user_product
+from basketcast.features.history import History
+from basketcast.pipeline.config import FeatureConfig
+from basketcast.pipeline.data import schema as S
 
-# The candidate generator's own signals, carried into the rows (see pipeline.model.candidates).
+# The candidate generator's own signals, carried into the rows (see basketcast.pipeline.model.candidates).
 CANDIDATE_FEATURES: tuple[str, ...] = (S.ALS_SCORE, S.ALS_RANK)
 # Ratios across groups, computed once the groups are joined.
 CROSS_FEATURES: tuple[str, ...] = ("up_aisle_share", "up_due_vs_product")
@@ -76,7 +76,7 @@ class FeatureTables:
     aisle: pl.DataFrame
     department: pl.DataFrame
     tifu: tifu.TifuIndex
-    # The sequence network (``pipeline.model.sequence``) and its per-user inputs; without one the
+    # The sequence network (``basketcast.pipeline.model.sequence``) and its per-user inputs; without one the
     # sequence features are missing (NaN).
     network: sequence.SequenceScorer | None = None
     sequences: sequence.UserSequences | None = None
@@ -93,7 +93,7 @@ class FeatureTables:
 
         With ``published``, the product table and the TIFU neighbourhood are those given (a
         published model's) and only the users' own tables come from ``h``: the fresh online rows
-        of a user after a new order (``serving.online``) are built this way, by this same code.
+        of a user after a new order (``basketcast.serving.online``) are built this way, by this same code.
         """
         sequences = None if network is None else sequence.UserSequences.of(h, network.steps, network.vocabulary)
         return cls(

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.data import schema as S
+from basketcast.pipeline.data import schema as S
 
 FEATURES = (
     "ctx_dow",

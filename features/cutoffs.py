@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from features.history import CUTOFF_SCHEMA
-from pipeline.data import schema as S
+from basketcast.features.history import CUTOFF_SCHEMA
+from basketcast.pipeline.data import schema as S
 
 _CONTEXT = (S.DOW, S.HOUR, S.DAYS_PRIOR)
 

@@ -4,15 +4,15 @@
 chart of the dashboard and of the run report); the column name stays on hover. Each phrase says
 what the number measures for one (shopper, product) candidate, as of the cutoff order. A test
 (``tests/features/test_glossary.py``) requires a phrase for every name of
-``features.build.FEATURE_NAMES``, so a new feature cannot reach the dashboard without one.
+``basketcast.features.build.FEATURE_NAMES``, so a new feature cannot reach the dashboard without one.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from features import sequence
-from pipeline.data import schema as S
+from basketcast.features import sequence
+from basketcast.pipeline.data import schema as S
 
 WORDS: Final[dict[str, str]] = {
     # The candidate generator (ALS collaborative filtering).
@@ -75,7 +75,7 @@ WORDS: Final[dict[str, str]] = {
     # Ratios across groups.
     "up_aisle_share": "its share of the shopper's buying in its aisle",
     "up_due_vs_product": "orders since the last purchase / the product's usual gap",
-    # The sequence network (pipeline.model.sequence).
+    # The sequence network (basketcast.pipeline.model.sequence).
     sequence.SEQ_LOGIT: "sequence network's chance it is in the next order",
     sequence.SEQ_NONE: "sequence network's chance the next order has no rebuy",
     # The predicted order's context.

@@ -15,8 +15,8 @@ from functools import cached_property
 
 import polars as pl
 
-from pipeline.data import schema as S
-from pipeline.data.storage import Dataset
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import Dataset
 
 BASKET_SIZE = "basket_size"  # lines in a visible order
 FROM_END = "orders_from_end"  # 0 for the user's last visible order, 1 for the one before, ...

@@ -12,10 +12,10 @@ One pseudo-product per user, :data:`NONE`, stands for "an order without any reor
 its "bought" input is 1 on such orders and its row's output is the user's probability of a
 basket with no reorder (Vasquez's ``product_id == 0`` rows).
 
-Only NumPy and Polars: the arrays are built from a :class:`~features.history.History` (so they see
+Only NumPy and Polars: the arrays are built from a :class:`~basketcast.features.history.History` (so they see
 only orders before the cutoff) by the same code for the network's training targets, the ranker's
 label windows and the serving snapshot. The network itself — any :class:`SequenceScorer` — is
-passed in by the model layer (``pipeline.model.sequence``).
+passed in by the model layer (``basketcast.pipeline.model.sequence``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Final, Protocol
 import numpy as np
 import polars as pl
 
-from features.history import BASKET_SIZE, FROM_END, History
-from pipeline.data import schema as S
+from basketcast.features.history import BASKET_SIZE, FROM_END, History
+from basketcast.pipeline.data import schema as S
 
 STEP_INPUTS: Final = (
     "present",  # 1 for a real order, 0 for left padding

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from features.history import History
-from pipeline.data import schema as S
+from basketcast.features.history import History
+from basketcast.pipeline.data import schema as S
 
 AISLE_FEATURES = ("ua_share", "ua_distinct_products", "ua_orders_share")
 DEPARTMENT_FEATURES = ("ud_share", "ud_orders_share")

@@ -24,9 +24,9 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from features.history import BASKET_SIZE, History
-from pipeline.data import schema as S
-from pipeline.data.ids import index_of
+from basketcast.features.history import BASKET_SIZE, History
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.ids import index_of
 
 FEATURES = ("tifu_own", "tifu_neighbours")
 REFERENCE_SEED = 0  # the reference sample depends on the history only, not on the run's seed

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from features.history import BASKET_SIZE, History
-from pipeline.data import schema as S
+from basketcast.features.history import BASKET_SIZE, History
+from basketcast.pipeline.data import schema as S
 
 FEATURES = (
     "u_orders",

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from features.history import LAST_CUM_DAYS, LAST_ORDER_NUMBER, History
-from pipeline.data import schema as S
+from basketcast.features.history import LAST_CUM_DAYS, LAST_ORDER_NUMBER, History
+from basketcast.pipeline.data import schema as S
 
 FEATURES = (
     "up_orders",
@@ -37,7 +37,7 @@ def user_product_features(h: History) -> pl.DataFrame:
 
     ``up_orders_since_last`` is 0 when bought in the last visible order;
     ``up_days_before_last_order`` counts days from the last purchase to the last visible order
-    (the days to the target order are added at prediction time, see ``features.context``).
+    (the days to the target order are added at prediction time, see ``basketcast.features.context``).
     """
     up = h.user_products.join(h.users, on=S.USER, how="inner")
     n = pl.col(LAST_ORDER_NUMBER).cast(pl.Float32)

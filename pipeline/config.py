@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.errors import ConfigError
+from basketcast.pipeline.errors import ConfigError
 
 TrackingBackend = Literal["mlflow", "wandb"]
 
@@ -97,7 +97,7 @@ class XGBoostConfig(_Config):
 
 
 class SequenceConfig(_Config):
-    """The sequence network (``pipeline.model.sequence``): a GRU over each (user, past product)'s
+    """The sequence network (``basketcast.pipeline.model.sequence``): a GRU over each (user, past product)'s
     last ``steps`` orders, the product's embedding attending over the user's recent baskets; its
     outputs are ranker features. Trained on target orders older than every ranker window."""
 

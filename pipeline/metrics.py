@@ -19,7 +19,7 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from pipeline.data import schema as S
+from basketcast.pipeline.data import schema as S
 
 # Metric families (a column/dict name is ``metric_name(family, K)``).
 PRECISION: Final = "precision"
@@ -158,7 +158,7 @@ def kaggle_f1(baskets: pl.DataFrame, truth_reordered: pl.DataFrame, key: str) ->
     """Mean F1 of the Instacart Kaggle competition, "None" being a token.
 
     Args:
-        baskets: one row per key as produced by ``pipeline.model.basket.choose_baskets``: ``key``,
+        baskets: one row per key as produced by ``basketcast.pipeline.model.basket.choose_baskets``: ``key``,
             ``S.BASKET_PRODUCTS`` (List of product ids) and ``S.BASKET_NONE`` (Boolean). The
             predicted set is the products plus the token None when ``none`` is true; an empty
             prediction counts as {None}.

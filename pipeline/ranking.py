@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from pipeline.data import schema as S
+from basketcast.pipeline.data import schema as S
 
 
 def best_first(

@@ -22,19 +22,19 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.data import schema as S
-from pipeline.data.ids import index_of
-from pipeline.data.publish import Kind, parquet_with_columns, publishing_file
-from pipeline.ranking import best_first
-from serving.model import Context, ServingModel
-from serving.reasons import POPULAR
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.ids import index_of
+from basketcast.pipeline.data.publish import Kind, parquet_with_columns, publishing_file
+from basketcast.pipeline.ranking import best_first
+from basketcast.serving.model import Context, ServingModel
+from basketcast.serving.reasons import POPULAR
 
 log = logging.getLogger(__name__)
 
 OUT_SCHEMA = pa.schema(
     [(S.USER, pa.uint32()), (S.PRODUCT, pa.uint32()), (S.SCORE, pa.float32()), (S.RANK, pa.uint16())]
 )
-REASON = "reason"  # with ``reasons=True``: why each product is there (serving.reasons)
+REASON = "reason"  # with ``reasons=True``: why each product is there (basketcast.serving.reasons)
 REASONS_SCHEMA = OUT_SCHEMA.append(pa.field(REASON, pa.string()))
 _PLAIN = parquet_with_columns(OUT_SCHEMA.names)
 _WITH_REASONS = parquet_with_columns(REASONS_SCHEMA.names)
@@ -63,7 +63,7 @@ class ScoreReport:
 
 def read_user_ids(path: Path) -> np.ndarray:
     """The ``user_id`` column of a Parquet file as sorted unique uint32; clear errors otherwise."""
-    from pipeline.errors import DataError
+    from basketcast.pipeline.errors import DataError
 
     try:
         frame = pl.read_parquet(path, columns=[S.USER])
@@ -109,10 +109,10 @@ def score_users(
     product_id, score, rank; k rows per user). ``progress(done, total)`` is called per chunk.
 
     ``reasons``: add a ``reason`` column (string: why each product is recommended, from the row's
-    own feature values, ``serving.reasons``); off by default, the output schema is then unchanged.
+    own feature values, ``basketcast.serving.reasons``); off by default, the output schema is then unchanged.
 
     ``out`` is published atomically and replaces only a scores file (or anything with ``force``),
-    never the model it reads (``pipeline.data.publish``)."""
+    never the model it reads (``basketcast.pipeline.data.publish``)."""
     start = time.perf_counter()
     all_users = model.users
     users = np.asarray(all_users) if users is None else np.unique(np.asarray(users, dtype=np.uint32))

@@ -1,6 +1,6 @@
 """The serving bundle: the one description of its files, its manifest and where it lives.
 
-A serving bundle is the folder ``RUN_DIR/serving`` written by ``pipeline.workflows.export`` (the
+A serving bundle is the folder ``RUN_DIR/serving`` written by ``basketcast.pipeline.workflows.export`` (the
 last step of ``basketcast train``, or ``basketcast export``) and published with the rest of the
 run folder:
 
@@ -12,7 +12,7 @@ run folder:
 - ``popular_products.npy`` / ``popular_scores.npy``: the cold-start list;
 - ``catalog.parquet``: product id, name, aisle, department;
 - ``drift_reference.json``: the profile of the *training* data's snapshot that ``basketcast
-  score`` compares the scored users with (``serving.drift.DriftReference``); a bundle exported on
+  score`` compares the scored users with (``basketcast.serving.drift.DriftReference``); a bundle exported on
   other data carries the training bundle's over. Absent in bundles of older versions: scoring
   then skips drift with a notice;
 - ``manifest.json``: :class:`BundleManifest`.
@@ -30,15 +30,15 @@ from typing import Final
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from pipeline.errors import BundleError
+from basketcast.pipeline.errors import BundleError
 
 BUNDLE: Final = "serving"  # the bundle's folder name inside a run folder
 RANKER: Final = "ranker.onnx"
 BASKET: Final = "basket.onnx"
 CATALOG: Final = "catalog.parquet"
-RELATED: Final = "related"  # the co-occurrence table (pipeline.model.cooccurrence), a folder
+RELATED: Final = "related"  # the co-occurrence table (basketcast.pipeline.model.cooccurrence), a folder
 MANIFEST: Final = "manifest.json"
-# What fresh online rows need (serving.online): the published product-level state and every
+# What fresh online rows need (basketcast.serving.online): the published product-level state and every
 # known user's history as the snapshot saw it. Absent in bundles of older versions (no refresh).
 PUBLISHED: Final = "published"  # folder: products, product features, TIFU reference, ALS items, config, network
 HISTORY: Final = "history"  # folder of .npy arrays, HISTORY_ARRAYS
@@ -57,13 +57,15 @@ HISTORY_ARRAYS: Final[dict[str, type[np.generic]]] = {
 }
 # Files of the PUBLISHED folder.
 PUBLISHED_PRODUCTS: Final = "products.parquet"  # PRODUCT, AISLE, DEPARTMENT of the catalogue
-PUBLISHED_PRODUCT_FEATURES: Final = "product_features.parquet"  # features.product of the snapshot's history
-PUBLISHED_TIFU: Final = "tifu_reference.npz"  # features.tifu.Neighbourhood
-PUBLISHED_ALS: Final = "als.npz"  # pipeline.model.candidates.ALSModel, item side only
+PUBLISHED_PRODUCT_FEATURES: Final = "product_features.parquet"  # basketcast.features.product of the snapshot's history
+PUBLISHED_TIFU: Final = "tifu_reference.npz"  # basketcast.features.tifu.Neighbourhood
+PUBLISHED_ALS: Final = "als.npz"  # basketcast.pipeline.model.candidates.ALSModel, item side only
 PUBLISHED_CONFIG: Final = "config.json"  # {"features": FeatureConfig, "candidates": CandidateConfig}
-PUBLISHED_SEQUENCE: Final = "sequence"  # the network (pipeline.model.sequence.OnnxScorer), when trained
+PUBLISHED_SEQUENCE: Final = "sequence"  # the network (basketcast.pipeline.model.sequence.OnnxScorer), when trained
 DASHBOARD: Final = "dashboard.html"  # in the run folder, beside the bundle
-DRIFT_REFERENCE: Final = "drift_reference.json"  # serving.drift.DriftReference (optional: older bundles lack it)
+DRIFT_REFERENCE: Final = (
+    "drift_reference.json"  # basketcast.serving.drift.DriftReference (optional: older bundles lack it)
+)
 # The snapshot's arrays: file stem → dtype (each stored as STEM.npy).
 ARRAYS: Final[dict[str, type[np.generic]]] = {
     "base": np.float32,
@@ -96,7 +98,7 @@ __all__ = [
 
 
 class Parity(BaseModel):
-    """ONNX against LightGBM on the snapshot's rows (see ``pipeline.workflows.export.parity``)."""
+    """ONNX against LightGBM on the snapshot's rows (see ``basketcast.pipeline.workflows.export.parity``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -1,6 +1,6 @@
 """The cart attention at request time: onnxruntime over a user's past products and their cart.
 
-``cart.onnx`` (trained by ``pipeline.model.cart_network``) gives each candidate the user bought
+``cart.onnx`` (trained by ``basketcast.pipeline.model.cart_network``) gives each candidate the user bought
 before a logit delta g from the products already in the cart; the served score is ranker score +
 γ · g. Candidates new to the user get no delta (the network has no state for them). The same
 class scores many users at once for the offline evaluation.
@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from features.sequence import MAX_CART, Vocabulary
+from basketcast.features.sequence import MAX_CART, Vocabulary
 
 CART_FILE: Final = "cart.onnx"
 ROWS_PER_CALL: Final = 65_536  # beyond this many rows, users are scored USERS_PER_CALL at a time

@@ -15,14 +15,14 @@ and writes, next to the scores (``X.parquet`` → ``X.drift.json``, ``X.drift.ht
   ``basketcast_drift_flagged_features``, ``basketcast_drift_scored_users``,
   ``basketcast_drift_last_run_timestamp_seconds``, each with ``model_version``).
 
-Each file is published atomically (``pipeline.data.publish``: a temporary sibling renamed into
+Each file is published atomically (``basketcast.pipeline.data.publish``: a temporary sibling renamed into
 place), so a scraper or a browser sees the previous file or the new one.
 
 The reference (:class:`DriftReference`, the bundle's ``drift_reference.json``) is built by
 :func:`build_reference` from the serving snapshot *of the training data* — every training user's
 candidate rows as of after their last order, the same rows ``basketcast score`` reads — when the
 bundle is written at training time (or re-exported on the training data); a bundle exported on
-other data carries the training bundle's reference over (``pipeline.workflows.export``). A bundle
+other data carries the training bundle's reference over (``basketcast.pipeline.workflows.export``). A bundle
 without one (older versions) is scored without drift, with a one-line notice.
 
 The population stability index
@@ -49,7 +49,7 @@ users are reported with a note (their PSI is mostly noise).
 
 What is compared
 ----------------
-- User-level features (``features.user.FEATURES`` and the sequence network's ``seq_none``: the
+- User-level features (``basketcast.features.user.FEATURES`` and the sequence network's ``seq_none``: the
   same value on each of a user's rows) one value per user; every other base feature one value
   per candidate row. A seeded sample of at most :data:`SAMPLE` users / rows on each side (the
   sampling error is then negligible against the thresholds).
@@ -79,14 +79,14 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from features.sequence import SEQ_NONE
-from features.user import FEATURES as USER_FEATURES
-from pipeline.data import schema as S
-from pipeline.data.ids import index_of
-from pipeline.data.publish import Kind, atomic_write_bytes, publishing_file, text_starting_with
-from serving.batch import top_k_per_group
-from serving.bundle import DRIFT_REFERENCE, bundle_dir, read_manifest
-from serving.model import Context, ServingModel
+from basketcast.features.sequence import SEQ_NONE
+from basketcast.features.user import FEATURES as USER_FEATURES
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.ids import index_of
+from basketcast.pipeline.data.publish import Kind, atomic_write_bytes, publishing_file, text_starting_with
+from basketcast.serving.batch import top_k_per_group
+from basketcast.serving.bundle import DRIFT_REFERENCE, bundle_dir, read_manifest
+from basketcast.serving.model import Context, ServingModel
 
 SCHEMA_VERSION: Final = 1
 BINS: Final = 10
@@ -772,7 +772,7 @@ def drift_of_scores(
 
     A bundle without a reference (older versions) or no scored user known to the snapshot: nothing
     is written, ``message`` says why. Each file replaces only an earlier drift output of the same
-    kind unless ``force`` (``pipeline.data.publish``).
+    kind unless ``force`` (``basketcast.pipeline.data.publish``).
     """
     snap = _Snapshot.of(model)
     reference, why = load_reference(snap.path)

@@ -2,10 +2,10 @@
 
 Nothing is loaded at import: the lifespan reads the settings (``BASKETCAST_MODEL_DIR``...) and
 loads the model when the server starts (a folder, ``BASKETCAST_MODEL_DIR``, or a registry
-alias, ``BASKETCAST_MODEL_URI``, resolved again at every reload: ``serving.registry``). If that
+alias, ``BASKETCAST_MODEL_URI``, resolved again at every reload: ``basketcast.serving.registry``). If that
 fails the app still starts: ``/health`` says 200, ``/ready`` and the recommendation routes 503
 with the reason, and a later reload (POST /admin/reload or SIGHUP) can bring a model in. Run it
-with ``basketcast serve`` (or ``serving.server.serve``), or ``uvicorn serving.main:app`` with the
+with ``basketcast serve`` (or ``basketcast.serving.server.serve``), or ``uvicorn basketcast.serving.main:app`` with the
 env var set.
 """
 
@@ -18,14 +18,14 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from serving.errors import BodySizeLimitMiddleware, install_error_handlers
-from serving.metrics import Metrics, MetricsMiddleware
-from serving.realtime import open_realtime
-from serving.registry import RegistrySource
-from serving.routers import ROUTERS, admin, dashboard, docs
-from serving.schemas import not_null
-from serving.settings import Settings, get_settings, resolve_settings
-from serving.state import ModelHolder, ReloadResult, install_sighup_reload
+from basketcast.serving.errors import BodySizeLimitMiddleware, install_error_handlers
+from basketcast.serving.metrics import Metrics, MetricsMiddleware
+from basketcast.serving.realtime import open_realtime
+from basketcast.serving.registry import RegistrySource
+from basketcast.serving.routers import ROUTERS, admin, dashboard, docs
+from basketcast.serving.schemas import not_null
+from basketcast.serving.settings import Settings, get_settings, resolve_settings
+from basketcast.serving.state import ModelHolder, ReloadResult, install_sighup_reload
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ for unknown paths, so label values stay few whatever clients send.
 
 Several workers: every uvicorn worker is a process with its own memory, so a plain registry
 would answer with the counts of whichever worker the scrape reaches. When
-``PROMETHEUS_MULTIPROC_DIR`` is set (``serving.server.serve`` sets it, to a fresh folder, whenever
+``PROMETHEUS_MULTIPROC_DIR`` is set (``basketcast.serving.server.serve`` sets it, to a fresh folder, whenever
 ``workers > 1``), prometheus_client's multiprocess mode is used: each worker writes its values to
 memory-mapped files in that folder and ``/metrics`` — whichever worker answers — sums all of
 them. That mode has no process/GC collectors; a worker that exits cleanly removes its
@@ -48,7 +48,7 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from serving.state import ReloadResult
+    from basketcast.serving.state import ReloadResult
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED = "<unmatched>"

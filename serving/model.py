@@ -1,6 +1,6 @@
 """The served model: ONNX rankers + the online feature snapshot, no training libraries.
 
-:class:`ServingModel` opens a serving bundle (its files: ``serving.bundle``) and answers
+:class:`ServingModel` opens a serving bundle (its files: ``basketcast.serving.bundle``) and answers
 recommendation and basket queries. The arrays are memory-mapped (``np.load(mmap_mode="r")``):
 loading takes a fraction of a second at any size and worker processes share the same pages. At
 request time only the context features (day, hour, days since the last order) are added, by the
@@ -19,18 +19,27 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from features import context
-from features.sequence import SEQ_NONE, SEQ_STATES
-from pipeline.data import schema as S
-from pipeline.data.ids import index_of
-from pipeline.errors import BundleError, DataError
-from pipeline.model.basket import MAX_CANDIDATES, none_probability, optimal_basket
-from pipeline.model.cooccurrence import LIFT, PMI, SUPPORT, Cooccurrence
-from pipeline.ranking import best_first
-from serving import reasons as R
-from serving.bundle import ARRAYS, BASKET, CATALOG, RANKER, RELATED, BundleManifest, bundle_dir, read_manifest
-from serving.cart import CartScorer
-from serving.online import OnlineFeatures, UserRows
+from basketcast.features import context
+from basketcast.features.sequence import SEQ_NONE, SEQ_STATES
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.ids import index_of
+from basketcast.pipeline.errors import BundleError, DataError
+from basketcast.pipeline.model.basket import MAX_CANDIDATES, none_probability, optimal_basket
+from basketcast.pipeline.model.cooccurrence import LIFT, PMI, SUPPORT, Cooccurrence
+from basketcast.pipeline.ranking import best_first
+from basketcast.serving import reasons as R
+from basketcast.serving.bundle import (
+    ARRAYS,
+    BASKET,
+    CATALOG,
+    RANKER,
+    RELATED,
+    BundleManifest,
+    bundle_dir,
+    read_manifest,
+)
+from basketcast.serving.cart import CartScorer
+from basketcast.serving.online import OnlineFeatures, UserRows
 
 RANKER_STRATEGY = "ranker"
 POPULAR_STRATEGY = "popular"
@@ -68,7 +77,7 @@ class Recommendation:
     scores: np.ndarray  # float32
     repeat: np.ndarray  # bool: bought before by this user
     strategy: str  # "ranker" or "popular" (cold start)
-    reasons: tuple[str, ...] = ()  # why each product is there (serving.reasons), one per product
+    reasons: tuple[str, ...] = ()  # why each product is there (basketcast.serving.reasons), one per product
 
 
 @dataclass(frozen=True)
@@ -280,7 +289,7 @@ class ServingModel:
     def user_view(
         self, user_id: int, fresh: UserRows | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """(products, repeat, base rows) of a user: ``fresh`` rows when given (``serving.online``),
+        """(products, repeat, base rows) of a user: ``fresh`` rows when given (``basketcast.serving.online``),
         else the snapshot's; None for a user the snapshot does not know (and no fresh rows)."""
         if fresh is not None:
             return fresh.products, fresh.repeat, fresh.base
@@ -327,7 +336,7 @@ class ServingModel:
     def basket(self, user_id: int, ctx: Context, fresh: UserRows | None = None) -> Basket:
         """The F1-optimal basket over the user's past products (Kaggle rule, "None" allowed).
 
-        As offline (``pipeline.model.basket.choose_baskets``, behind ``predict --submission``):
+        As offline (``basketcast.pipeline.model.basket.choose_baskets``, behind ``predict --submission``):
         only the ``MAX_CANDIDATES`` most probable past products enter the optimisation.
         """
         view = self.user_view(user_id, fresh)
@@ -382,7 +391,7 @@ class ServingModel:
         bonus: np.ndarray | None = None,
         cart: Collection[int] = (),
     ) -> tuple[str, ...]:
-        """Why each of ``products`` is recommended (``serving.reasons``), from its row of the full
+        """Why each of ``products`` is recommended (``basketcast.serving.reasons``), from its row of the full
         feature matrix ``X`` (what the ranker scored), its served ``scores`` and, with a cart, the
         co-occurrence ``bonus`` each row got from it."""
         values: dict[str, np.ndarray] = {name: X[:, j] for name, j in self._reason_cols.items()}

@@ -7,10 +7,10 @@ the orders posted since, in arrival order — with the very functions ``basketca
 export use:
 
 1. the user's canonical tables (orders, order lines with Kaggle's ``reordered``) →
-   ``features.history.order_lines`` and ``as_of`` at ``features.cutoffs.next_order``;
-2. candidates: ``pipeline.model.candidates.candidates`` with the published ALS item factors and
+   ``basketcast.features.history.order_lines`` and ``as_of`` at ``basketcast.features.cutoffs.next_order``;
+2. candidates: ``basketcast.pipeline.model.candidates.candidates`` with the published ALS item factors and
    the user's factors folded in (``ALSModel.fold_in``, implicit's ``recalculate_user``);
-3. features: ``features.build.FeatureTables.of(..., published=...)``: the user's own tables
+3. features: ``basketcast.features.build.FeatureTables.of(..., published=...)``: the user's own tables
    from their history, the product table and the TIFU-KNN reference of the published version.
 
 So the product-level state and the models stay those of the published version (what changes
@@ -35,19 +35,19 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from features import cutoffs as C
-from features.build import BASE_FEATURES, FeatureTables, PublishedTables, base_matrix
-from features.history import as_of, order_lines
-from features.tifu import Neighbourhood
-from pipeline.config import CandidateConfig, FeatureConfig
-from pipeline.data import schema as S
-from pipeline.data.ids import index_of
-from pipeline.data.posted import OrderRecord, posted_tables
-from pipeline.data.storage import Dataset
-from pipeline.errors import BundleError
-from pipeline.model.candidates import ALSModel, candidates
-from pipeline.model.sequence import OnnxScorer
-from serving.bundle import (
+from basketcast.features import cutoffs as C
+from basketcast.features.build import BASE_FEATURES, FeatureTables, PublishedTables, base_matrix
+from basketcast.features.history import as_of, order_lines
+from basketcast.features.tifu import Neighbourhood
+from basketcast.pipeline.config import CandidateConfig, FeatureConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.ids import index_of
+from basketcast.pipeline.data.posted import OrderRecord, posted_tables
+from basketcast.pipeline.data.storage import Dataset
+from basketcast.pipeline.errors import BundleError
+from basketcast.pipeline.model.candidates import ALSModel, candidates
+from basketcast.pipeline.model.sequence import OnnxScorer
+from basketcast.serving.bundle import (
     HISTORY,
     HISTORY_ARRAYS,
     PUBLISHED,
@@ -160,7 +160,7 @@ class OnlineFeatures:
     # --- the user's history as canonical tables -----------------------------------------
     def dataset(self, user_id: int, posted: Sequence[OrderRecord]) -> Dataset:
         """The user's orders and lines in the canonical layout: the snapshot's, then ``posted``
-        (by ``pipeline.data.posted.posted_tables``: the rules the merge into a data folder uses)."""
+        (by ``basketcast.pipeline.data.posted.posted_tables``: the rules the merge into a data folder uses)."""
         h = self.history
         i = int(index_of(self.users, np.asarray([user_id], np.uint32))[0])
         lo, hi = (int(h["order_offsets"][i]), int(h["order_offsets"][i + 1])) if i >= 0 else (0, 0)

@@ -5,7 +5,7 @@ from the settings ``order_log`` and ``online_store``):
 
 - :meth:`Realtime.record` — ``POST /v1/orders``: the order is appended to the order log (durable
   and idempotent by ``order_id``: nothing is acknowledged that is not recorded), then the
-  user's rows are recomputed from their whole history (``serving.online``) and written to the
+  user's rows are recomputed from their whole history (``basketcast.serving.online``) and written to the
   online store under the served model version, which also drops their cached predictions.
 - :meth:`Realtime.rows_for` — every read: the user's fresh rows from the online store. A miss
   (a new model version after a hot swap, an emptied Redis, an expired entry) looks the user up
@@ -29,11 +29,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from serving.model import ServingModel
-from serving.online import UserRows
-from serving.settings import Settings
-from serving.stores import open_online_store, open_order_log
-from serving.stores.base import Append, OnlineStore, OrderLog, OrderRecord, StoreUnavailable
+from basketcast.serving.model import ServingModel
+from basketcast.serving.online import UserRows
+from basketcast.serving.settings import Settings
+from basketcast.serving.stores import open_online_store, open_order_log
+from basketcast.serving.stores.base import Append, OnlineStore, OrderLog, OrderRecord, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Why a product is recommended: one short sentence from the candidate row's own feature values.
 
 The reasons read the very numbers the ranker scored (the base row + the request's context
-features, ``features.build.FEATURE_NAMES``), never a separate recomputation, so a reason can
+features, ``basketcast.features.build.FEATURE_NAMES``), never a separate recomputation, so a reason can
 not contradict the row it explains. They are computed for the returned top-k only.
 
 Rules, first match wins (n = ``up_orders``, N = ``u_orders``):
@@ -43,10 +43,10 @@ from typing import Final
 
 import numpy as np
 
-from pipeline.data import schema as S
-from pipeline.model.cooccurrence import Cooccurrence
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.model.cooccurrence import Cooccurrence
 
-# The feature values the rules read (names of features.build.FEATURE_NAMES; one place here).
+# The feature values the rules read (names of basketcast.features.build.FEATURE_NAMES; one place here).
 UP_ORDERS: Final = "up_orders"  # orders of the user holding the product
 U_ORDERS: Final = "u_orders"  # the user's orders
 UP_GAP_DAYS: Final = S.UP_MEAN_GAP_DAYS  # mean days between two purchases of the product

@@ -7,7 +7,7 @@ file's ``mlflow`` service, ``make mlflow-server``) with the standard library's H
 1. ``GET /api/2.0/mlflow/registered-models/alias?name=NAME&alias=ALIAS`` (or
    ``/model-versions/get?name=NAME&version=V`` for ``models:/NAME/V``) → the version and its run;
 2. ``GET /api/2.0/mlflow/artifacts/list?run_id=…&path=serving`` (recursively) → the files of the
-   serving bundle that ``basketcast train`` logged with the run (``pipeline.workflows.registry``);
+   serving bundle that ``basketcast train`` logged with the run (``basketcast.pipeline.workflows.registry``);
 3. ``GET /get-artifact?run_uuid=…&path=…`` → each file, streamed into a temporary folder of the
    local cache, sizes checked, then renamed into place as ``CACHE/NAME/VERSION-RUN_ID`` — a
    version is immutable, so a cached one is never fetched again, and a half-fetched one is never
@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
-from pipeline.errors import BasketcastError
-from serving.bundle import MANIFEST, is_bundle
+from basketcast.pipeline.errors import BasketcastError
+from basketcast.serving.bundle import MANIFEST, is_bundle
 
 SCHEME: Final = "models:/"
 BUNDLE_ARTIFACT: Final = "serving"  # where the run's serving bundle is logged in its artifacts
@@ -347,7 +347,7 @@ class RegistrySource:
             self.error = error or self.error
 
     def info(self) -> dict[str, Any]:
-        """The fields of ``serving.schemas.RegistryModel``."""
+        """The fields of ``basketcast.serving.schemas.RegistryModel``."""
         r = self.resolved
         return {
             "uri": str(self.uri),

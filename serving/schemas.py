@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from serving.model import MAX_DAYS
+from basketcast.serving.model import MAX_DAYS
 
 UINT32_MAX = 2**32 - 1
 MAX_K = 100

@@ -1,7 +1,7 @@
 """Run the API under uvicorn (uvloop + httptools), with one or several worker processes.
 
 ``serve(model_dir, host, port, workers)`` passes the model folder to the app through
-``BASKETCAST_MODEL_DIR`` and runs ``serving.main:app``.
+``BASKETCAST_MODEL_DIR`` and runs ``basketcast.serving.main:app``.
 
 Reloading a new model version, with any number of workers:
 
@@ -15,7 +15,7 @@ Reloading a new model version, with any number of workers:
 uvicorn's own supervisor (0.54) answers SIGHUP with a rolling restart of the workers instead:
 each replacement loads whatever the folder holds at startup, so a broken version would replace
 a working one (served as 503). serve() therefore runs a subclass of it whose SIGHUP handler only
-forwards the signal. With plain ``uvicorn serving.main:app --workers N`` (not recommended), POST
+forwards the signal. With plain ``uvicorn basketcast.serving.main:app --workers N`` (not recommended), POST
 /admin/reload only reaches the worker that gets it: signal the workers themselves (``pkill -HUP
 -P <supervisor pid>``), not the supervisor, and set ``PROMETHEUS_MULTIPROC_DIR`` yourself.
 
@@ -27,7 +27,7 @@ middle of being replaced is waited for), and listening on anything but loopback 
 the network.
 
 Metrics with several workers: serve() points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder
-(removed at exit) so /metrics sums every worker (see ``serving.metrics``); an operator-set
+(removed at exit) so /metrics sums every worker (see ``basketcast.serving.metrics``); an operator-set
 folder is used instead and emptied of its metric files first.
 """
 
@@ -49,11 +49,11 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from pipeline.errors import BasketcastError, BundleError
-from serving.bundle import BUNDLE, MANIFEST, RANKER, is_bundle, is_run_folder
-from serving.metrics import MULTIPROC_ENV
-from serving.registry import is_model_uri, resolve
-from serving.settings import (
+from basketcast.pipeline.errors import BasketcastError, BundleError
+from basketcast.serving.bundle import BUNDLE, MANIFEST, RANKER, is_bundle, is_run_folder
+from basketcast.serving.metrics import MULTIPROC_ENV
+from basketcast.serving.registry import is_model_uri, resolve
+from basketcast.serving.settings import (
     ENV_PREFIX,
     MODEL_DIR_ENV,
     MODEL_URI_ENV,
@@ -64,7 +64,7 @@ from serving.settings import (
 
 log = logging.getLogger(__name__)
 
-APP = "serving.main:app"
+APP = "basketcast.serving.main:app"
 REPLACING_WAIT_SECONDS = 5.0  # how long a run folder caught mid-replacement is waited for
 
 
@@ -128,7 +128,7 @@ def check_model(model_dir: Path, wait: float = REPLACING_WAIT_SECONDS) -> str:
     read is read again (``ModelHolder``). The model is loaded once, as a worker will load it, and
     dropped.
     """
-    from serving.state import ModelHolder
+    from basketcast.serving.state import ModelHolder
 
     path = Path(model_dir)
     deadline = time.monotonic() + wait
@@ -205,7 +205,7 @@ def serve(
 
 
 def log_config() -> dict[str, Any]:
-    """uvicorn's logging config plus the ``serving`` and ``pipeline`` loggers on its handler.
+    """uvicorn's logging config plus the ``basketcast.serving`` and ``basketcast.pipeline`` loggers on its handler.
 
     uvicorn applies it in every worker, so reload messages ("serving model ...", refusals) are
     printed like uvicorn's own.
@@ -213,7 +213,7 @@ def log_config() -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
-    for name in ("serving", "pipeline"):
+    for name in ("basketcast.serving", "basketcast.pipeline"):
         config["loggers"][name] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     return config
 

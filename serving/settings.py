@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     )
     supervisor_pid: int | None = Field(
         default=None,
-        description="Set by serving.server.serve for its workers (internal): the supervisor that forwards "
+        description="Set by basketcast.serving.server.serve for its workers (internal): the supervisor that forwards "
         "SIGHUP to every worker, so a reload through one worker reaches all of them.",
     )
 
@@ -90,7 +90,7 @@ class Settings(BaseSettings):
         """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` (blank = none)."""
         if value is None or not value.strip():
             return None
-        from serving.registry import ModelUri, RegistryError
+        from basketcast.serving.registry import ModelUri, RegistryError
 
         try:
             return str(ModelUri.parse(value.strip()))

@@ -8,9 +8,10 @@ model (its memory maps and ONNX sessions) lives until the last request holding i
 ``reload()`` re-opens the model folder: same manifest version → "unchanged" (nothing loaded);
 a new version that loads → swapped in, "reloaded"; a version that fails to load (``BundleError``
 or any other exception) → "refused", the old model keeps serving. Publishers must replace the
-folder by renaming (as ``pipeline.data.storage.publishing_dir`` and ``pipeline.workflows.export.export`` do); if
-the folder is swapped while it is being read, the load is discarded and retried, so a reload
-never mixes files of two versions.
+folder by renaming (as ``basketcast.pipeline.data.storage.publishing_dir`` and
+``basketcast.pipeline.workflows.export.export`` do); if the folder is swapped while it is
+being read, the load is discarded and retried, so a reload never mixes files of two
+versions.
 
 The served model does not depend on its folder once loaded (the arrays are memory-mapped, the
 ONNX sessions and the catalogue are in memory): when the folder is deleted or replaced by
@@ -36,9 +37,9 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 
-from serving.bundle import MANIFEST, bundle_dir, is_bundle, is_run_folder
-from serving.errors import ApiError
-from serving.model import ServingModel
+from basketcast.serving.bundle import MANIFEST, bundle_dir, is_bundle, is_run_folder
+from basketcast.serving.errors import ApiError
+from basketcast.serving.model import ServingModel
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class ReloadResult:
 
 @dataclass(frozen=True)
 class FolderView:
-    """The model folder as it is now: ``state`` (see ``serving.schemas.ModelFolder``) and its version."""
+    """The model folder as it is now: ``state`` (see ``basketcast.serving.schemas.ModelFolder``) and its version."""
 
     state: FolderState
     version: str | None
@@ -84,7 +85,7 @@ class ModelHolder:
     ) -> None:
         self.model_dir = Path(model_dir) if model_dir is not None else None
         # Where the model comes from when it is not a fixed folder: called at every (re)load, it
-        # returns the folder to read (serving.registry.RegistrySource resolves an alias and fetches
+        # returns the folder to read (basketcast.serving.registry.RegistrySource resolves an alias and fetches
         # the bundle of a new version); an exception refuses the reload like a broken folder.
         self._locate = locate
         self._loader = loader
@@ -240,7 +241,7 @@ def peek_version(model_dir: Path) -> str | None:
 
 def describe_error(exc: BaseException) -> str:
     """A one-line message for a load failure (BundleError messages already name the file)."""
-    from pipeline.errors import BundleError
+    from basketcast.pipeline.errors import BundleError
 
     if isinstance(exc, BundleError | ValueError):
         return str(exc)

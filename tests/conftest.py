@@ -146,9 +146,9 @@ def private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
 @pytest.fixture(scope="session")
 def excerpt_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A run folder (with its serving bundle) trained on the real excerpt: {"data": …, "run": …}."""
-    from pipeline.config import TrainConfig
-    from pipeline.data.ingest import ingest
-    from pipeline.workflows.run import train
+    from basketcast.pipeline.config import TrainConfig
+    from basketcast.pipeline.data.ingest import ingest
+    from basketcast.pipeline.workflows.run import train
 
     root = tmp_path_factory.mktemp("excerpt-run")
     ingest(EXCERPT, root / "data")

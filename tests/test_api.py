@@ -17,12 +17,12 @@ import pytest
 from click.testing import CliRunner
 
 import basketcast
-from pipeline.cli import main as cli
-from pipeline.data import schema as S
-from pipeline.errors import BundleError, ConfigError
-from pipeline.evaluation.report import RANKER
-from pipeline.workflows.run_folder import RunManifest
-from serving.model import POPULAR_STRATEGY, RANKER_STRATEGY, Context, ServingModel
+from basketcast.pipeline.cli import main as cli
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.errors import BundleError, ConfigError
+from basketcast.pipeline.evaluation.report import RANKER
+from basketcast.pipeline.workflows.run_folder import RunManifest
+from basketcast.serving.model import POPULAR_STRATEGY, RANKER_STRATEGY, Context, ServingModel
 from tests.conftest import EXCERPT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,8 +89,9 @@ def test_every_public_name_is_documented_with_an_example() -> None:
 
 
 def test_import_loads_no_training_or_serving_library() -> None:
-    heavy = "{'lightgbm', 'torch', 'onnxruntime', 'mlflow', 'serving'}"
-    code = f"import sys, basketcast; print(sorted({{m.split('.')[0] for m in sys.modules}} & {heavy}))"
+    heavy = "{'lightgbm', 'torch', 'onnxruntime', 'mlflow', 'basketcast.serving'}"
+    loaded = "{n for m in sys.modules for n in (m.split('.')[0], '.'.join(m.split('.')[:2]))}"
+    code = f"import sys, basketcast; print(sorted({loaded} & {heavy}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
 
@@ -255,8 +256,8 @@ def test_generate(tmp_path: Path) -> None:
 
 
 def test_from_transactions_a_file_or_a_frame(tmp_path: Path) -> None:
-    from pipeline.data.storage import read_dataset
-    from pipeline.data.transactions import catalogue_frame, to_transactions
+    from basketcast.pipeline.data.storage import read_dataset
+    from basketcast.pipeline.data.transactions import catalogue_frame, to_transactions
 
     data = basketcast.ingest(EXCERPT, tmp_path / "data")
     log = to_transactions(data.path, tmp_path / "log.csv")
@@ -279,7 +280,7 @@ def test_the_wheel_is_named_basketcast_and_holds_every_package(tmp_path: Path) -
     src = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for package in ("basketcast", "pipeline", "features", "serving"):
-        shutil.copytree(ROOT / package, src / package, ignore=ignore)
+        shutil.copytree(ROOT / package, src / package, ignore=ignore, symlinks=True)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, src / name)
     out = tmp_path / "wheels"
@@ -289,5 +290,14 @@ def test_the_wheel_is_named_basketcast_and_holds_every_package(tmp_path: Path) -
     wheels = list(out.glob("*.whl"))
     assert [w.name.split("-")[0] for w in wheels] == ["basketcast"]
     names = set(zipfile.ZipFile(wheels[0]).namelist())
-    for member in ("basketcast/__init__.py", "pipeline/cli.py", "features/history.py", "serving/model.py"):
+    tops = {n.split("/")[0] for n in names if ".dist-info/" not in n}
+    assert tops == {"basketcast"}, tops
+    for member in (
+        "basketcast/__init__.py",
+        "basketcast/pipeline/cli.py",
+        "basketcast/features/history.py",
+        "basketcast/serving/model.py",
+        "basketcast/pipeline/dashboard/page.html",
+        "basketcast/serving/static/README.md",
+    ):
         assert member in names

@@ -2,15 +2,15 @@
 
 The project is stacked in layers, lowest first:
 
-    0 data            pipeline.errors, pipeline.data.*
-    1 config/metrics  pipeline.config, pipeline.metrics, pipeline.progress
-    2 features        features.*
-    3 model           pipeline.model.*
-    4 serving         serving.* (serving.routers.* included)
-    5 evaluation      pipeline.evaluation.*
-    6 workflows       pipeline.workflows.*
-    7 dashboard       pipeline.dashboard.*
-    8 cli / API       pipeline.cli, basketcast.* (the public notebook API)
+    0 data            basketcast.pipeline.errors, basketcast.pipeline.data.*
+    1 config/metrics  basketcast.pipeline.config, basketcast.pipeline.metrics, basketcast.pipeline.progress
+    2 features        basketcast.features.*
+    3 model           basketcast.pipeline.model.*
+    4 serving         basketcast.serving.* (basketcast.serving.routers.* included)
+    5 evaluation      basketcast.pipeline.evaluation.*
+    6 workflows       basketcast.pipeline.workflows.*
+    7 dashboard       basketcast.pipeline.dashboard.*
+    8 cli / API       basketcast.pipeline.cli, basketcast.* (the public notebook API)
 
 A module may import its own layer or any lower one, never a higher one, and
 no group of modules may import each other in a cycle. This keeps every layer
@@ -18,13 +18,20 @@ usable (and testable) without the ones above it, and keeps the serving image
 small: serving sits below evaluation and training workflows, and neither it
 nor anything it imports may load a training library at import time.
 
-The checks read the source with `ast` (nothing is imported), so they also run
-where the training extras are not installed.
+The layer checks read the source with `ast` (nothing is imported), so they also
+run where the training extras are not installed. The folders pipeline/, features/
+and serving/ are the packages basketcast.pipeline, basketcast.features and
+basketcast.serving (basketcast/<name> links to them); the last checks make sure no
+module is imported under its folder's own name.
 """
 
 from __future__ import annotations
 
 import ast
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -33,7 +40,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("basketcast", "pipeline", "features", "serving")
+PACKAGE = "basketcast"
+# The design card's folders: at the top of the repository, installed as basketcast.<name>
+# (basketcast/<name> is a symlink to ../<name>).
+SUBPACKAGES = ("pipeline", "features", "serving")
 
 LAYER_NAMES = (
     "data",
@@ -50,20 +60,20 @@ LAYER_NAMES = (
 # (pattern, layer). "x.*" matches the package `x` itself and everything below it; a plain name matches only itself.
 # A module matching nothing fails `test_every_module_has_a_layer`: add it here.
 LAYERS: list[tuple[str, int]] = [
-    ("pipeline", 0),  # the empty top-level package __init__
-    ("pipeline.errors", 0),
-    ("pipeline.data.*", 0),
-    ("pipeline.config", 1),
-    ("pipeline.metrics", 1),
-    ("pipeline.progress", 1),
-    ("pipeline.ranking", 1),  # the one ranking rule (score desc, product id)
-    ("features.*", 2),
-    ("pipeline.model.*", 3),
-    ("serving.*", 4),
-    ("pipeline.evaluation.*", 5),
-    ("pipeline.workflows.*", 6),
-    ("pipeline.dashboard.*", 7),
-    ("pipeline.cli", 8),
+    ("basketcast.pipeline", 0),  # the package __init__ (its import-name guard only)
+    ("basketcast.pipeline.errors", 0),
+    ("basketcast.pipeline.data.*", 0),
+    ("basketcast.pipeline.config", 1),
+    ("basketcast.pipeline.metrics", 1),
+    ("basketcast.pipeline.progress", 1),
+    ("basketcast.pipeline.ranking", 1),  # the one ranking rule (score desc, product id)
+    ("basketcast.features.*", 2),
+    ("basketcast.pipeline.model.*", 3),
+    ("basketcast.serving.*", 4),
+    ("basketcast.pipeline.evaluation.*", 5),
+    ("basketcast.pipeline.workflows.*", 6),
+    ("basketcast.pipeline.dashboard.*", 7),
+    ("basketcast.pipeline.cli", 8),
     ("basketcast.*", 8),  # the public package: a thin face over everything below, beside the CLI
 ]
 
@@ -86,7 +96,7 @@ TRAINING_LIBRARIES = frozenset(
 )
 
 # Not under serving/, but imported by it: checked explicitly so the guarantee does not hang on today's graph.
-SERVING_EXTRA_ROOTS = ("pipeline.model.basket",)
+SERVING_EXTRA_ROOTS = ("basketcast.pipeline.model.basket",)
 
 Graph = Mapping[str, Iterable[str]]
 
@@ -115,6 +125,8 @@ def module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
+    if parts[0] in SUBPACKAGES:
+        parts.insert(0, PACKAGE)
     return ".".join(parts)
 
 
@@ -150,7 +162,7 @@ class _ImportCollector(ast.NodeVisitor):
         if resolved is not None:
             if resolved != self.module.name:
                 self.module.project.append(Import(resolved, line, self.depth == 0))
-        elif external is not None and external.split(".")[0] not in PACKAGES:
+        elif external is not None and external.split(".")[0] != PACKAGE:
             self.module.external.append(Import(external, line, self.depth == 0))
 
     def visit_Import(self, node: ast.Import) -> None:
@@ -172,7 +184,8 @@ class _ImportCollector(ast.NodeVisitor):
 
 @cache
 def project_modules() -> dict[str, Module]:
-    paths = sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
+    # rglob does not follow the links in basketcast/: each file is read once, from its folder.
+    paths = sorted(p for folder in (PACKAGE, *SUBPACKAGES) for p in (ROOT / folder).rglob("*.py"))
     modules = {module_name(p): Module(module_name(p), p) for p in paths}
     known = frozenset(modules)
     for module in modules.values():
@@ -196,6 +209,9 @@ def layer_of(module: str) -> int | None:
         if pattern.endswith(".*"):
             package = pattern[:-2]
             if module == package or module.startswith(package + "."):
+                if package == PACKAGE and module.partition(".")[2].split(".")[0] in SUBPACKAGES:
+                    # basketcast.* is the package's own modules: the folders have their own entries
+                    continue
                 return layer
         elif module == pattern:
             return layer
@@ -308,7 +324,7 @@ def test_no_import_cycles() -> None:
 
 def test_serving_does_not_import_training_libraries() -> None:
     modules = project_modules()
-    serving = [name for name in modules if name == "serving" or name.startswith("serving.")]
+    serving = [name for name in modules if name == "basketcast.serving" or name.startswith("basketcast.serving.")]
     offences = []
     # Serving's own modules: not even inside functions.
     for name in serving:
@@ -316,7 +332,8 @@ def test_serving_does_not_import_training_libraries() -> None:
             if imp.target.split(".")[0] in TRAINING_LIBRARIES:
                 offences.append(f"{name}:{imp.line} imports {imp.target}")
     # Everything serving loads at import time: module-level imports only.
-    loaded = closure(import_graph(module_level_only=True), [*serving, *SERVING_EXTRA_ROOTS])
+    # Importing basketcast.serving.x runs basketcast/__init__.py first: its imports are loaded too.
+    loaded = closure(import_graph(module_level_only=True), [PACKAGE, *serving, *SERVING_EXTRA_ROOTS])
     for name in sorted(loaded - set(serving)):
         for imp in modules[name].external:
             if imp.module_level and imp.target.split(".")[0] in TRAINING_LIBRARIES:
@@ -327,26 +344,37 @@ def test_serving_does_not_import_training_libraries() -> None:
 def test_the_checker_can_fail() -> None:
     """The helpers on a hand-made graph: an upward edge, a cycle, an unknown module and a resolution."""
     graph = {
-        "pipeline.data.schema": {"pipeline.config"},  # 0 -> 1: upward
-        "pipeline.workflows.a": {"pipeline.workflows.b", "pipeline.data.schema"},
-        "pipeline.workflows.b": {"pipeline.workflows.a"},  # cycle a <-> b
-        "pipeline.config": set(),
-        "pipeline.brandnew.thing": set(),
+        "basketcast.pipeline.data.schema": {"basketcast.pipeline.config"},  # 0 -> 1: upward
+        "basketcast.pipeline.workflows.a": {"basketcast.pipeline.workflows.b", "basketcast.pipeline.data.schema"},
+        "basketcast.pipeline.workflows.b": {"basketcast.pipeline.workflows.a"},  # cycle a <-> b
+        "basketcast.pipeline.config": set(),
+        "basketcast.pipeline.brandnew.thing": set(),
     }
-    assert upward_edges(graph) == [("pipeline.data.schema", "pipeline.config")]
-    assert cycles(graph) == [["pipeline.workflows.a", "pipeline.workflows.b"]]
+    assert upward_edges(graph) == [("basketcast.pipeline.data.schema", "basketcast.pipeline.config")]
+    assert cycles(graph) == [["basketcast.pipeline.workflows.a", "basketcast.pipeline.workflows.b"]]
     assert cycles({"x": {"x"}}) == [["x"]]
-    assert unlayered(graph) == ["pipeline.brandnew.thing"]
-    assert layer_of("pipeline") == 0 and layer_of("serving.routers.health") == 4 and layer_of("pipelinex") is None
-    assert closure(graph, ["pipeline.workflows.b"]) == {
-        "pipeline.workflows.a",
-        "pipeline.workflows.b",
-        "pipeline.data.schema",
-        "pipeline.config",
+    assert unlayered(graph) == ["basketcast.pipeline.brandnew.thing"]
+    assert (
+        layer_of("basketcast.pipeline") == 0
+        and layer_of("basketcast.serving.routers.health") == 4
+        and layer_of("basketcast.pipeline.modelx") is None
+    )
+    assert closure(graph, ["basketcast.pipeline.workflows.b"]) == {
+        "basketcast.pipeline.workflows.a",
+        "basketcast.pipeline.workflows.b",
+        "basketcast.pipeline.data.schema",
+        "basketcast.pipeline.config",
     }
-    known = {"pipeline", "pipeline.data", "pipeline.data.schema", "pipeline.model", "pipeline.model.training"}
-    assert resolve("pipeline.data.schema", known) == "pipeline.data.schema"  # from pipeline.data import schema
-    assert resolve("pipeline.model.training.Rankers", known) == "pipeline.model.training"
+    known = {
+        "basketcast.pipeline",
+        "basketcast.pipeline.data",
+        "basketcast.pipeline.data.schema",
+        "basketcast.pipeline.model",
+        "basketcast.pipeline.model.training",
+    }
+    # from basketcast.pipeline.data import schema:
+    assert resolve("basketcast.pipeline.data.schema", known) == "basketcast.pipeline.data.schema"
+    assert resolve("basketcast.pipeline.model.training.Rankers", known) == "basketcast.pipeline.model.training"
     assert resolve("numpy.linalg", known) is None
 
 
@@ -358,19 +386,26 @@ def test_collector_sees_every_kind_of_import(tmp_path: Path) -> None:
         "from . import schema as S\n"
         "from ..model.training import Rankers\n"
         "if TYPE_CHECKING:\n"
-        "    from pipeline.config import TrainConfig\n"
+        "    from basketcast.pipeline.config import TrainConfig\n"
         "def f():\n"
         "    import torch\n"
-        "    from pipeline.cli import main\n"
+        "    from basketcast.pipeline.cli import main\n"
     )
-    module = Module("pipeline.data.storage", tmp_path / "storage.py")
-    known = frozenset({"pipeline.data.schema", "pipeline.data.storage", "pipeline.model.training", "pipeline.config"})
-    _ImportCollector(module, is_package=False, known=known | {"pipeline.cli"}).visit(ast.parse(source))
+    module = Module("basketcast.pipeline.data.storage", tmp_path / "storage.py")
+    known = frozenset(
+        {
+            "basketcast.pipeline.data.schema",
+            "basketcast.pipeline.data.storage",
+            "basketcast.pipeline.model.training",
+            "basketcast.pipeline.config",
+        }
+    )
+    _ImportCollector(module, is_package=False, known=known | {"basketcast.pipeline.cli"}).visit(ast.parse(source))
     assert [(i.target, i.module_level) for i in module.project] == [
-        ("pipeline.data.schema", True),
-        ("pipeline.model.training", True),
-        ("pipeline.config", True),
-        ("pipeline.cli", False),
+        ("basketcast.pipeline.data.schema", True),
+        ("basketcast.pipeline.model.training", True),
+        ("basketcast.pipeline.config", True),
+        ("basketcast.pipeline.cli", False),
     ]
     assert [(i.target, i.module_level) for i in module.external] == [
         ("typing", True),
@@ -378,7 +413,72 @@ def test_collector_sees_every_kind_of_import(tmp_path: Path) -> None:
         ("torch", False),
     ]
     assert upward_edges({module.name: {i.target for i in module.project}}) == [
-        ("pipeline.data.storage", "pipeline.cli"),
-        ("pipeline.data.storage", "pipeline.config"),
-        ("pipeline.data.storage", "pipeline.model.training"),
+        ("basketcast.pipeline.data.storage", "basketcast.pipeline.cli"),
+        ("basketcast.pipeline.data.storage", "basketcast.pipeline.config"),
+        ("basketcast.pipeline.data.storage", "basketcast.pipeline.model.training"),
     ]
+
+
+# --------------------------------------------------------------------------- one name per module
+
+# Folders with Python files that the name check reads (links inside basketcast/ are not followed).
+CHECKED_FOLDERS = (PACKAGE, *SUBPACKAGES, "tests", "benchmarks", "examples", "deploy", "docker")
+# A string that starts with a module path under an old name: monkeypatch targets, "module:attr"
+# app paths, `-m` arguments, logger names.
+_OLD_PATH = re.compile(r"^(?P<top>" + "|".join(SUBPACKAGES) + r")\.(?P<child>[A-Za-z_]\w*)")
+
+
+def checked_files() -> list[Path]:
+    found = []
+    for folder in CHECKED_FOLDERS:
+        for dirpath, dirnames, filenames in os.walk(ROOT / folder):
+            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+            found += [Path(dirpath, f) for f in filenames if f.endswith(".py")]
+    return sorted(found)
+
+
+def test_no_module_is_imported_by_its_folder_name() -> None:
+    """`pipeline.x` and `basketcast.pipeline.x` would be two module objects for one file: only the second is used."""
+    offences = []
+    for path in checked_files():
+        rel = path.relative_to(ROOT)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found = _OLD_PATH.match(node.value)
+                if found and any(
+                    (ROOT / found["top"] / name).exists() for name in (found["child"], found["child"] + ".py")
+                ):
+                    offences.append(f"{rel}:{node.lineno} names the module {found[0]!r}")
+                continue
+            else:
+                continue
+            offences += [f"{rel}:{node.lineno} imports {name}" for name in names if name.split(".")[0] in SUBPACKAGES]
+    assert not offences, f"Use {PACKAGE}.<name> (the folders are installed under {PACKAGE}):\n  " + "\n  ".join(
+        offences
+    )
+
+
+def test_the_folders_are_subpackages_of_basketcast() -> None:
+    """basketcast/<name> is the folder <name>/; `import basketcast.pipeline.cli` works and `import pipeline` fails."""
+    for name in SUBPACKAGES:
+        assert (ROOT / PACKAGE / name).resolve() == (ROOT / name).resolve(), (
+            f"{PACKAGE}/{name} must be a symlink to ../{name} (on Windows: git clone -c core.symlinks=true, "
+            "with Developer Mode on)"
+        )
+    code = (
+        "import importlib\n"
+        "import basketcast.pipeline.cli as cli\n"
+        "assert callable(cli.main), cli\n"
+        f"for name in {SUBPACKAGES!r}:\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except ImportError:\n"
+        "        continue\n"
+        "    raise SystemExit(f'{name} was imported under its folder name')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]

@@ -21,10 +21,10 @@ from typing import Final
 
 import polars as pl
 
-from pipeline.dashboard import segments as G
-from pipeline.evaluation.bootstrap import Difference
-from pipeline.evaluation.evaluate import BASELINES, RANKER
-from pipeline.evaluation.figures import method_label
+from basketcast.pipeline.dashboard import segments as G
+from basketcast.pipeline.evaluation.bootstrap import Difference
+from basketcast.pipeline.evaluation.evaluate import BASELINES, RANKER
+from basketcast.pipeline.evaluation.figures import method_label
 
 SMALL_HELD_OUT: Final = 1_000  # fewer held-out users than this: differences of ~0.01 NDCG@10 are noise
 WEAK_SILHOUETTE: Final = 0.25  # below this, k-means found no substantial structure (Kaufman & Rousseeuw)

@@ -12,11 +12,11 @@ from typing import Any, Final
 import numpy as np
 import polars as pl
 
-from pipeline.dashboard import insights as I
-from pipeline.dashboard import segments as G
-from pipeline.data import schema as S
-from pipeline.data.storage import Dataset
-from serving.model import Context, ServingModel
+from basketcast.pipeline.dashboard import insights as I
+from basketcast.pipeline.dashboard import segments as G
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import Dataset
+from basketcast.serving.model import Context, ServingModel
 
 EXPLORER_USERS: Final = 500
 TOP_K: Final = 10  # recommendations per user in the explorer (and the K of the per-segment metrics)
@@ -64,7 +64,7 @@ def explorer_payload(
     ``users``: id → {segment, n_orders, orders: [[order_number, dow, hour, days since prior or
     null, [product ids in cart order]], …] (the last TIMELINE_ORDERS orders with products),
     recs: [[product id, score, repeat 0/1, reason], …] (``ServingModel.recommend_many`` at ``ctx``;
-    the reason as the API gives it, ``serving.reasons``), strategy}; ``products``: id → [name,
+    the reason as the API gives it, ``basketcast.serving.reasons``), strategy}; ``products``: id → [name,
     aisle, department] of every product mentioned; ``day_names``: order_dow → name (0 = Sunday,
     ``schema.DAY_NAMES``).
     """

@@ -1,9 +1,10 @@
 """Plotly figures of the insights dashboard, one function per chart.
 
-Each function takes the small frames of ``pipeline.dashboard.insights`` / ``pipeline.dashboard.segments`` or the run's
-``report.json`` and returns a ``plotly.graph_objects.Figure`` without a title (the page titles and
-explains each chart) and without a template (the page applies one shared template to all). The
-model-performance charts are the run report's own (``pipeline.evaluation.figures``).
+Each function takes the small frames of ``basketcast.pipeline.dashboard.insights`` /
+``basketcast.pipeline.dashboard.segments`` or the run's ``report.json`` and returns a
+``plotly.graph_objects.Figure`` without a title (the page titles and explains each chart) and
+without a template (the page applies one shared template to all). The model-performance charts are
+the run report's own (``basketcast.pipeline.evaluation.figures``).
 """
 
 from __future__ import annotations
@@ -15,12 +16,18 @@ import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
 
-from pipeline.dashboard import insights as I
-from pipeline.dashboard import segments as G
-from pipeline.data import schema as S
-from pipeline.evaluation import figures as EF
-from pipeline.evaluation.figures import BAR_ROW_PX, BASELINE_COLOR, RANKER_COLOR, method_label, ordered_methods
-from pipeline.evaluation.report import EvaluationReport
+from basketcast.pipeline.dashboard import insights as I
+from basketcast.pipeline.dashboard import segments as G
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.evaluation import figures as EF
+from basketcast.pipeline.evaluation.figures import (
+    BAR_ROW_PX,
+    BASELINE_COLOR,
+    RANKER_COLOR,
+    method_label,
+    ordered_methods,
+)
+from basketcast.pipeline.evaluation.report import EvaluationReport
 
 __all__ = [
     "BAR_COLOR",
@@ -347,7 +354,7 @@ def segment_quality_bars(quality: pl.DataFrame, baseline: str) -> go.Figure:
 
 # --- model performance --------------------------------------------------------------------
 def model_figures(report: EvaluationReport, importance: Mapping[str, float]) -> dict[str, go.Figure]:
-    """The model-performance charts of the run's report (``pipeline.evaluation.figures``, the run
+    """The model-performance charts of the run's report (``basketcast.pipeline.evaluation.figures``, the run
     report's charts) and of the ranker's feature ``importance``, by chart id."""
     return {
         "model_methods": EF.methods_at_10(ordered_methods(report.methods)),

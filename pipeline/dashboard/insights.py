@@ -1,11 +1,11 @@
 """Shopping patterns of a canonical data folder: the aggregations behind the dashboard's first section.
 
-Every function takes canonical tables (or the order lines of ``features.history.order_lines``) and
+Every function takes canonical tables (or the order lines of ``basketcast.features.history.order_lines``) and
 returns a small Polars frame with the columns named below; nothing here plots. "Lines" are the
 products of orders whose contents are known (the Kaggle ``prior`` and ``train`` files); ``test``
 orders count for the time of ordering but have no lines.
 
-The statistics shared with ``pipeline.data.describe`` (reorder rate, basket size, days between
+The statistics shared with ``basketcast.pipeline.data.describe`` (reorder rate, basket size, days between
 orders, orders by day × hour) use its single definitions.
 """
 
@@ -16,9 +16,16 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from pipeline.data import schema as S
-from pipeline.data.describe import BASKET_SIZE, ORDERS, REORDERS, basket_sizes, days_between, orders_by_dow_hour
-from pipeline.data.describe import reorder_rate as reorder_rate_of_lines
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.describe import (
+    BASKET_SIZE,
+    ORDERS,
+    REORDERS,
+    basket_sizes,
+    days_between,
+    orders_by_dow_hour,
+)
+from basketcast.pipeline.data.describe import reorder_rate as reorder_rate_of_lines
 
 __all__ = [
     "AT_RISK",
@@ -81,7 +88,7 @@ def reorder_rate(lines: pl.DataFrame, by: str, names: pl.DataFrame, name_col: st
     """Lines, reorders and reorder rate per value of ``by`` (e.g. ``S.DEPARTMENT`` or ``S.AISLE``).
 
     Args:
-        lines: order lines with ``by`` and ``S.REORDERED`` (``features.history.order_lines``).
+        lines: order lines with ``by`` and ``S.REORDERED`` (``basketcast.features.history.order_lines``).
         by: the grouping column.
         names: a table with ``by`` and ``name_col`` (e.g. ``data.departments``, ``S.DEPARTMENT_NAME``).
         name_col: the column of ``names`` holding the display name.
@@ -166,7 +173,7 @@ def reorder_decay(lines: pl.DataFrame, max_orders: int = 30, min_at_risk: int = 
 
 def headline(orders: pl.DataFrame, order_products: pl.DataFrame) -> dict[str, float]:
     """A few numbers for the page header: users, orders, lines, products bought, mean basket,
-    reorder rate, median days between orders (the definitions of ``pipeline.data.describe``)."""
+    reorder rate, median days between orders (the definitions of ``basketcast.pipeline.data.describe``)."""
     sizes = basket_sizes(order_products)[BASKET_SIZE]
     days = days_between(orders)
     return {

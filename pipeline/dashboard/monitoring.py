@@ -3,7 +3,7 @@
 Two append-only histories in ``RUN/monitoring/`` feed it:
 
 - ``history.jsonl`` — one line per ``basketcast monitor`` run
-  (``pipeline.workflows.monitor.HistoryEntry``): when, how many users were scored, their Recall@10,
+  (``basketcast.pipeline.workflows.monitor.HistoryEntry``): when, how many users were scored, their Recall@10,
   NDCG@10 and Kaggle F1 against the orders that arrived after the predictions;
 - ``drift-history.jsonl`` — one drift summary per ``basketcast score`` run (the ``SCORES.drift.json``
   written beside each scores output: ``created_at``, ``model_version``, ``score_psi`` or
@@ -27,10 +27,10 @@ from typing import Any, Final
 import plotly.graph_objects as go
 import polars as pl
 
-from pipeline.dashboard.page import chart
-from pipeline.evaluation import figures as EF
-from pipeline.evaluation.monitor import KAGGLE_F1, NDCG_K, QUALITY, RECALL_K
-from pipeline.workflows.monitor import DRIFT_HISTORY_FILE, HISTORY_FILE, MONITORING, monitoring_dir
+from basketcast.pipeline.dashboard.page import chart
+from basketcast.pipeline.evaluation import figures as EF
+from basketcast.pipeline.evaluation.monitor import KAGGLE_F1, NDCG_K, QUALITY, RECALL_K
+from basketcast.pipeline.workflows.monitor import DRIFT_HISTORY_FILE, HISTORY_FILE, MONITORING, monitoring_dir
 
 log = logging.getLogger(__name__)
 

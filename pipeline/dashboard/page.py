@@ -19,7 +19,7 @@ from importlib import resources
 from string import Template
 from typing import Any, Final
 
-_PACKAGE: Final = __name__.rpartition(".")[0]  # pipeline.dashboard
+_PACKAGE: Final = __name__.rpartition(".")[0]  # basketcast.pipeline.dashboard
 PAGE_HTML: Final = "page.html"  # the skeleton: string.Template placeholders ${title}, ${css}, …
 PAGE_CSS: Final = "page.css"
 PAGE_JS: Final = "page.js"  # draws the figures and runs the user explorer

@@ -3,20 +3,20 @@
 ``build_report(DATA_DIR, RUN_DIR, OUT)`` writes ``OUT`` (HTML; plotly.js inlined, no network needed
 to view it) with five sections —
 
-- **Shopping patterns** (``pipeline.dashboard.insights``): orders by day × hour, basket sizes, days between
+- **Shopping patterns** (``basketcast.pipeline.dashboard.insights``): orders by day × hour, basket sizes, days between
   orders, reorder rate by department and aisle, top and top-reordered products, and how the chance
   of a rebuy falls with the orders since the last purchase;
-- **Customer segments** (``pipeline.dashboard.segments``): silhouette by k, segment sizes, profiles (colour =
+- **Customer segments** (``basketcast.pipeline.dashboard.segments``): silhouette by k, segment sizes, profiles (colour =
   standard deviations from the average user, text = the segment's mean) with a generated sentence
   each, and NDCG@10 / recall@10 per segment of the ranker and the best baseline on the run's
-  held-out users (the same per-user metrics as ``pipeline.evaluation.evaluate``);
+  held-out users (the same per-user metrics as ``basketcast.pipeline.evaluation.evaluate``);
 - **Model performance**: the run's evaluation report (ranker vs every baseline) as charts, the
   table, precision/recall@K curves, calibration, Kaggle F1 and feature importance;
-- **Monitoring** (``pipeline.dashboard.monitoring``): the run's delayed quality over time
+- **Monitoring** (``basketcast.pipeline.dashboard.monitoring``): the run's delayed quality over time
   (``RUN/monitoring/history.jsonl``, one line per ``basketcast monitor``) and the drift of each
   batch scoring (``RUN/monitoring/drift-history.jsonl``), or how to produce them;
 - **User explorer**: for a seeded sample of users (500 by default) their order timeline and the
-  serving bundle's top-10 (``serving.model.ServingModel``: the answer the API gives for the same
+  serving bundle's top-10 (``basketcast.serving.model.ServingModel``: the answer the API gives for the same
   context), repeats and new products marked; served at ``/dashboard`` it asks the live API.
 
 and the segment labels next to it (``segments.parquet``: user_id, segment, segment_name). Both
@@ -36,31 +36,31 @@ import plotly.graph_objects as go
 import polars as pl
 from plotly.offline import get_plotlyjs
 
-from features.history import order_lines
-from pipeline.dashboard import caveats as C
-from pipeline.dashboard import figures as F
-from pipeline.dashboard import insights as I
-from pipeline.dashboard import monitoring as MON
-from pipeline.dashboard import sections
-from pipeline.dashboard import segments as G
-from pipeline.dashboard.explorer import EXPLORER_USERS, TOP_K, explorer_payload, peak_context
-from pipeline.dashboard.page import render_page
-from pipeline.data import schema as S
-from pipeline.data.publish import Kind, check_output, publish_bytes, text_starting_with
-from pipeline.data.storage import DataManifest, Dataset, read_dataset, read_manifest
-from pipeline.errors import DataError
-from pipeline.evaluation import figures as EF
-from pipeline.evaluation.bootstrap import Difference, paired_bootstrap
-from pipeline.evaluation.evaluate import BASELINES, RANKER, baseline_rankings
-from pipeline.evaluation.report import EvaluationReport
-from pipeline.metrics import per_key_metrics
-from pipeline.model.windows import rows_of
-from pipeline.progress import Timings
-from pipeline.ranking import top_k
-from pipeline.workflows.run_folder import Run, load_run
-from pipeline.workflows.validation import evaluation_window
-from serving.bundle import is_run_folder
-from serving.model import Context, ServingModel
+from basketcast.features.history import order_lines
+from basketcast.pipeline.dashboard import caveats as C
+from basketcast.pipeline.dashboard import figures as F
+from basketcast.pipeline.dashboard import insights as I
+from basketcast.pipeline.dashboard import monitoring as MON
+from basketcast.pipeline.dashboard import sections
+from basketcast.pipeline.dashboard import segments as G
+from basketcast.pipeline.dashboard.explorer import EXPLORER_USERS, TOP_K, explorer_payload, peak_context
+from basketcast.pipeline.dashboard.page import render_page
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.publish import Kind, check_output, publish_bytes, text_starting_with
+from basketcast.pipeline.data.storage import DataManifest, Dataset, read_dataset, read_manifest
+from basketcast.pipeline.errors import DataError
+from basketcast.pipeline.evaluation import figures as EF
+from basketcast.pipeline.evaluation.bootstrap import Difference, paired_bootstrap
+from basketcast.pipeline.evaluation.evaluate import BASELINES, RANKER, baseline_rankings
+from basketcast.pipeline.evaluation.report import EvaluationReport
+from basketcast.pipeline.metrics import per_key_metrics
+from basketcast.pipeline.model.windows import rows_of
+from basketcast.pipeline.progress import Timings
+from basketcast.pipeline.ranking import top_k
+from basketcast.pipeline.workflows.run_folder import Run, load_run
+from basketcast.pipeline.workflows.validation import evaluation_window
+from basketcast.serving.bundle import is_run_folder
+from basketcast.serving.model import Context, ServingModel
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +125,9 @@ def validation_metrics(data: Dataset, lines: pl.DataFrame, run: Run, baseline: s
     """Per evaluated held-out user of the run (``evaluation_users``): NDCG@10 and recall@10 of the
     ranker and of ``baseline``.
 
-    The run's window-0 evaluation rebuilt as ``pipeline.workflows.run.evaluate`` does (features cut before
+    The run's window-0 evaluation rebuilt as ``basketcast.pipeline.workflows.run.evaluate`` does (features cut before
     each user's last labelled order, the run's evaluation ALS), scored with the run's ranker and
-    measured with ``pipeline.metrics.per_key_metrics``. Columns: USER, ``ranker_ndcg@10``,
+    measured with ``basketcast.pipeline.metrics.per_key_metrics``. Columns: USER, ``ranker_ndcg@10``,
     ``ranker_recall@10``, ``baseline_ndcg@10``, ``baseline_recall@10``; one row per valid user
     with a target order, sorted by user.
     """

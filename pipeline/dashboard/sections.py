@@ -12,14 +12,14 @@ import math
 from collections.abc import Mapping
 from typing import Final
 
-from pipeline.dashboard import figures as F
-from pipeline.dashboard import segments as G
-from pipeline.dashboard.explorer import TIMELINE_EXTRA, TOP_K
-from pipeline.dashboard.page import chart
-from pipeline.data import schema as S
-from pipeline.data.storage import DataManifest
-from pipeline.evaluation.report import EvaluationReport
-from serving.model import Context
+from basketcast.pipeline.dashboard import figures as F
+from basketcast.pipeline.dashboard import segments as G
+from basketcast.pipeline.dashboard.explorer import TIMELINE_EXTRA, TOP_K
+from basketcast.pipeline.dashboard.page import chart
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import DataManifest
+from basketcast.pipeline.evaluation.report import EvaluationReport
+from basketcast.serving.model import Context
 
 NDCG: Final = f"ndcg@{TOP_K}"
 TABLE_METRICS: Final = ("precision", "recall", "f1", "ndcg", "map", "hit_rate")

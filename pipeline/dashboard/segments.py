@@ -26,12 +26,12 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeline.dashboard.insights import WEEKEND_DOWS
-from pipeline.data import schema as S
-from pipeline.data.describe import reorder_rate
-from pipeline.data.publish import Kind, parquet_with_columns, publish_bytes
-from pipeline.data.storage import Dataset
-from pipeline.errors import DataError
+from basketcast.pipeline.dashboard.insights import WEEKEND_DOWS
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.describe import reorder_rate
+from basketcast.pipeline.data.publish import Kind, parquet_with_columns, publish_bytes
+from basketcast.pipeline.data.storage import Dataset
+from basketcast.pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -358,5 +358,5 @@ SEGMENT_LABELS = Kind(
 
 def write_labels(segmentation: Segmentation, path: Path, *, force: bool = False, inputs: Iterable[Path] = ()) -> None:
     """Publish the labels as Parquet at ``path`` (temporary file + rename: never half-written;
-    see ``pipeline.data.publish`` for ``force`` and ``inputs``)."""
+    see ``basketcast.pipeline.data.publish`` for ``force`` and ``inputs``)."""
     publish_bytes(Path(path), labels_bytes(segmentation.labels), SEGMENT_LABELS, force=force, inputs=inputs)

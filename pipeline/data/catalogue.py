@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from pipeline.data import schema as S
+from basketcast.pipeline.data import schema as S
 
 __all__ = ["DEPARTMENT_NAMES", "Catalog", "build_catalog", "offset_cdf", "sample_offset"]
 

@@ -1,4 +1,4 @@
-"""The first statistics a data scientist checks on a canonical :class:`~pipeline.data.storage.Dataset`.
+"""The first statistics a data scientist checks on a canonical :class:`~basketcast.pipeline.data.storage.Dataset`.
 
 :func:`describe` computes them (plain Python numbers, lists and dicts, ready for JSON) and
 :func:`format_description` renders them as a one-screen text report.
@@ -11,8 +11,8 @@ from typing import Any, Final
 import numpy as np
 import polars as pl
 
-from pipeline.data import schema as S
-from pipeline.data.storage import Dataset
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import Dataset
 
 __all__ = [
     "BASKET_SIZE",

@@ -1,7 +1,7 @@
 """Synthetic grocery orders in the canonical (Instacart Kaggle) layout.
 
-:func:`generate` returns a :class:`~pipeline.data.storage.Dataset` whose tables have exactly the columns and
-dtypes of :data:`pipeline.data.schema.TABLE_SCHEMAS`: every user's orders are ``prior`` except the last,
+:func:`generate` returns a :class:`~basketcast.pipeline.data.storage.Dataset` whose tables have exactly the columns and
+dtypes of :data:`basketcast.pipeline.data.schema.TABLE_SCHEMAS`: every user's orders are ``prior`` except the last,
 which is ``train`` (about 64 %) or ``test``; ``order_products`` holds lines for prior and train orders
 only (none for test orders), each carrying the eval set of its order. The defaults of
 :class:`GeneratorConfig` are tuned so that the headline figures land near the real data (basket
@@ -68,9 +68,9 @@ orders. ``catalog_seed`` draws the catalog from another seed than the users: dat
 
 Everything is vectorized: users are simulated in chunks of ``chunk_users``, looping over the order
 position (1..100) for all users of a chunk at once. Same ``(n_users, seed, config)`` gives identical
-frames. The catalog is built by :mod:`pipeline.data.catalogue`, a chunk of users is simulated by
-:mod:`pipeline.data.simulate`, the knobs (:class:`GeneratorConfig`) are in
-:mod:`pipeline.data.generator_config`; this module assembles the tables.
+frames. The catalog is built by :mod:`basketcast.pipeline.data.catalogue`, a chunk of users is simulated by
+:mod:`basketcast.pipeline.data.simulate`, the knobs (:class:`GeneratorConfig`) are in
+:mod:`basketcast.pipeline.data.generator_config`; this module assembles the tables.
 """
 
 from __future__ import annotations
@@ -79,11 +79,11 @@ import numpy as np
 import polars as pl
 from numpy.typing import NDArray
 
-from pipeline.data import schema as S
-from pipeline.data.catalogue import DEPARTMENT_NAMES, build_catalog
-from pipeline.data.generator_config import GeneratorConfig
-from pipeline.data.simulate import ChunkResult, simulate_chunk
-from pipeline.data.storage import Dataset
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.catalogue import DEPARTMENT_NAMES, build_catalog
+from basketcast.pipeline.data.generator_config import GeneratorConfig
+from basketcast.pipeline.data.simulate import ChunkResult, simulate_chunk
+from basketcast.pipeline.data.storage import Dataset
 
 __all__ = ["DEPARTMENT_NAMES", "GeneratorConfig", "generate"]
 

@@ -1,7 +1,7 @@
-"""The knobs of the synthetic generator (:mod:`pipeline.data.generate` tells the generative story).
+"""The knobs of the synthetic generator (:mod:`basketcast.pipeline.data.generate` tells the generative story).
 
 Defaults are tuned so that the headline figures land near the real Instacart data; every field
-says what it controls. :mod:`pipeline.data.simulate` reads them, :mod:`pipeline.data.generate`
+says what it controls. :mod:`basketcast.pipeline.data.simulate` reads them, :mod:`basketcast.pipeline.data.generate`
 takes them.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.data.catalogue import DEPARTMENT_NAMES
+from basketcast.pipeline.data.catalogue import DEPARTMENT_NAMES
 
 
 class GeneratorConfig(BaseModel):

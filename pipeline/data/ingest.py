@@ -17,7 +17,7 @@ order, prior/train orders without lines, order numbers with gaps, ``days_since_p
 above 30, fractional or set on a first order, and text that is not UTF-8. The decision table is
 in the README ("Using the full Kaggle data").
 
-Finding, opening and parsing the files is :mod:`pipeline.data.readers`; this module holds the
+Finding, opening and parsing the files is :mod:`basketcast.pipeline.data.readers`; this module holds the
 source schema (:data:`SOURCE_COLUMNS`), the validation rules and the steps of :func:`ingest`:
 locate and read the sources → per-row checks → orders and lines keys and references →
 repairs of orders and lines → catalogue tables → ``reordered`` consistency → publish.
@@ -31,9 +31,9 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.data import schema as S
-from pipeline.data.publish import check_output
-from pipeline.data.readers import (
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.publish import check_output
+from basketcast.pipeline.data.readers import (
     PRIOR_LINES,
     ROW,
     SUFFIXES,
@@ -44,7 +44,7 @@ from pipeline.data.readers import (
     find_source,
     read_csv_table,
 )
-from pipeline.data.repairs import (
+from basketcast.pipeline.data.repairs import (
     Notes,
     catalogue_tables,
     check_unique,
@@ -54,8 +54,8 @@ from pipeline.data.repairs import (
     repair_days,
     repair_orders,
 )
-from pipeline.data.storage import DATA_FOLDER, DataManifest, Dataset, write_dataset
-from pipeline.errors import DataError
+from basketcast.pipeline.data.storage import DATA_FOLDER, DataManifest, Dataset, write_dataset
+from basketcast.pipeline.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class IngestReport:
 # --- reading -------------------------------------------------------------------------------
 def read_source_csv(path: Path, kind: str, notes: list[str] | None = None) -> pl.DataFrame:
     """Read one source file with the columns of ``kind`` (a key of SOURCE_COLUMNS); see
-    :func:`pipeline.data.readers.read_csv_table`."""
+    :func:`basketcast.pipeline.data.readers.read_csv_table`."""
     return read_csv_table(path, SOURCE_COLUMNS[kind], notes=notes)
 
 
@@ -266,7 +266,7 @@ def ingest(
     (see the module docstring) is a warning each, or an error with ``strict``. ``reordered``
     flags that disagree with the history are a warning, or an error with ``strict`` or
     ``strict_reordered`` (which refuses only those). ``out`` may replace only a data folder
-    unless ``force`` (:func:`pipeline.data.publish.check_output`), and never ``source``; that is
+    unless ``force`` (:func:`basketcast.pipeline.data.publish.check_output`), and never ``source``; that is
     checked before anything is read.
     """
     source, out = Path(source), Path(out)

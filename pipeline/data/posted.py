@@ -1,10 +1,10 @@
 """Orders posted after a data folder was made (``POST /v1/orders``), and how they become its rows.
 
-:class:`OrderRecord` is one such order as the order log keeps it (``serving.stores``);
+:class:`OrderRecord` is one such order as the order log keeps it (``basketcast.serving.stores``);
 :func:`posted_tables` turns a sequence of them into canonical ``orders`` / ``order_products`` rows
 by the rules of Instacart's layout. It is the one place those rules live: the fresh online rows
-of a user (``serving.online``) and the merge of the log into a data folder for retraining
-(``pipeline.workflows.orders``) both call it, so tomorrow's model learns from the very rows today's
+of a user (``basketcast.serving.online``) and the merge of the log into a data folder for retraining
+(``basketcast.pipeline.workflows.orders``) both call it, so tomorrow's model learns from the very rows today's
 server computed features from.
 
 - each user's posted orders follow their last order, numbered on in the order given (arrival);
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from pipeline.data import schema as S
+from basketcast.pipeline.data import schema as S
 
 MAX_DAYS_PRIOR = 30  # Instacart caps days_since_prior_order at 30
 

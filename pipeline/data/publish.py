@@ -11,7 +11,7 @@ Every command that writes an output the user named (``--out``, ``--submission``,
 - An existing output is replaced only when it is a basketcast artifact of the same :class:`Kind`
   (its own ``recognise`` says so) or an empty folder. Anything else — a folder of the user's
   files, another kind of artifact, a file where a folder goes — is refused with a
-  :class:`~pipeline.errors.OutputError` unless ``force``; even then the old content is moved
+  :class:`~basketcast.pipeline.errors.OutputError` unless ``force``; even then the old content is moved
   aside and deleted only once the new output is in place.
 - An output may not be or contain one of the command's inputs, nor be the current directory or
   one of its parents, whatever ``force`` says.
@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import BasketcastError, OutputError
+from basketcast.pipeline.errors import BasketcastError, OutputError
 
 _TMP = "tmp"
 _OLD = "old"

@@ -21,7 +21,7 @@ byte-order mark, CRLF line ends, quoted values with commas, quotes or line break
 Latin-1 for printable text) and reported in ``notes`` (ingest turns a note into a warning, or
 an error when strict).
 
-Validation rules (ranges, keys, references between tables) live in :mod:`pipeline.data.ingest`.
+Validation rules (ranges, keys, references between tables) live in :mod:`basketcast.pipeline.data.ingest`.
 Both layers report problems through :class:`Failures`, so a value the reader cannot parse is
 reported exactly like a value that breaks a rule: file, column, how many rows, the first few.
 """
@@ -44,7 +44,7 @@ from typing import BinaryIO, Literal
 
 import polars as pl
 
-from pipeline.errors import DataError
+from basketcast.pipeline.errors import DataError
 
 ROW = "row"  # 1-based data row number (file line minus the header) added to every raw frame
 # The Kaggle layout's two order-line files (stems of NAME.csv / .csv.zip / .csv.gz).

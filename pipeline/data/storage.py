@@ -1,6 +1,6 @@
 """The canonical data folder: its tables, its manifest, and reading/publishing it.
 
-Publishing (atomic, never over something that is not ours) is :mod:`pipeline.data.publish`;
+Publishing (atomic, never over something that is not ours) is :mod:`basketcast.pipeline.data.publish`;
 :data:`DATA_FOLDER` is the kind of output a data folder is.
 """
 
@@ -17,9 +17,9 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from pipeline.data import schema as S
-from pipeline.data.publish import Kind, atomic_write_bytes, loads, publishing_dir
-from pipeline.errors import DataError
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.publish import Kind, atomic_write_bytes, loads, publishing_dir
+from basketcast.pipeline.errors import DataError
 
 MANIFEST = "manifest.json"
 
@@ -88,7 +88,7 @@ def write_dataset(
     inputs: Iterable[Path] = (),
 ) -> DataManifest:
     """Publish ``data`` as a canonical data folder at ``out`` (atomically; see
-    :func:`~pipeline.data.publish.publishing_dir` for ``force`` and ``inputs``). Returns the manifest."""
+    :func:`~basketcast.pipeline.data.publish.publishing_dir` for ``force`` and ``inputs``). Returns the manifest."""
     tables = {name: S.conform(name, data.table(name)) for name in S.TABLES}
     manifest = DataManifest(
         schema_version=S.SCHEMA_VERSION,

@@ -3,8 +3,8 @@
 A real shop exports a *transaction log*: user, order (basket) id, timestamp, product, maybe a
 quantity and a price — not the Kaggle layout. :func:`ingest_transactions` reads such a log (CSV
 with a sniffed or given separator, or Parquet), derives every Kaggle column the way Instacart
-defines it, checks the derived tables with the very rules of :mod:`pipeline.data.ingest` and
-publishes them with :func:`pipeline.data.storage.write_dataset`, so the data folder is the one
+defines it, checks the derived tables with the very rules of :mod:`basketcast.pipeline.data.ingest` and
+publishes them with :func:`basketcast.pipeline.data.storage.write_dataset`, so the data folder is the one
 ``basketcast ingest`` writes for the Kaggle layout (same tables, dtypes, manifest; the manifest's
 ``source`` is ``transactions:FILE``). :func:`to_transactions` goes the other way: it writes a
 data folder as a transaction log (timestamps consistent with its days and hours), for tests,
@@ -29,7 +29,7 @@ The rules (also in the README, "Your own data"):
   its time is its *first* line's (lines of a basket scanned over a few minutes are one order).
 - ``order_number``: 1..n per user by order time; equal times by order id.
 - ``order_dow``: 0 = Sunday … 6 = Saturday. Instacart does not document it; basketcast assumes
-  it everywhere (``serving.model.Context``, the generator's marginals), and the real data fits:
+  it everywhere (``basketcast.serving.model.Context``, the generator's marginals), and the real data fits:
   in the committed excerpt every order with days < 30 has ``dow = (previous dow + days) mod 7``.
 - ``order_hour_of_day``: the wall clock's hour, 0..23.
 - ``days_since_prior_order``: calendar days between the dates of a user's consecutive orders
@@ -50,7 +50,7 @@ The rules (also in the README, "Your own data"):
   ``unknown product <id>`` (a repair: refused with ``strict``). Without a catalogue every product is
   ``product <id>`` in one ``unknown`` aisle and department (id 0), exactly as Kaggle ingest does.
 
-Every problem is a :class:`~pipeline.errors.DataError` naming the file, the column and the first
+Every problem is a :class:`~basketcast.pipeline.errors.DataError` naming the file, the column and the first
 offending rows (``row`` = 1-based data row), raised before anything is written.
 """
 
@@ -70,8 +70,8 @@ from typing import Final, Literal
 
 import polars as pl
 
-from pipeline.data import schema as S
-from pipeline.data.ingest import (
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.ingest import (
     COUNT_MAX,
     ID_MAX,
     IngestReport,
@@ -81,9 +81,9 @@ from pipeline.data.ingest import (
     validate_lines,
     validate_orders,
 )
-from pipeline.data.publish import Kind, check_output, publishing_file
-from pipeline.data.readers import GZIP_MAGIC, HEAD_BYTES, ROW, Failures, describe_rows, open_source
-from pipeline.data.repairs import (
+from basketcast.pipeline.data.publish import Kind, check_output, publishing_file
+from basketcast.pipeline.data.readers import GZIP_MAGIC, HEAD_BYTES, ROW, Failures, describe_rows, open_source
+from basketcast.pipeline.data.repairs import (
     MAX_DAYS,
     UNKNOWN_ID,
     UNKNOWN_NAME,
@@ -93,8 +93,8 @@ from pipeline.data.repairs import (
     with_unknown_products,
     with_unknown_row,
 )
-from pipeline.data.storage import DATA_FOLDER, Dataset, read_dataset, write_dataset
-from pipeline.errors import DataError
+from basketcast.pipeline.data.storage import DATA_FOLDER, Dataset, read_dataset, write_dataset
+from basketcast.pipeline.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -415,7 +415,7 @@ def derive_tables(
     """Kaggle ``orders`` and ``order_products`` of a parsed log (rules: module docstring).
 
     Both frames keep :data:`ROW` (an order's row is its first line's) and Int64 / String columns,
-    ready for the checks of :mod:`pipeline.data.ingest`; test orders have no lines.
+    ready for the checks of :mod:`basketcast.pipeline.data.ingest`; test orders have no lines.
     """
     lines = log.sort(S.ORDER, _INSTANT, ROW)
     per_product = lines.group_by(S.ORDER, S.PRODUCT, maintain_order=True).agg(
@@ -653,7 +653,7 @@ def ingest_transactions(
     (sniffed when None); ``catalog`` an optional product catalogue; ``last_order`` the eval set of
     each user's last order; ``timezone`` the shop's zone for epoch and offset times. Repairs (products
     missing from the catalogue) are warnings, or errors with ``strict``. ``out`` is checked first
-    (:func:`pipeline.data.publish.check_output`); nothing is written unless everything passes.
+    (:func:`basketcast.pipeline.data.publish.check_output`); nothing is written unless everything passes.
     """
     source, out = Path(source), Path(out)
     columns = columns or LogColumns()

@@ -1,6 +1,6 @@
 """Simple next-basket baselines: global popularity, personal top frequency and TIFU-KNN.
 
-The TIFU-KNN user vectors and neighbour search live in :mod:`features.tifu` (the ranker reads
+The TIFU-KNN user vectors and neighbour search live in :mod:`basketcast.features.tifu` (the ranker reads
 them as features too); this module ranks with them.
 
 Common input:
@@ -28,8 +28,8 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from features.tifu import TifuSpace, distinct_lines
-from pipeline.data import schema as S
+from basketcast.features.tifu import TifuSpace, distinct_lines
+from basketcast.pipeline.data import schema as S
 
 # Internal column names (never leave this module).
 _N: Final = "_n"  # a user's number of visible orders

@@ -5,8 +5,8 @@ products are the *cart* (known at request time), the others the *rest* (the trut
 ranks products for each user with the user's cart products removed, and is scored against the
 rest, split into repeat products (bought by the user before) and new "explore" products.
 
-A *ranking* here is the frame of :func:`pipeline.ranking.top_k`: S.USER, S.PRODUCT, S.SCORE and
-S.RANK (1 = best), at most k rows per user, ordered by the one tie rule of :mod:`pipeline.ranking`.
+A *ranking* here is the frame of :func:`basketcast.pipeline.ranking.top_k`: S.USER, S.PRODUCT, S.SCORE and
+S.RANK (1 = best), at most k rows per user, ordered by the one tie rule of :mod:`basketcast.pipeline.ranking`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
-from features.sequence import SEQ_STATES
-from pipeline.data import schema as S
-from pipeline.evaluation.bootstrap import Difference, paired_bootstrap
-from pipeline.metrics import NDCG, RECALL, metric_name, per_key_metrics
-from pipeline.model.cooccurrence import Cooccurrence
-from pipeline.ranking import top_k
-from serving.cart import CartScorer
+from basketcast.features.sequence import SEQ_STATES
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.evaluation.bootstrap import Difference, paired_bootstrap
+from basketcast.pipeline.metrics import NDCG, RECALL, metric_name, per_key_metrics
+from basketcast.pipeline.model.cooccurrence import Cooccurrence
+from basketcast.pipeline.ranking import top_k
+from basketcast.serving.cart import CartScorer
 
 # The weights β that fit_weight tries for "ranker + β · cart score".
 WEIGHT_GRID: Final = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
@@ -243,7 +243,8 @@ class CartMethod(_Part):
 
 
 class CartComparison(_Part):
-    """A method minus the reference, per user, paired bootstrap (see :mod:`pipeline.evaluation.bootstrap`)."""
+    """A method minus the reference, per user, paired bootstrap (see
+    :mod:`basketcast.pipeline.evaluation.bootstrap`)."""
 
     ndcg: Difference
     recall: Difference

@@ -6,7 +6,7 @@ top-frequency, TIFU-KNN, ALS alone, the LightGBM ranker and the XGBoost baseline
 recall, F1, NDCG, hit rate and MAP at each K; the Kaggle F1 of F1-optimal baskets against
 top-frequency baskets of the best fixed size; candidate recall (repeat / new); the repeat/new
 split of the hits; and the calibration of the basket probabilities. The report's shape and its
-files: ``pipeline.evaluation.report``.
+files: ``basketcast.pipeline.evaluation.report``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from collections.abc import Mapping
 import numpy as np
 import polars as pl
 
-from features.sequence import SEQ_LOGIT, SEQ_NONE
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.evaluation import baselines
-from pipeline.evaluation.report import (
+from basketcast.features.sequence import SEQ_LOGIT, SEQ_NONE
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.evaluation import baselines
+from basketcast.pipeline.evaluation.report import (
     BASELINES,
     CURVE_KS,
     RANKER,
@@ -32,10 +32,10 @@ from pipeline.evaluation.report import (
     EvaluationReport,
     RepeatNewHits,
 )
-from pipeline.metrics import kaggle_f1, per_key_metrics, ranking_metrics, repeat_new_hits
-from pipeline.model.basket import NONE_SOURCES, choose_baskets
-from pipeline.model.windows import Window
-from pipeline.ranking import rank_within, top_k
+from basketcast.pipeline.metrics import kaggle_f1, per_key_metrics, ranking_metrics, repeat_new_hits
+from basketcast.pipeline.model.basket import NONE_SOURCES, choose_baskets
+from basketcast.pipeline.model.windows import Window
+from basketcast.pipeline.ranking import rank_within, top_k
 
 RANKER_METHODS = {RANKER: "ranking", XGBOOST: "xgboost"}  # method → its entry in the rankers' scores
 
@@ -262,7 +262,7 @@ def per_user_metrics(window: Window, users: pl.Series, rows: pl.DataFrame, ranki
     One row per user of ``users`` with a target order at window 0 (the users of the report):
     ``user_id``, ``target_order_number``, ``ndcg@10``, ``recall@10``. Promotion compares two
     models on the (user, target order) pairs both were evaluated on
-    (``pipeline.workflows.registry``), so the pair is part of the key.
+    (``basketcast.pipeline.workflows.registry``), so the pair is part of the key.
     """
     users = users.sort()
     truth = window.truth.filter(pl.col(S.USER).is_in(users.implode()))

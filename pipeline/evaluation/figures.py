@@ -3,7 +3,7 @@
 Every builder takes plain values (the pieces of ``report.json``) and returns a
 ``plotly.graph_objects.Figure`` without a title (the page around it titles and explains each chart)
 and without a template: :func:`template` is the one look applied to every chart, by the dashboard
-page (``pipeline.dashboard``) and by :func:`write_figures_html`, which writes charts as one
+page (``basketcast.pipeline.dashboard``) and by :func:`write_figures_html`, which writes charts as one
 self-contained HTML file (plotly.js inlined once, nothing fetched from the network).
 """
 
@@ -19,8 +19,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
-from features import glossary
-from pipeline.data.publish import atomic_write_bytes
+from basketcast.features import glossary
+from basketcast.pipeline.data.publish import atomic_write_bytes
 
 RANKER: Final = "lightgbm"  # the method drawn in the ranker's colour and a thicker line
 RANKER_COLOR: Final = "#d62728"

@@ -5,7 +5,7 @@ new orders have arrived (a data folder whose users' histories extend the snapsho
 ``basketcast orders merge``, or a newer ingest), each prediction can be scored:
 
 - **Which order.** The snapshot of a run knows each user's last order (the bundle's history,
-  ``serving.bundle.HISTORY``: the cutoff the predictions were made after). The order a prediction
+  ``basketcast.serving.bundle.HISTORY``: the cutoff the predictions were made after). The order a prediction
   is scored against is the user's *first* order numbered after that cutoff. A Kaggle ``test``
   order there holds no products: that user is still *waiting* and is not scored, nor is a user
   with no later order, nor one unknown to the snapshot (the cold-start list: no cutoff is known).
@@ -13,18 +13,18 @@ new orders have arrived (a data folder whose users' histories extend the snapsho
   days between the cutoff order and the new order: that order's ``days_since_prior_order``
   (0..30, 30 meaning "30 or more" as Instacart caps it; null when unknown). It is how old the
   prediction was when it was tested. Results are also split by the new order's ``order_dow``.
-- **Metrics** (``pipeline.metrics``, the evaluation's own functions): Recall@10 and NDCG@10 of the
+- **Metrics** (``basketcast.pipeline.metrics``, the evaluation's own functions): Recall@10 and NDCG@10 of the
   scores file's ranking against every product of the new order; Kaggle F1 (``kaggle_f1``, the
   "None" token included) of the F1-optimal basket against the reordered products. The scores
   file holds no basket, so the basket is the serving bundle's (:func:`bundle_baskets`: what
   ``GET /v1/users/{id}/basket`` answers from the snapshot) for the new order's own day, hour and
   days since the previous order — the context the API knows when the shopper opens it to order.
-- **Uncertainty.** A percentile bootstrap interval over users (``pipeline.evaluation.bootstrap``)
+- **Uncertainty.** A percentile bootstrap interval over users (``basketcast.pipeline.evaluation.bootstrap``)
   of the overall Recall@10 and NDCG@10. ``kaggle_f1`` returns a mean, not per-user values, so the
   F1 has no interval.
 
 Everything here is computation on frames and a loaded model; files are
-``pipeline.workflows.monitor``'s.
+``basketcast.pipeline.workflows.monitor``'s.
 """
 
 from __future__ import annotations
@@ -36,14 +36,14 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
-from features.sequence import SEQ_NONE
-from pipeline.data import schema as S
-from pipeline.data.ids import index_of
-from pipeline.errors import DataError
-from pipeline.evaluation.bootstrap import paired_bootstrap
-from pipeline.metrics import NDCG, RECALL, kaggle_f1, metric_name, per_key_metrics
-from pipeline.model.basket import NONE_SOURCES, choose_baskets
-from serving.model import Context, ServingModel
+from basketcast.features.sequence import SEQ_NONE
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.ids import index_of
+from basketcast.pipeline.errors import DataError
+from basketcast.pipeline.evaluation.bootstrap import paired_bootstrap
+from basketcast.pipeline.metrics import NDCG, RECALL, kaggle_f1, metric_name, per_key_metrics
+from basketcast.pipeline.model.basket import NONE_SOURCES, choose_baskets
+from basketcast.serving.model import Context, ServingModel
 
 # Columns of the frames below (and of the monitor's Parquet outputs).
 CUTOFF_ORDER: Final = "cutoff_order_number"  # the user's last order in the snapshot
@@ -228,7 +228,7 @@ def bundle_baskets(model: ServingModel, contexts: pl.DataFrame) -> pl.DataFrame:
             gap), one row per user known to the snapshot.
 
     Returns:
-        USER, ``S.BASKET_PRODUCTS``, ``S.BASKET_NONE`` (``pipeline.model.basket.choose_baskets``),
+        USER, ``S.BASKET_PRODUCTS``, ``S.BASKET_NONE`` (``basketcast.pipeline.model.basket.choose_baskets``),
         sorted by user: for each user what ``ServingModel.basket`` answers at that context —
         the users' rows are scored together, one ONNX call per context and chunk of users.
     """

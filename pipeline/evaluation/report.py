@@ -1,6 +1,6 @@
 """The evaluation report: one typed document, written as ``report.json``, ``report.md`` and charts.
 
-:func:`pipeline.evaluation.evaluate.evaluation_report` computes it; ``basketcast train`` and
+:func:`basketcast.pipeline.evaluation.evaluate.evaluation_report` computes it; ``basketcast train`` and
 ``basketcast evaluate`` write it with :func:`write_report`; the summary, MLflow logging, the
 benchmarks and the dashboard read it back with :meth:`EvaluationReport.load` — by attribute,
 never by string key.
@@ -15,17 +15,17 @@ from typing import Final, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.data.publish import Kind, atomic_write_bytes, loads
-from pipeline.data.storage import read_json
-from pipeline.errors import DataError
-from pipeline.evaluation.cart import CartCompletion
+from basketcast.pipeline.data.publish import Kind, atomic_write_bytes, loads
+from basketcast.pipeline.data.storage import read_json
+from basketcast.pipeline.errors import DataError
+from basketcast.pipeline.evaluation.cart import CartCompletion
 
 REPORT_JSON: Final = "report.json"
 REPORT_MD: Final = "report.md"
 FIGURES_HTML: Final = "figures.html"
 RANKER: Final = "lightgbm"  # the method name of the ranker in every table
 XGBOOST: Final = "xgboost"
-SEQUENCE: Final = "sequence_model"  # the sequence network alone (pipeline.model.sequence)
+SEQUENCE: Final = "sequence_model"  # the sequence network alone (basketcast.pipeline.model.sequence)
 BASELINES: Final = ("popularity", "top_frequency", "tifu_knn", "als")
 CURVE_KS: Final = tuple(range(1, 21))
 
@@ -93,7 +93,7 @@ class EvaluationReport(BaseModel):
     # method → repeat_/explore_ ndcg@10, recall@10, users: the truth split into products the user
     # bought before and products new to them.
     repeat_explore: dict[str, dict[str, float]] = Field(default_factory=dict)
-    # "What goes in the cart next" on the validation users (pipeline.evaluation.cart), and the
+    # "What goes in the cart next" on the validation users (basketcast.pipeline.evaluation.cart), and the
     # choices made on the stop users: the cart weight β and the source of P(None) of the baskets.
     cart_completion: CartCompletion | None = None
     cart_weight: float | None = None
@@ -194,7 +194,7 @@ def write_figures(
     report: EvaluationReport, out: Path, title: str, importance: Mapping[str, float] | None = None
 ) -> None:
     """The report's charts: precision/recall@K, calibration and feature importance."""
-    from pipeline.evaluation import figures
+    from basketcast.pipeline.evaluation import figures
 
     charts = [
         ("Precision and recall at K on held-out users", figures.precision_recall_at_k(report.curves, CURVE_KS)),

@@ -31,8 +31,8 @@ from typing import Final
 import numpy as np
 import polars as pl
 
-from pipeline.data import schema as S
-from pipeline.ranking import sort_best_first
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.ranking import sort_best_first
 
 # At most this many candidates (the most probable ones) per order enter the optimisation. A
 # product ranked beyond 80 has a probability far too small to be worth predicting in practice,

@@ -1,7 +1,7 @@
 """Stage 1 — candidates: the user's past products ∪ the top unseen products of an ALS model.
 
 :class:`ALSModel` is implicit's ALS fitted on BM25-weighted user × product purchase counts of a
-:class:`~features.history.History` (so, for a training window, on orders before the cutoff only).
+:class:`~basketcast.features.history.History` (so, for a training window, on orders before the cutoff only).
 :func:`candidates` returns one row per (user, candidate product) with the generator signals
 ``als_score`` (dot product of the factors) and ``als_rank`` (1 = best among the user's candidates)
 and ``is_repeat`` (the user bought it before).
@@ -18,11 +18,11 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from features.history import History
-from pipeline.config import ALSConfig, CandidateConfig
-from pipeline.data import schema as S
-from pipeline.data.ids import index_of
-from pipeline.ranking import best_first
+from basketcast.features.history import History
+from basketcast.pipeline.config import ALSConfig, CandidateConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.ids import index_of
+from basketcast.pipeline.ranking import best_first
 
 # Up to this many users, ``top_items`` ranks in NumPy instead of implicit's threaded top-k.
 NUMPY_TOPK_USERS = 64

@@ -1,6 +1,6 @@
 """What goes in the cart next: attention from each candidate over the products already in the cart.
 
-A residual on top of the sequence network (``pipeline.model.sequence``): for a user's past
+A residual on top of the sequence network (``basketcast.pipeline.model.sequence``): for a user's past
 product c and the products already in the cart, c's embedding (the network's product + aisle +
 department rows, copied and fine-tuned) attends, with ``heads`` heads, over the cart's embeddings
 and a learned "nothing relevant" key; an MLP of [c's embedding, the attended vector, c's
@@ -27,13 +27,13 @@ from typing import Any, Final
 import numpy as np
 import polars as pl
 
-from features import cutoffs as C
-from features.history import as_of
-from features.sequence import MAX_CART, STATE_SIZE, UserSequences, Vocabulary, score_rows
-from pipeline.data import schema as S
-from pipeline.data.storage import Dataset
-from pipeline.errors import ExportError
-from pipeline.model.sequence import TOLERANCE, OnnxScorer, SequenceModel, _torch, export_legacy
+from basketcast.features import cutoffs as C
+from basketcast.features.history import as_of
+from basketcast.features.sequence import MAX_CART, STATE_SIZE, UserSequences, Vocabulary, score_rows
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import Dataset
+from basketcast.pipeline.errors import ExportError
+from basketcast.pipeline.model.sequence import TOLERANCE, OnnxScorer, SequenceModel, _torch, export_legacy
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ basket, i.e. an order, is the unit):
 * PMI = log(lift) (natural log): > 0 when a and b are bought together more often than chance.
 
 Only pairs with support ≥ ``min_support`` and PMI > 0 are kept, and of those the ``top`` best per
-product (PMI descending, then the smaller product id: the rule of :mod:`pipeline.ranking`). The
+product (PMI descending, then the smaller product id: the rule of :mod:`basketcast.pipeline.ranking`). The
 table is symmetric before that cut: b is a candidate of a's list exactly when a is one of b's.
 
 It serves two things: the related products of one product (``related_to``) and a cart-completion
@@ -30,10 +30,10 @@ from typing import Any, Final, Self
 import numpy as np
 import polars as pl
 
-from pipeline.data import schema as S
-from pipeline.data.storage import read_json, write_json
-from pipeline.errors import DataError
-from pipeline.ranking import best_first
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import read_json, write_json
+from basketcast.pipeline.errors import DataError
+from basketcast.pipeline.ranking import best_first
 
 # Columns of ``related_to`` (besides S.PRODUCT). They belong to this table only.
 PMI: Final = "pmi"

@@ -1,6 +1,6 @@
 """Stage 2 on a Dask cluster: the same rankers trained by LightGBM's own distributed estimators.
 
-:func:`fit_rankers_on_cluster` is :func:`pipeline.model.training.fit_rankers` for training rows
+:func:`fit_rankers_on_cluster` is :func:`basketcast.pipeline.model.training.fit_rankers` for training rows
 that live on the workers, one block per worker made of whole (window, user) groups, as
 ``lightgbm.dask`` requires of a ranker's partitions:
 
@@ -18,7 +18,7 @@ that live on the workers, one block per worker made of whole (window, user) grou
 - the objective is chosen on the stop users' NDCG@10 exactly as in one process.
 
 The blocks hold the very rows one process trains on (same negative sample, same weights; see
-``pipeline.workflows.cluster_train``). The models differ from one process's by what data-parallel
+``basketcast.pipeline.workflows.cluster_train``). The models differ from one process's by what data-parallel
 training implies: each worker bins its share of the features from its own rows, bagging draws
 rows per worker, and histograms are summed in another order (BENCHMARKS.md, "More than one
 machine", measures the difference). The same blocks on the same number of workers give the same
@@ -35,8 +35,15 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from pipeline.config import LightGBMConfig, TrainConfig, XGBoostConfig
-from pipeline.model.training import Matrix, Rankers, choose_rankers, lightgbm_params, objectives, xgboost_params
+from basketcast.pipeline.config import LightGBMConfig, TrainConfig, XGBoostConfig
+from basketcast.pipeline.model.training import (
+    Matrix,
+    Rankers,
+    choose_rankers,
+    lightgbm_params,
+    objectives,
+    xgboost_params,
+)
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -200,7 +207,7 @@ def fit_lightgbm_on_cluster(
 ) -> lgb.Booster:
     """One LightGBM model trained on the cluster (``arrays``: :func:`_dask_arrays` of ``blocks``),
     cut at the early-stopping round of the stop rows."""
-    from features.build import FEATURE_NAMES
+    from basketcast.features.build import FEATURE_NAMES
 
     model = _estimator(client, [b.worker for b in blocks], cfg, objective)
     names = list(FEATURE_NAMES)
@@ -232,7 +239,7 @@ def fit_xgboost_on_cluster(client: Client, arrays: dict[str, Any], stop: Matrix,
     """The XGBoost baseline with ``xgboost.dask`` (its early stopping is global, so it is used)."""
     import xgboost.dask as xgb_dask
 
-    from features.build import FEATURE_NAMES
+    from basketcast.features.build import FEATURE_NAMES
 
     names = list(FEATURE_NAMES)
     dtrain = xgb_dask.DaskDMatrix(
@@ -273,9 +280,9 @@ def fit_rankers_on_cluster(
     stop_truth: pl.DataFrame,
     config: TrainConfig,
 ) -> Rankers:
-    """:func:`~pipeline.model.training.fit_rankers` with the training rows in ``blocks`` on the
+    """:func:`~basketcast.pipeline.model.training.fit_rankers` with the training rows in ``blocks`` on the
     workers and the stop users' window-0 rows (``stop_rows``) on the client."""
-    from features.build import FEATURE_NAMES
+    from basketcast.features.build import FEATURE_NAMES
 
     cfg = config.lightgbm
     blocks = [b for b in blocks if b.rows > 0]

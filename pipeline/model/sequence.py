@@ -1,7 +1,7 @@
 """The sequence network: a PyTorch GRU + attention model of each shopper, exported to ONNX.
 
 For every (user, past product) row — and one "None" row per user — the network reads
-(``features.sequence``):
+(``basketcast.features.sequence``):
 
 * a GRU (``hidden``) over the user's last ``steps`` orders: was the product bought, where in the
   cart, the order's days since the previous one, size, share reordered, day and hour (the
@@ -15,7 +15,7 @@ For every (user, past product) row — and one "None" row per user — the netwo
 
 No user embedding: a user is their sequences, so a trained network scores users it never saw.
 
-**Honest features.** :func:`fit` trains only on target orders *older than every label window the
+**Honest basketcast.features.** :func:`fit` trains only on target orders *older than every label window the
 ranker uses* (``training_windows``) — the final step's target — plus, as an auxiliary loss, every
 earlier order of those sequences as the target of the step before it. So no ranker label, no
 validation order and no held-out fold's order was ever a network target, and its outputs are
@@ -45,9 +45,9 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import polars as pl
 
-from features import cutoffs as C
-from features.history import History, as_of
-from features.sequence import (
+from basketcast.features import cutoffs as C
+from basketcast.features.history import History, as_of
+from basketcast.features.sequence import (
     N_INPUTS,
     RECENT_BASKETS,
     STATE_SIZE,
@@ -58,10 +58,10 @@ from features.sequence import (
     encode_rows,
     with_none_rows,
 )
-from pipeline.config import SequenceConfig
-from pipeline.data import schema as S
-from pipeline.data.storage import Dataset
-from pipeline.errors import ExportError
+from basketcast.pipeline.config import SequenceConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import Dataset
+from basketcast.pipeline.errors import ExportError
 
 if TYPE_CHECKING:
     pass
@@ -89,7 +89,7 @@ TOLERANCE: Final = 1e-4
 NETWORK_FILE: Final = "network.onnx"
 VOCABULARY_FILE: Final = "vocabulary.npz"
 META_FILE: Final = "meta.json"
-CART_FILE: Final = "cart.onnx"  # the cart attention (pipeline.model.cart_network), beside the network
+CART_FILE: Final = "cart.onnx"  # the cart attention (basketcast.pipeline.model.cart_network), beside the network
 
 
 def _torch() -> Any:
@@ -429,7 +429,7 @@ def fit(train: TrainingSet, stop: TrainingSet | None, vocab: Vocabulary, config:
     """Adam on ``train`` with early stopping on ``stop``'s loss (patience ``config.patience``);
     the best epoch's weights are kept. Deterministic for a seed (one process, fixed batch order)."""
     torch = _torch()
-    from pipeline.progress import bar
+    from basketcast.pipeline.progress import bar
 
     threads = config.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -560,7 +560,7 @@ def export_legacy(
 
 
 class OnnxScorer:
-    """The network in onnxruntime: a :class:`features.sequence.SequenceScorer`."""
+    """The network in onnxruntime: a :class:`basketcast.features.sequence.SequenceScorer`."""
 
     def __init__(self, onnx_bytes: bytes, vocabulary: Vocabulary, steps: int, threads: int = 0) -> None:
         import onnxruntime as ort
@@ -640,7 +640,7 @@ class SequenceModel:
     fit: FitResult
     parity: SequenceParity
     seconds: float
-    cart: Any = None  # pipeline.model.cart_network.CartModel, trained after the network
+    cart: Any = None  # basketcast.pipeline.model.cart_network.CartModel, trained after the network
 
     def meta(self) -> dict[str, Any]:
         cart = self.cart

@@ -1,7 +1,7 @@
 """Stage 2 — the rankers: LightGBM (lambdarank and binary) and the XGBoost baseline.
 
 :func:`fit_rankers` trains on the candidate rows of the *fit* users across the label windows
-(``pipeline.model.windows``), early-stops and chooses the objective on window 0 of the *stop*
+(``basketcast.pipeline.model.windows``), early-stops and chooses the objective on window 0 of the *stop*
 users. Every positive row is kept and a seeded share of the negatives, reweighted so that the
 binary probabilities stay calibrated; each (window, user) group can weigh the same in total.
 """
@@ -16,12 +16,12 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from features.build import FEATURE_NAMES, to_matrix
-from pipeline.config import LightGBMConfig, TrainConfig, XGBoostConfig
-from pipeline.data import schema as S
-from pipeline.metrics import ranking_metrics
-from pipeline.model.windows import FIT, STOP, Window, rows_of
-from pipeline.ranking import top_k
+from basketcast.features.build import FEATURE_NAMES, to_matrix
+from basketcast.pipeline.config import LightGBMConfig, TrainConfig, XGBoostConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.metrics import ranking_metrics
+from basketcast.pipeline.model.windows import FIT, STOP, Window, rows_of
+from basketcast.pipeline.ranking import top_k
 
 log = logging.getLogger(__name__)
 

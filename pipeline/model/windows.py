@@ -8,7 +8,7 @@ from (the way RecTools' ``CandidateRankingModel`` reads):
    most ``evaluation.max_users`` of them are evaluated, :func:`evaluation_users`).
 2. **Label windows** (:func:`build_windows`): window 0 predicts each user's last labelled order,
    window w the order w before it; each window's features and ALS see only the orders before its
-   own targets (``features.history.as_of``).
+   own targets (``basketcast.features.history.as_of``).
 3. **The budget**: windows are added from the most recent back until ``max_training_groups``
    (window, fit user) groups are used, the last one sampled by a seed; later windows are not built.
 4. **Rows** (:func:`build_window`): candidates (past products ∪ ALS), their features as of the
@@ -24,16 +24,16 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from features import cutoffs as C
-from features.build import FeatureTables, PublishedTables
-from features.history import History, as_of
-from features.sequence import SequenceScorer
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.storage import Dataset
-from pipeline.errors import DataError
-from pipeline.model.candidates import NUMPY_TOPK_USERS, ALSModel, candidates
-from pipeline.progress import Timings
+from basketcast.features import cutoffs as C
+from basketcast.features.build import FeatureTables, PublishedTables
+from basketcast.features.history import History, as_of
+from basketcast.features.sequence import SequenceScorer
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import Dataset
+from basketcast.pipeline.errors import DataError
+from basketcast.pipeline.model.candidates import NUMPY_TOPK_USERS, ALSModel, candidates
+from basketcast.pipeline.progress import Timings
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ def window_rows(
     Candidates (past products ∪ ALS), every feature as of the cutoff and the label (1 when the
     product is in the target order). With ``published`` (the product table and TIFU reference of
     the whole window's history), ``h`` may hold only some users (a partition of them on a cluster,
-    ``pipeline.workflows.cluster_train``) and the rows are those the whole history gives.
+    ``basketcast.pipeline.workflows.cluster_train``) and the rows are those the whole history gives.
     """
     timings = timings or Timings()
     with timings.stage(f"window {window}: candidates ({users.len():,} users)"):

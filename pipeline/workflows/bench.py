@@ -3,7 +3,7 @@
 At N synthetic users, in one process and through the same functions as the CLI:
 generate → write the Kaggle CSV layout → ingest → train (label windows: ALS, candidates,
 features; rankers; evaluation; ALS on all orders; ONNX export + online snapshot) → batch scoring
-of every user. Every stage's wall time and own peak RSS (see ``pipeline.progress``) is recorded,
+of every user. Every stage's wall time and own peak RSS (see ``basketcast.pipeline.progress``) is recorded,
 with the candidate and training row counts and the model's validation metrics; the result is
 printed as a table and written to ``OUT/bench.json``. Experiment tracking is off (a benchmark
 logs no runs to MLflow or W&B); everything else is ``make train``'s code path with the default config.
@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.evaluation.report import RANKER, XGBOOST
-from pipeline.progress import Timings, overall_peak_rss_mb
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.evaluation.report import RANKER, XGBOOST
+from basketcast.pipeline.progress import Timings, overall_peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +81,14 @@ def run_bench(users: int, out: Path, *, seed: int = 42, config: TrainConfig | No
     """Run every stage at ``users`` synthetic users inside ``out`` (created); see the module doc."""
     import polars as pl
 
-    from pipeline.data.generate import generate
-    from pipeline.data.ingest import ingest
-    from pipeline.data.sample import dataset_to_kaggle, write_kaggle_layout
-    from pipeline.data.storage import write_dataset
-    from pipeline.workflows.run import train
-    from pipeline.workflows.run_folder import RunFolder, RunManifest
-    from serving.batch import score_users
-    from serving.model import Context, ServingModel
+    from basketcast.pipeline.data.generate import generate
+    from basketcast.pipeline.data.ingest import ingest
+    from basketcast.pipeline.data.sample import dataset_to_kaggle, write_kaggle_layout
+    from basketcast.pipeline.data.storage import write_dataset
+    from basketcast.pipeline.workflows.run import train
+    from basketcast.pipeline.workflows.run_folder import RunFolder, RunManifest
+    from basketcast.serving.batch import score_users
+    from basketcast.serving.model import Context, ServingModel
 
     config = (config or TrainConfig()).model_copy(update={"tracking": []})
     out = Path(out)

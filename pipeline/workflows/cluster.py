@@ -3,8 +3,8 @@
 Users are hash-partitioned into buckets (``user_id mod P``). Each bucket is one Dask task: the
 worker opens the serving bundle (memory-mapped, once per worker process and model version) and
 scores its users with the very function the single-process ``basketcast score`` uses
-(``serving.batch.score_users``), writing ``part-NNNNN.parquet`` of the output folder. The folder
-is published atomically when every part is written (``pipeline.data.publish``), so a reader sees
+(``basketcast.serving.batch.score_users``), writing ``part-NNNNN.parquet`` of the output folder. The folder
+is published atomically when every part is written (``basketcast.pipeline.data.publish``), so a reader sees
 the old dataset or the new one, never a mix. Parts are written under temporary names and renamed,
 so a task that Dask retries after a worker died (``retries``) rewrites its part from scratch and
 the result is the same.
@@ -14,7 +14,7 @@ the result is the same.
 :class:`distributed.LocalCluster` of N single-threaded worker processes on loopback (default 2)
 and stops it afterwards.
 
-Training and the export use the same clients and buckets (``pipeline.workflows.cluster_train``).
+Training and the export use the same clients and buckets (``basketcast.pipeline.workflows.cluster_train``).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from pipeline.data.publish import Kind, publishing_dir
-from pipeline.errors import DataError
-from serving.batch import ScoreReport, is_scores_file, score_users
-from serving.model import Context, ServingModel
+from basketcast.pipeline.data.publish import Kind, publishing_dir
+from basketcast.pipeline.errors import DataError
+from basketcast.serving.batch import ScoreReport, is_scores_file, score_users
+from basketcast.serving.model import Context, ServingModel
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -104,7 +104,7 @@ _MODELS: dict[tuple[str, str], ServingModel] = {}  # per worker process: (path, 
 
 
 def _model(run_dir: str) -> ServingModel:
-    from serving.bundle import bundle_dir, read_manifest
+    from basketcast.serving.bundle import bundle_dir, read_manifest
 
     key = (run_dir, read_manifest(bundle_dir(Path(run_dir))).version)
     if key not in _MODELS:
@@ -151,7 +151,7 @@ def score_on_cluster(
     reasons: bool = False,
 ) -> ClusterScoreReport:
     """Score ``users`` (None = every user of the snapshot) into the folder ``out`` of Parquet parts
-    (with ``reasons``, each part has the reason column of ``serving.batch.score_users``).
+    (with ``reasons``, each part has the reason column of ``basketcast.serving.batch.score_users``).
 
     ``partitions`` defaults to 4 per worker (so a slow or lost worker delays a small share).
     """
@@ -203,7 +203,7 @@ def read_scores(path: Path) -> Any:
     """A scores file or a scores dataset folder as one Polars frame (sorted by user and rank)."""
     import polars as pl
 
-    from pipeline.data import schema as S
+    from basketcast.pipeline.data import schema as S
 
     frame = pl.read_parquet(Path(path) / "part-*.parquet" if Path(path).is_dir() else path)
     return frame.sort(S.USER, S.RANK)

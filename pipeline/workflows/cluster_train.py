@@ -1,23 +1,23 @@
 """``basketcast train --cluster`` and ``export --cluster``: the work that grows with the users, on Dask.
 
-:class:`ClusterSession` plugs into ``pipeline.workflows.run.train`` (its learning stage) and
-``pipeline.workflows.export.write_bundle`` (the snapshot's rows); everything else runs as in one
+:class:`ClusterSession` plugs into ``basketcast.pipeline.workflows.run.train`` (its learning stage) and
+``basketcast.pipeline.workflows.export.write_bundle`` (the snapshot's rows); everything else runs as in one
 process. What runs where:
 
 1. **Buckets on Parquet** (client, once): users hash-partitioned (``user_id mod P``); each
    bucket's orders and order lines go to ``WORK/buckets/bucket-NNNNN/`` (on a real cluster a
    shared folder: every worker reads it at the same path).
 2. **Per label window, once** (client): the visible history, ALS (``implicit`` on one node, as
-   ``pipeline.model.windows``) and the product-level tables every user's features take as given
-   (``features.build.PublishedTables``: product features, the TIFU reference), scattered to the
+   ``basketcast.pipeline.model.windows``) and the product-level tables every user's features take as given
+   (``basketcast.features.build.PublishedTables``: product features, the TIFU reference), scattered to the
    workers once; each bucket's task carries its own users' ALS factors.
 3. **Per (window, bucket), one task** (workers): the bucket's history as of the window's
-   cutoffs, candidates, features and labels — ``pipeline.model.windows.window_rows``, the function
+   cutoffs, candidates, features and labels — ``basketcast.pipeline.model.windows.window_rows``, the function
    one process uses — written to ``WORK/rows/window-W/part-NNNNN.parquet`` (renamed into place,
    so a task Dask retries after its worker died rewrites it whole).
 4. **The training blocks** (workers): each part's fit users' rows with the negative sample and
    weights one process draws (the client hands each part its share of the same seeded random
-   numbers), gathered into one block per worker; ``pipeline.model.dask_training`` trains on them
+   numbers), gathered into one block per worker; ``basketcast.pipeline.model.dask_training`` trains on them
    with ``lightgbm.dask``. The stop and evaluated users' window-0 rows come back to the client for
    early stopping, the objective's choice and the evaluation report.
 5. **The snapshot** (workers, one task per bucket): each bucket's users' candidates and base
@@ -40,27 +40,27 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from features import cutoffs as C
-from features.build import BASE_FEATURES, FeatureTables, PublishedTables, base_matrix
-from features.history import History, as_of, order_lines
-from features.sequence import SequenceScorer
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.publish import atomic_path
-from pipeline.data.storage import Dataset
-from pipeline.errors import DataError
-from pipeline.model.candidates import NUMPY_TOPK_USERS, ALSModel, candidates
-from pipeline.model.dask_training import Block, fit_rankers_on_cluster
-from pipeline.model.training import Matrix
-from pipeline.model.windows import FIT, STOP, PlannedWindow, Window, evaluation_users, window_rows
-from pipeline.progress import Timings, overall_peak_rss_mb
-from pipeline.workflows.cluster import TASK_RETRIES
-from pipeline.workflows.export import SNAPSHOT_CHUNK_USERS, open_rows
+from basketcast.features import cutoffs as C
+from basketcast.features.build import BASE_FEATURES, FeatureTables, PublishedTables, base_matrix
+from basketcast.features.history import History, as_of, order_lines
+from basketcast.features.sequence import SequenceScorer
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.publish import atomic_path
+from basketcast.pipeline.data.storage import Dataset
+from basketcast.pipeline.errors import DataError
+from basketcast.pipeline.model.candidates import NUMPY_TOPK_USERS, ALSModel, candidates
+from basketcast.pipeline.model.dask_training import Block, fit_rankers_on_cluster
+from basketcast.pipeline.model.training import Matrix
+from basketcast.pipeline.model.windows import FIT, STOP, PlannedWindow, Window, evaluation_users, window_rows
+from basketcast.pipeline.progress import Timings, overall_peak_rss_mb
+from basketcast.pipeline.workflows.cluster import TASK_RETRIES
+from basketcast.pipeline.workflows.export import SNAPSHOT_CHUNK_USERS, open_rows
 
 if TYPE_CHECKING:
     from distributed import Client
 
-    from pipeline.workflows.run import Learned
+    from basketcast.pipeline.workflows.run import Learned
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def training_block(
     part: str, fit_users: np.ndarray, draws: np.ndarray, mean_size: float, rate: float, equal_user_weight: bool
 ) -> Matrix:
     """One part's training matrix: its fit users' rows with the negative sample and the weights
-    ``pipeline.model.training.fit_rankers`` gives them in one process.
+    ``basketcast.pipeline.model.training.fit_rankers`` gives them in one process.
 
     ``draws`` are this part's share (its rows in (window, user) order) of the seeded uniform
     numbers one process draws for all training rows; ``mean_size`` the mean rows per (window,
@@ -422,8 +422,8 @@ class ClusterSession:
     """``basketcast train --cluster`` / ``export --cluster``: a Dask client, a work folder every
     worker reads at the same path, and the user buckets on Parquet (written once, on first use).
 
-    :meth:`learn` is the learning stage of ``pipeline.workflows.run.train`` and
-    :meth:`snapshot_rows` the snapshot rows of ``pipeline.workflows.export.write_bundle``.
+    :meth:`learn` is the learning stage of ``basketcast.pipeline.workflows.run.train`` and
+    :meth:`snapshot_rows` the snapshot rows of ``basketcast.pipeline.workflows.export.write_bundle``.
     Close it (or use it as a context manager) to remove the work folder.
     """
 
@@ -464,8 +464,9 @@ class ClusterSession:
         network: SequenceScorer | None,
         plan: list[PlannedWindow],
     ) -> Learned:
-        """The label windows' rows and the rankers on the cluster (:class:`pipeline.workflows.run.Learner`)."""
-        from pipeline.workflows.run import Learned
+        """The label windows' rows and the rankers on the cluster
+        (:class:`basketcast.pipeline.workflows.run.Learner`)."""
+        from basketcast.pipeline.workflows.run import Learned
 
         buckets, products = self.buckets(data, timings)
         assert self.partitions is not None
@@ -504,7 +505,7 @@ class ClusterSession:
         network: SequenceScorer | None,
     ) -> tuple[dict[str, np.ndarray], PublishedTables]:
         """Every user's snapshot rows, one task per bucket, merged into ``base`` in user order
-        (:class:`pipeline.workflows.export.SnapshotRows`)."""
+        (:class:`basketcast.pipeline.workflows.export.SnapshotRows`)."""
         assert self._buckets is not None and self.partitions is not None, "call buckets() first (learn does)"
         with timings.stage("snapshot: product tables (product features, TIFU reference)"):
             published = PublishedTables.of_history(h, config.features)

@@ -1,8 +1,8 @@
 """Export a run for serving: ONNX rankers checked against LightGBM, and the online snapshot.
 
-``write_bundle`` writes ``RUN_DIR/serving`` (format: ``serving.bundle``): the ranking and basket
+``write_bundle`` writes ``RUN_DIR/serving`` (format: ``basketcast.serving.bundle``): the ranking and basket
 models converted with onnxmltools, every known user's candidates and base features as of "after
-their last known order" (the same feature code as training, cut by ``features.cutoffs.next_order``,
+their last known order" (the same feature code as training, cut by ``basketcast.features.cutoffs.next_order``,
 candidates from the ALS fitted on all known orders), the cold-start list and the catalogue. It
 refuses to write a bundle whose ONNX scores differ from LightGBM's by more than ``TOLERANCE`` on
 a snapshot row (NaN included) — every row at the first of ``PARITY_CONTEXTS``, about a million
@@ -13,7 +13,7 @@ On data other than the training data (``--data``: new orders since, or other sho
 user's ALS factors are folded in from that data's history (``ALSModel.fold_in``, as the online rows
 are after a posted order), never taken from the fit's user with the same id.
 
-The drift reference (``serving.drift``: the profile that ``basketcast score`` compares scored users
+The drift reference (``basketcast.serving.drift``: the profile that ``basketcast score`` compares scored users
 with) must describe the data the run was *trained* on. ``write_bundle`` builds it from the bundle's
 own snapshot by default — at training time that is the training data's. ``export`` builds it again
 only when the data's fingerprint is the run's training data's; on other data it copies the
@@ -38,24 +38,24 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from features import cutoffs as C
-from features.build import BASE_FEATURES, FEATURE_NAMES, FeatureTables, PublishedTables, base_matrix
-from features.history import History, as_of, order_lines
-from features.sequence import SequenceScorer
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.publish import publishing_dir
-from pipeline.data.storage import Dataset, read_dataset, write_json
-from pipeline.data.storage import read_manifest as read_data_manifest
-from pipeline.errors import ExportError
-from pipeline.model.candidates import ALSModel, candidates
-from pipeline.model.cooccurrence import Cooccurrence
-from pipeline.model.sequence import OnnxScorer
-from pipeline.model.training import Rankers
-from pipeline.progress import Timings
-from pipeline.ranking import best_first
-from pipeline.workflows.run_folder import RUN_FOLDER, load_run
-from serving.bundle import (
+from basketcast.features import cutoffs as C
+from basketcast.features.build import BASE_FEATURES, FEATURE_NAMES, FeatureTables, PublishedTables, base_matrix
+from basketcast.features.history import History, as_of, order_lines
+from basketcast.features.sequence import SequenceScorer
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.publish import publishing_dir
+from basketcast.pipeline.data.storage import Dataset, read_dataset, write_json
+from basketcast.pipeline.data.storage import read_manifest as read_data_manifest
+from basketcast.pipeline.errors import ExportError
+from basketcast.pipeline.model.candidates import ALSModel, candidates
+from basketcast.pipeline.model.cooccurrence import Cooccurrence
+from basketcast.pipeline.model.sequence import OnnxScorer
+from basketcast.pipeline.model.training import Rankers
+from basketcast.pipeline.progress import Timings
+from basketcast.pipeline.ranking import best_first
+from basketcast.pipeline.workflows.run_folder import RUN_FOLDER, load_run
+from basketcast.serving.bundle import (
     BASKET,
     BUNDLE,
     CATALOG,
@@ -75,9 +75,9 @@ from serving.bundle import (
     BundleManifest,
     Parity,
 )
-from serving.cart import CART_FILE, VOCABULARY_FILE
-from serving.drift import build_reference, write_reference
-from serving.model import Context, ServingModel
+from basketcast.serving.cart import CART_FILE, VOCABULARY_FILE
+from basketcast.serving.drift import build_reference, write_reference
+from basketcast.serving.model import Context, ServingModel
 
 log = logging.getLogger(__name__)
 
@@ -233,11 +233,11 @@ def _write_published(
     config: TrainConfig,
     network: SequenceScorer | None,
 ) -> None:
-    """The product-level state fresh online rows are computed against (``serving.online``): the
+    """The product-level state fresh online rows are computed against (``basketcast.serving.online``): the
     catalogue's ids, the product features and TIFU reference of the snapshot's history, the ALS
     item side (users are folded in), the candidate and feature settings, and the network."""
     folder.mkdir()
-    # Sorted by id: features.tifu.catalogue_ids then only checks the order on every fresh row.
+    # Sorted by id: basketcast.features.tifu.catalogue_ids then only checks the order on every fresh row.
     products = catalogue.select(S.PRODUCT, S.AISLE, S.DEPARTMENT).sort(S.PRODUCT)
     products.write_parquet(folder / PUBLISHED_PRODUCTS)
     published.product.write_parquet(folder / PUBLISHED_PRODUCT_FEATURES)
@@ -318,7 +318,7 @@ def parity(
     is smaller: up to ~14,000 users at 70 candidates each).
 
     Users are taken ``chunk_rows`` rows at a time (at least one whole user). Returns the max abs
-    differences of both models, the users whose top-10 (the one tie rule, ``pipeline.ranking``)
+    differences of both models, the users whose top-10 (the one tie rule, ``basketcast.pipeline.ranking``)
     differs by more than ``TOLERANCE`` in LightGBM's own scores at some context, and the users
     whose top-10 only swaps candidates that LightGBM scores within ``TOLERANCE`` of each other
     (float32 against float64 sums can order such near-ties either way).
@@ -413,9 +413,9 @@ def write_bundle(
     ``network`` computes the sequence features of the snapshot (missing without it). The
     co-occurrence table of ``h``'s baskets goes to ``related/`` (``GET /v1/products/{id}/related``
     and the cart term of the served score, weighted by ``cart_weight``); ``none_source`` says where
-    the served baskets take P(None) from (``pipeline.model.basket.NONE_SOURCES``). ``rows`` computes
+    the served baskets take P(None) from (``basketcast.pipeline.model.basket.NONE_SOURCES``). ``rows`` computes
     the snapshot's rows: in this process by default, on a Dask cluster with
-    ``pipeline.workflows.cluster_train.snapshot_rows_on_cluster``. ``drift_reference``: "build" the
+    ``basketcast.pipeline.workflows.cluster_train.snapshot_rows_on_cluster``. ``drift_reference``: "build" the
     drift reference from this snapshot (``h`` is the training data's), copy the given file (the
     training bundle's), or write "none".
     """
@@ -514,7 +514,7 @@ def export(
         if not trained_on:
             # Other data (new orders since training, or other shoppers): every user's ALS factors are
             # folded in from their history here, as the online rows do after a posted order
-            # (serving.online), instead of the fit's factors of whoever had the same id then.
+            # (basketcast.serving.online), instead of the fit's factors of whoever had the same id then.
             started = time.perf_counter()
             als = als.fold_in(h.lines.select(S.USER, S.PRODUCT))
             log.info("ALS: %d users folded in (%.1f s)", als.user_ids.size, time.perf_counter() - started)

@@ -3,7 +3,7 @@
 ``monitor(NEW_DATA, RUN, SCORES)`` scores the predictions ``basketcast score --model RUN --out
 SCORES`` made against each user's first order after the snapshot's cutoff in NEW_DATA (a data
 folder whose histories extend the snapshot's: ``basketcast orders merge``'s output, or a newer
-ingest). What is measured and how "day" is defined: ``pipeline.evaluation.monitor``.
+ingest). What is measured and how "day" is defined: ``basketcast.pipeline.evaluation.monitor``.
 
 Files (each written atomically):
 
@@ -39,15 +39,15 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from pipeline.data import schema as S
-from pipeline.data.publish import Kind, loads, publishing_dir, write_failure
-from pipeline.data.storage import read_dataset, read_manifest
-from pipeline.errors import BundleError, DataError, OutputError
-from pipeline.evaluation import monitor as M
-from pipeline.workflows.cluster import SCORES_DATASET
-from serving.batch import OUT_SCHEMA, SCORES
-from serving.bundle import HISTORY, bundle_dir, is_bundle, is_run_folder, run_dir_of
-from serving.model import ServingModel
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.publish import Kind, loads, publishing_dir, write_failure
+from basketcast.pipeline.data.storage import read_dataset, read_manifest
+from basketcast.pipeline.errors import BundleError, DataError, OutputError
+from basketcast.pipeline.evaluation import monitor as M
+from basketcast.pipeline.workflows.cluster import SCORES_DATASET
+from basketcast.serving.batch import OUT_SCHEMA, SCORES
+from basketcast.serving.bundle import HISTORY, bundle_dir, is_bundle, is_run_folder, run_dir_of
+from basketcast.serving.model import ServingModel
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ PREDICTION_COLUMNS: Final = (S.USER, S.PRODUCT, S.RANK)
 
 
 class MonitorReport(M.Quality):
-    """``monitor.json``: the quality (``pipeline.evaluation.monitor.Quality``) and its sources."""
+    """``monitor.json``: the quality (``basketcast.pipeline.evaluation.monitor.Quality``) and its sources."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -161,7 +161,7 @@ def drift_summary(predictions: Path) -> dict[str, object] | None:
 
 
 def _history_arrays(model: ServingModel) -> tuple[np.ndarray, np.ndarray]:
-    """(order_offsets, order_number) of the snapshot's history (``serving.bundle.HISTORY``)."""
+    """(order_offsets, order_number) of the snapshot's history (``basketcast.serving.bundle.HISTORY``)."""
     folder = model.path / HISTORY
     try:
         offsets = np.load(folder / "order_offsets.npy", mmap_mode="r", allow_pickle=False)

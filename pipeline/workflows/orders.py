@@ -7,8 +7,8 @@
   new (the second run counts duplicates).
 - :func:`merge_order_log` (``basketcast orders merge`` and ``basketcast train --orders-from``):
   the data folder's orders plus the log's, as one canonical dataset, so tomorrow's model learns
-  from today's orders. The posted orders become rows by ``pipeline.data.posted.posted_tables``
-  (Instacart's rules, the same call ``serving.online`` makes for the fresh rows), after each
+  from today's orders. The posted orders become rows by ``basketcast.pipeline.data.posted.posted_tables``
+  (Instacart's rules, the same call ``basketcast.serving.online`` makes for the fresh rows), after each
   user's last order with products; besides:
 
   * a posted user's Kaggle ``test`` order, if any, is dropped: what happened next is now known;
@@ -26,13 +26,13 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.data import schema as S
-from pipeline.data.posted import OrderRecord, posted_tables
-from pipeline.data.repairs import with_unknown_products, with_unknown_row
-from pipeline.data.storage import Dataset, read_dataset, read_manifest, write_dataset
-from pipeline.errors import DataError
-from pipeline.progress import bar
-from serving.stores import open_order_log, redact_url
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.posted import OrderRecord, posted_tables
+from basketcast.pipeline.data.repairs import with_unknown_products, with_unknown_row
+from basketcast.pipeline.data.storage import Dataset, read_dataset, read_manifest, write_dataset
+from basketcast.pipeline.errors import DataError
+from basketcast.pipeline.progress import bar
+from basketcast.serving.stores import open_order_log, redact_url
 
 LOAD_BATCH = 5_000  # orders per transaction of a backfill
 # A Parquet file of order lines: one row per (order, product).
@@ -67,7 +67,7 @@ def _lines_of(source: Path) -> pl.DataFrame:
     else:
         import tempfile
 
-        from pipeline.data.ingest import ingest
+        from basketcast.pipeline.data.ingest import ingest
 
         with tempfile.TemporaryDirectory(prefix="basketcast-orders-") as tmp:
             ingest(source, Path(tmp) / "data")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import polars as pl
 
-from features import cutoffs as C
-from features.history import order_lines
-from pipeline.data import schema as S
-from pipeline.data.publish import (
+from basketcast.features import cutoffs as C
+from basketcast.features.history import order_lines
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.publish import (
     Kind,
     check_output,
     parquet_with_columns,
@@ -18,12 +18,12 @@ from pipeline.data.publish import (
     publishing_file,
     text_starting_with,
 )
-from pipeline.data.storage import read_dataset, read_manifest
-from pipeline.errors import DataError
-from pipeline.model.basket import choose_baskets
-from pipeline.model.windows import build_window, rows_of
-from pipeline.ranking import top_k
-from pipeline.workflows.run_folder import load_run
+from basketcast.pipeline.data.storage import read_dataset, read_manifest
+from basketcast.pipeline.errors import DataError
+from basketcast.pipeline.model.basket import choose_baskets
+from basketcast.pipeline.model.windows import build_window, rows_of
+from basketcast.pipeline.ranking import top_k
+from basketcast.pipeline.workflows.run_folder import load_run
 
 log = logging.getLogger(__name__)
 SUBMISSION_PRODUCTS = "products"  # the Kaggle submission's second column

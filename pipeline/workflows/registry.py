@@ -2,7 +2,7 @@
 
 **Registration** (``register``, after ``basketcast train`` tracked the run in MLflow): the run's
 serving bundle is logged as the run's ``serving/`` artifacts (what a server following an alias
-fetches, ``serving.registry``), and the ranker the tracker logged becomes a new version of the
+fetches, ``basketcast.serving.registry``), and the ranker the tracker logged becomes a new version of the
 registered model named after the training data: ``basketcast-<data fingerprint>`` unless a name
 is given (``--name``). A run on other data therefore never competes with this data's champion
 under the default names. The version is tagged with its run folder, bundle version and data.
@@ -42,15 +42,15 @@ from typing import Any, Final
 import numpy as np
 import polars as pl
 
-from pipeline.data import schema as S
-from pipeline.errors import BasketcastError
-from pipeline.evaluation.bootstrap import paired_bootstrap
-from pipeline.evaluation.report import BASELINES, RANKER, REPORT_JSON
-from pipeline.workflows.export import TOLERANCE as PARITY_TOLERANCE
-from pipeline.workflows.run_folder import PER_USER, REPORT, RunFolder, RunManifest
-from pipeline.workflows.tracking import CHAMPION, tracking_uri
-from serving.bundle import BUNDLE, MANIFEST, BundleManifest, Parity, read_manifest
-from serving.registry import NAME_PATTERN
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.errors import BasketcastError
+from basketcast.pipeline.evaluation.bootstrap import paired_bootstrap
+from basketcast.pipeline.evaluation.report import BASELINES, RANKER, REPORT_JSON
+from basketcast.pipeline.workflows.export import TOLERANCE as PARITY_TOLERANCE
+from basketcast.pipeline.workflows.run_folder import PER_USER, REPORT, RunFolder, RunManifest
+from basketcast.pipeline.workflows.tracking import CHAMPION, tracking_uri
+from basketcast.serving.bundle import BUNDLE, MANIFEST, BundleManifest, Parity, read_manifest
+from basketcast.serving.registry import NAME_PATTERN
 
 log = logging.getLogger(__name__)
 

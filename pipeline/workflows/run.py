@@ -1,13 +1,13 @@
 """``basketcast train``: from a data folder to a published run folder.
 
-The recipe: roles and label windows (``pipeline.model.windows``) → rankers (``pipeline.model.
-training``) → the evaluation report on held-out users (``pipeline.evaluation``) → ALS on all
-known orders and the serving bundle (``pipeline.workflows.export``) → the run folder
-(``pipeline.workflows.run_folder``), published atomically.
+The recipe: roles and label windows (``basketcast.pipeline.model.windows``) → rankers (``basketcast.pipeline.model.
+training``) → the evaluation report on held-out users (``basketcast.pipeline.evaluation``) → ALS on all
+known orders and the serving bundle (``basketcast.pipeline.workflows.export``) → the run folder
+(``basketcast.pipeline.workflows.run_folder``), published atomically.
 
 The label windows with the rankers, and the snapshot's rows, are the two steps that grow with the
 shoppers: ``train`` takes them as parameters (``learn``, ``snapshot``), in this process by default
-or on a Dask cluster (``pipeline.workflows.cluster_train.ClusterSession``).
+or on a Dask cluster (``basketcast.pipeline.workflows.cluster_train.ClusterSession``).
 """
 
 from __future__ import annotations
@@ -23,19 +23,19 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from features.history import History, order_lines
-from features.sequence import SequenceScorer
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.publish import check_output, publishing_dir
-from pipeline.data.storage import Dataset, read_dataset, read_manifest
-from pipeline.errors import ExportError
-from pipeline.evaluation.cart import cart_stage, target_lines
-from pipeline.evaluation.evaluate import choose_none_source, evaluation_report, per_user_metrics
-from pipeline.evaluation.report import EvaluationReport, write_report
-from pipeline.model.candidates import ALSModel
-from pipeline.model.training import Rankers, fit_rankers
-from pipeline.model.windows import (
+from basketcast.features.history import History, order_lines
+from basketcast.features.sequence import SequenceScorer
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.publish import check_output, publishing_dir
+from basketcast.pipeline.data.storage import Dataset, read_dataset, read_manifest
+from basketcast.pipeline.errors import ExportError
+from basketcast.pipeline.evaluation.cart import cart_stage, target_lines
+from basketcast.pipeline.evaluation.evaluate import choose_none_source, evaluation_report, per_user_metrics
+from basketcast.pipeline.evaluation.report import EvaluationReport, write_report
+from basketcast.pipeline.model.candidates import ALSModel
+from basketcast.pipeline.model.training import Rankers, fit_rankers
+from basketcast.pipeline.model.windows import (
     FIT,
     STOP,
     VALID,
@@ -47,11 +47,11 @@ from pipeline.model.windows import (
     roles_of,
     rows_of,
 )
-from pipeline.progress import Timings
-from pipeline.workflows.export import SnapshotRows, latest_history, snapshot_rows_locally, write_bundle
-from pipeline.workflows.run_folder import PER_USER, RUN_FOLDER, DataRef, RunFolder, RunManifest, ServingRef
-from pipeline.workflows.sequence_stage import fit_network
-from serving.cart import CartScorer
+from basketcast.pipeline.progress import Timings
+from basketcast.pipeline.workflows.export import SnapshotRows, latest_history, snapshot_rows_locally, write_bundle
+from basketcast.pipeline.workflows.run_folder import PER_USER, RUN_FOLDER, DataRef, RunFolder, RunManifest, ServingRef
+from basketcast.pipeline.workflows.sequence_stage import fit_network
+from basketcast.serving.cart import CartScorer
 
 log = logging.getLogger(__name__)
 LIBRARIES = ("polars", "numpy", "lightgbm", "xgboost-cpu", "implicit", "scipy", "pyarrow", "torch", "onnxruntime")
@@ -111,7 +111,7 @@ def learn_locally(
     network: SequenceScorer | None,
     plan: list[PlannedWindow],
 ) -> Learned:
-    """The label windows and the rankers in this process (``pipeline.model.windows``, ``.training``)."""
+    """The label windows and the rankers in this process (``basketcast.pipeline.model.windows``, ``.training``)."""
     windows = build_windows(data, lines, config, timings, roles, network=network, plan=plan)
     # A user whose cutoff has no visible order (possible only with gaps in order numbers) has no rows.
     roles = roles.join(windows[0].history.cutoffs.select(S.USER), on=S.USER, how="semi")
@@ -132,7 +132,7 @@ def train(
     """Train on DATA_DIR and publish a run folder at ``out`` (atomically; an existing ``out`` is
     replaced only when it is a run folder, or with ``force``). ``learn`` builds the label windows
     and the rankers, ``snapshot`` the serving snapshot's rows: in this process by default, on a
-    Dask cluster with ``pipeline.workflows.cluster_train.ClusterSession``."""
+    Dask cluster with ``basketcast.pipeline.workflows.cluster_train.ClusterSession``."""
     check_output(out, RUN_FOLDER, force, inputs=[data_dir])
     timings = Timings()
     started = time.time()

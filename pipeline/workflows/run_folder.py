@@ -10,9 +10,9 @@ A run folder holds, published atomically by ``basketcast train``:
   absent when it is disabled or the data has no orders older than the ranker's windows);
 - ``roles.parquet`` (user → fit / stop / valid), ``features.json`` (feature names, in order);
 - ``config.json`` (the resolved TrainConfig), ``manifest.json`` (:class:`RunManifest`);
-- ``report/`` (the evaluation report: ``pipeline.evaluation.report``; ``per_user.parquet``, the ranker's
+- ``report/`` (the evaluation report: ``basketcast.pipeline.evaluation.report``; ``per_user.parquet``, the ranker's
   NDCG@10 / Recall@10 per validation user and target order, which promotion compares);
-- ``serving/`` (the serving bundle: ``serving.bundle``);
+- ``serving/`` (the serving bundle: ``basketcast.serving.bundle``);
 - later, ``evaluation/`` and ``evaluation-kfold/`` (``basketcast evaluate``) and
   ``dashboard.html`` (``basketcast report``).
 """
@@ -26,17 +26,17 @@ from typing import Any, Final, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from features.build import FEATURE_NAMES
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.publish import Kind, loads
-from pipeline.data.storage import read_json, write_json
-from pipeline.errors import DataError
-from pipeline.evaluation.report import REPORT_JSON, EvaluationReport
-from pipeline.model.candidates import ALSModel
-from pipeline.model.sequence import OnnxScorer
-from pipeline.model.training import Rankers
-from serving.bundle import BUNDLE, DASHBOARD, Parity
+from basketcast.features.build import FEATURE_NAMES
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.publish import Kind, loads
+from basketcast.pipeline.data.storage import read_json, write_json
+from basketcast.pipeline.errors import DataError
+from basketcast.pipeline.evaluation.report import REPORT_JSON, EvaluationReport
+from basketcast.pipeline.model.candidates import ALSModel
+from basketcast.pipeline.model.sequence import OnnxScorer
+from basketcast.pipeline.model.training import Rankers
+from basketcast.serving.bundle import BUNDLE, DASHBOARD, Parity
 
 RANKER_MODEL: Final = "ranker.txt"
 BASKET_MODEL: Final = "basket_model.txt"

@@ -2,7 +2,7 @@
 
 It runs before the ranker's label windows are featurised, because its outputs are among their
 features: it learns from the orders just older than the oldest label window the plan builds
-(``pipeline.model.sequence.training_windows``), then every window, the evaluation and the serving
+(``basketcast.pipeline.model.sequence.training_windows``), then every window, the evaluation and the serving
 snapshot read it through onnxruntime.
 """
 
@@ -13,13 +13,13 @@ import logging
 import numpy as np
 import polars as pl
 
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.storage import Dataset
-from pipeline.model.cart_network import train_cart
-from pipeline.model.sequence import SequenceModel, train_sequence
-from pipeline.model.windows import FIT, STOP, STOP_SHARE, PlannedWindow
-from pipeline.progress import Timings
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import Dataset
+from basketcast.pipeline.model.cart_network import train_cart
+from basketcast.pipeline.model.sequence import SequenceModel, train_sequence
+from basketcast.pipeline.model.windows import FIT, STOP, STOP_SHARE, PlannedWindow
+from basketcast.pipeline.progress import Timings
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def fit_network(
     orders). Fit and stop users are the roles' (``roles``), or a seeded STOP_SHARE of
     ``all_users`` stops and the rest fit (cross-validation: no user is validated on those
     orders, which are older than every ranker window). ``with_cart`` also trains the cart
-    attention (``pipeline.model.cart_network``) after it."""
+    attention (``basketcast.pipeline.model.cart_network``) after it."""
     if not config.sequence.enabled:
         return None
     if roles is not None:

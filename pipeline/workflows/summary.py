@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipeline.evaluation.report import EvaluationReport
-from pipeline.workflows.run import TrainResult
+from basketcast.pipeline.evaluation.report import EvaluationReport
+from basketcast.pipeline.workflows.run import TrainResult
 
 SUMMARY_METRICS = ("precision@5", "recall@10", "ndcg@10", "map@10", "hit_rate@10")
 

@@ -7,7 +7,7 @@ manifest. :func:`track_training` is what ``basketcast train`` calls: it picks th
 :func:`chosen_backends` (``TrainConfig.tracking``, overridden by ``BASKETCAST_TRACKING``).
 
 **MLflow** is the system of record; it also gets the LightGBM ranker as an MLflow model
-(``ranker``), neither registered nor aliased here: ``pipeline.workflows.registry`` registers
+(``ranker``), neither registered nor aliased here: ``basketcast.pipeline.workflows.registry`` registers
 :attr:`TrackedRun.mlflow_model_uri` as a version of the data set's model and moves the alias
 ``champion`` after its checks. The
 store is ``MLFLOW_TRACKING_URI`` when set, else the user-level SQLite store
@@ -36,15 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
-from pipeline.config import TrainConfig
-from pipeline.data.storage import read_json
-from pipeline.errors import ConfigError
-from pipeline.evaluation.report import EvaluationReport
-from pipeline.progress import Timings
-from pipeline.workflows.run_folder import RunFolder
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data.storage import read_json
+from basketcast.pipeline.errors import ConfigError
+from basketcast.pipeline.evaluation.report import EvaluationReport
+from basketcast.pipeline.progress import Timings
+from basketcast.pipeline.workflows.run_folder import RunFolder
 
 if TYPE_CHECKING:
-    from pipeline.workflows.run import TrainResult
+    from basketcast.pipeline.workflows.run import TrainResult
 
 log = logging.getLogger(__name__)
 

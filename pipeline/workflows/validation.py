@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from features import cutoffs as C
-from features.history import order_lines
-from pipeline.data import schema as S
-from pipeline.data.publish import check_output, publishing_dir
-from pipeline.data.storage import Dataset, read_dataset, read_manifest
-from pipeline.errors import DataError
-from pipeline.evaluation.evaluate import evaluation_report
-from pipeline.evaluation.report import REPORT_FOLDER, EvaluationReport, markdown, write_report
-from pipeline.model.training import fit_rankers
-from pipeline.model.windows import (
+from basketcast.features import cutoffs as C
+from basketcast.features.history import order_lines
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.publish import check_output, publishing_dir
+from basketcast.pipeline.data.storage import Dataset, read_dataset, read_manifest
+from basketcast.pipeline.errors import DataError
+from basketcast.pipeline.evaluation.evaluate import evaluation_report
+from basketcast.pipeline.evaluation.report import REPORT_FOLDER, EvaluationReport, markdown, write_report
+from basketcast.pipeline.model.training import fit_rankers
+from basketcast.pipeline.model.windows import (
     Window,
     build_window,
     build_windows,
@@ -32,9 +32,9 @@ from pipeline.model.windows import (
     rows_of,
     split_users,
 )
-from pipeline.progress import Timings
-from pipeline.workflows.run_folder import Run, load_run
-from pipeline.workflows.sequence_stage import fit_network
+from basketcast.pipeline.progress import Timings
+from basketcast.pipeline.workflows.run_folder import Run, load_run
+from basketcast.pipeline.workflows.sequence_stage import fit_network
 
 log = logging.getLogger(__name__)
 

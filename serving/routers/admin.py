@@ -3,7 +3,7 @@
 Who may call ``/admin/*``: with ``BASKETCAST_ADMIN_TOKEN`` set, requests carrying it as a Bearer
 token (401 otherwise); without one, only requests that arrive on a loopback address (403
 otherwise) — ``basketcast serve`` refuses to listen on anything but loopback without a token,
-and this check covers an app run another way (``uvicorn serving.main:app --host 0.0.0.0``). The
+and this check covers an app run another way (``uvicorn basketcast.serving.main:app --host 0.0.0.0``). The
 OpenAPI document says which of the two applies (:func:`document_security`).
 """
 
@@ -17,10 +17,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from serving.errors import ApiError
-from serving.schemas import ErrorResponse, ReloadResponse
-from serving.settings import Settings, get_settings, is_loopback_host
-from serving.state import ModelHolder, get_holder, notify_other_workers
+from basketcast.serving.errors import ApiError
+from basketcast.serving.schemas import ErrorResponse, ReloadResponse
+from basketcast.serving.settings import Settings, get_settings, is_loopback_host
+from basketcast.serving.state import ModelHolder, get_holder, notify_other_workers
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 bearer = HTTPBearer(auto_error=False, description="Needed only when BASKETCAST_ADMIN_TOKEN is set.")

@@ -19,10 +19,10 @@ from fastapi.responses import FileResponse
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from serving.bundle import DASHBOARD, run_dir_of
-from serving.errors import ApiError
-from serving.schemas import ErrorResponse
-from serving.settings import ENV_PREFIX, Settings, get_settings
+from basketcast.serving.bundle import DASHBOARD, run_dir_of
+from basketcast.serving.errors import ApiError
+from basketcast.serving.schemas import ErrorResponse
+from basketcast.serving.settings import ENV_PREFIX, Settings, get_settings
 
 router = APIRouter(tags=["dashboard"])
 

@@ -27,9 +27,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from serving.errors import ApiError
-from serving.routers.dashboard import DashboardSettings, dashboard_path, get_dashboard_settings
-from serving.settings import Settings, get_settings
+from basketcast.serving.errors import ApiError
+from basketcast.serving.routers.dashboard import DashboardSettings, dashboard_path, get_dashboard_settings
+from basketcast.serving.settings import Settings, get_settings
 
 router = APIRouter()
 
@@ -37,7 +37,7 @@ DOCS_URL = "/docs"
 REDOC_URL = "/redoc"
 OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"  # FastAPI's default `swagger_ui_oauth2_redirect_url`
 STATIC_URL = "/static"
-DASHBOARD_URL = "/dashboard"  # serving.routers.dashboard's page: a link once built, never an operation
+DASHBOARD_URL = "/dashboard"  # basketcast.serving.routers.dashboard's page: a link once built, never an operation
 
 SWAGGER_JS = "swagger-ui/swagger-ui-bundle.js"
 SWAGGER_CSS = "swagger-ui/swagger-ui.css"
@@ -68,7 +68,7 @@ class Asset:
 @lru_cache(maxsize=len(ASSETS))
 def asset(name: str) -> Asset:
     """The vendored file ``name`` (a key of ``ASSETS``), read once per process (about 3 MB in all)."""
-    body = files("serving").joinpath("static", *name.split("/")).read_bytes()
+    body = files("basketcast.serving").joinpath("static", *name.split("/")).read_bytes()
     return Asset(body=body, media_type=ASSETS[name], digest=hashlib.sha256(body).hexdigest()[:16])
 
 

@@ -8,11 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from serving.metrics import Metrics
-from serving.realtime import Realtime, open_realtime
-from serving.schemas import Health, LastReload, ModelFolder, OnlineStatus, Readiness, RegistryModel
-from serving.settings import resolve_settings
-from serving.state import ModelHolder, get_holder
+from basketcast.serving.metrics import Metrics
+from basketcast.serving.realtime import Realtime, open_realtime
+from basketcast.serving.schemas import Health, LastReload, ModelFolder, OnlineStatus, Readiness, RegistryModel
+from basketcast.serving.settings import resolve_settings
+from basketcast.serving.state import ModelHolder, get_holder
 
 router = APIRouter(tags=["operations"])
 

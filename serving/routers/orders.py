@@ -2,11 +2,11 @@
 know it.
 
 The order is appended to the order log (SQLite by default, PostgreSQL in production; see
-``serving.realtime``) and acknowledged only once recorded: 201 the first time, 200 with
+``basketcast.serving.realtime``) and acknowledged only once recorded: 201 the first time, 200 with
 ``status: "duplicate"`` for a retry of the same ``order_id`` and content, 409 for the same id with
 other content, 503 when the log cannot be reached (nothing recorded: retry). Then the shopper's
 candidates and features are recomputed from their whole history with the offline feature code
-(``serving.online``), so their next recommendation counts this order: its products become
+(``basketcast.serving.online``), so their next recommendation counts this order: its products become
 repeats, their purchase cycles restart, a new shopper leaves the popular list.
 
 A plain ``def`` route: it waits on the log's commit and recomputes features (tens of
@@ -21,14 +21,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from serving.errors import ApiError
-from serving.metrics import Metrics
-from serving.model import Context, ServingModel
-from serving.realtime import Realtime, open_realtime
-from serving.schemas import BODY_ERROR_RESPONSES, ErrorResponse, OrderRequest, OrderResponse
-from serving.settings import resolve_settings
-from serving.state import get_model
-from serving.stores.base import Append, OrderRecord, StoreUnavailable
+from basketcast.serving.errors import ApiError
+from basketcast.serving.metrics import Metrics
+from basketcast.serving.model import Context, ServingModel
+from basketcast.serving.realtime import Realtime, open_realtime
+from basketcast.serving.schemas import BODY_ERROR_RESPONSES, ErrorResponse, OrderRequest, OrderResponse
+from basketcast.serving.settings import resolve_settings
+from basketcast.serving.state import get_model
+from basketcast.serving.stores.base import Append, OrderRecord, StoreUnavailable
 
 router = APIRouter(prefix="/v1", tags=["orders"])
 
@@ -61,7 +61,7 @@ def to_record(body: OrderRequest, earlier: list[OrderRecord], now: dt.datetime) 
     """The order as the log keeps it: when it happened and the days since the previous one resolved.
 
     ``order_dow``/``order_hour_of_day`` win over ``placed_at``, and either comes from the time the
-    order was received when not given (as ``serving.model.Context.at``).
+    order was received when not given (as ``basketcast.serving.model.Context.at``).
     """
     placed = body.placed_at.astimezone(dt.UTC) if body.placed_at is not None else None
     ctx = Context.at(placed or now, dow=body.order_dow, hour=body.order_hour_of_day)

@@ -26,12 +26,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_validator
 
-from pipeline.data import schema as S
-from pipeline.model.cooccurrence import LIFT, PMI, SUPPORT
-from serving.metrics import Metrics
-from serving.model import POPULAR_STRATEGY, RANKER_STRATEGY, Context, Recommendation, ServingModel
-from serving.realtime import DEGRADED, SNAPSHOT, Realtime, UserState, open_realtime, prediction_key
-from serving.schemas import (
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.model.cooccurrence import LIFT, PMI, SUPPORT
+from basketcast.serving.metrics import Metrics
+from basketcast.serving.model import POPULAR_STRATEGY, RANKER_STRATEGY, Context, Recommendation, ServingModel
+from basketcast.serving.realtime import DEGRADED, SNAPSHOT, Realtime, UserState, open_realtime, prediction_key
+from basketcast.serving.schemas import (
     BODY_ERROR_RESPONSES,
     DEFAULT_K,
     ERROR_RESPONSES,
@@ -55,8 +55,8 @@ from serving.schemas import (
     UserRecommendations,
     not_null,
 )
-from serving.settings import resolve_settings
-from serving.state import get_model
+from basketcast.serving.settings import resolve_settings
+from basketcast.serving.state import get_model
 
 router = APIRouter(prefix="/v1", tags=["recommendations"], responses=ERROR_RESPONSES)
 

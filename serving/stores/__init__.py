@@ -1,21 +1,21 @@
-"""Open the order log and the online store named by a URL (settings), behind ``serving.stores.base``.
+"""Open the order log and the online store named by a URL (settings), behind ``basketcast.serving.stores.base``.
 
 - Order log: ``sqlite:///ABSOLUTE/PATH.sqlite`` or ``sqlite:RELATIVE/PATH.sqlite`` (the embedded
-  default, :class:`~serving.stores.sqlite.SqliteOrderLog`) or ``postgresql://…`` / ``postgres://…``
-  (:class:`~serving.stores.postgres.PostgresOrderLog`).
+  default, :class:`~basketcast.serving.stores.sqlite.SqliteOrderLog`) or ``postgresql://…`` / ``postgres://…``
+  (:class:`~basketcast.serving.stores.postgres.PostgresOrderLog`).
 - Online store: ``embedded`` (SQLite in ``STATE_DIR/online.sqlite``), ``sqlite:…`` (SQLite at that
-  path) or ``redis://…`` / ``rediss://…`` (:class:`~serving.stores.redis_store.RedisOnlineStore`).
+  path) or ``redis://…`` / ``rediss://…`` (:class:`~basketcast.serving.stores.redis_store.RedisOnlineStore`).
 
 The drivers of the servers (psycopg, redis) are imported inside the functions that need them, so
-``import serving.stores`` works in an install without them (the embedded default needs neither).
+``import basketcast.serving.stores`` works in an install without them (the embedded default needs neither).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from serving.stores.base import Append, OnlineStore, OrderLog, OrderRecord, StoreUnavailable
-from serving.stores.urls import redact_url, sqlite_path
+from basketcast.serving.stores.base import Append, OnlineStore, OrderLog, OrderRecord, StoreUnavailable
+from basketcast.serving.stores.urls import redact_url, sqlite_path
 
 __all__ = [
     "Append",
@@ -40,11 +40,11 @@ def open_order_log(url: str) -> OrderLog:
     """
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme == "sqlite":
-        from serving.stores.sqlite import SqliteOrderLog
+        from basketcast.serving.stores.sqlite import SqliteOrderLog
 
         return SqliteOrderLog(sqlite_path(url))
     if scheme in ("postgresql", "postgres"):
-        from serving.stores.postgres import PostgresOrderLog
+        from basketcast.serving.stores.postgres import PostgresOrderLog
 
         return PostgresOrderLog(url)
     raise ValueError(f"unsupported order log URL {redact_url(url)!r}: use {ORDER_LOG_FORMS}")
@@ -60,15 +60,15 @@ def open_online_store(url: str, *, state_dir: Path, ttl_seconds: float, cache_tt
     stripped = url.strip()
     scheme = stripped.split(":", 1)[0].lower() if ":" in stripped else ""
     if stripped.lower() == "embedded":
-        from serving.stores.sqlite import SqliteOnlineStore
+        from basketcast.serving.stores.sqlite import SqliteOnlineStore
 
         return SqliteOnlineStore(Path(state_dir) / "online.sqlite", ttl_seconds, cache_ttl_seconds=cache_ttl_seconds)
     if scheme == "sqlite":
-        from serving.stores.sqlite import SqliteOnlineStore
+        from basketcast.serving.stores.sqlite import SqliteOnlineStore
 
         return SqliteOnlineStore(sqlite_path(stripped), ttl_seconds, cache_ttl_seconds=cache_ttl_seconds)
     if scheme in ("redis", "rediss"):
-        from serving.stores.redis_store import RedisOnlineStore
+        from basketcast.serving.stores.redis_store import RedisOnlineStore
 
         return RedisOnlineStore(stripped, ttl_seconds, cache_ttl_seconds)
     raise ValueError(f"unsupported online store URL {redact_url(url)!r}: use {ONLINE_STORE_FORMS}")

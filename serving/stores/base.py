@@ -1,6 +1,6 @@
 """The online stores behind one small interface: the order log and the online rows.
 
-Two roles, each a :class:`typing.Protocol`, chosen by settings (``serving.stores.open_order_log`` and
+Two roles, each a :class:`typing.Protocol`, chosen by settings (``basketcast.serving.stores.open_order_log`` and
 ``open_online_store``):
 
 - :class:`OrderLog` — the system of record of orders posted after the published snapshot
@@ -9,7 +9,7 @@ Two roles, each a :class:`typing.Protocol`, chosen by settings (``serving.stores
   :attr:`Append.DUPLICATE`, another order under a used id a :attr:`Append.CONFLICT`.
   Implementations: SQLite (embedded default, WAL) and PostgreSQL.
 - :class:`OnlineStore` — each user's fresh feature rows per model version (opaque bytes packed
-  by ``serving.online``) and a prediction cache, both keyed by model version so that a hot swap
+  by ``basketcast.serving.online``) and a prediction cache, both keyed by model version so that a hot swap
   never mixes versions. Implementations: SQLite (embedded default) and Redis (TTLs, pipelined
   batch reads, hit/miss counts).
 
@@ -23,8 +23,8 @@ import enum
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from pipeline.data.posted import OrderRecord
-from pipeline.errors import BasketcastError
+from basketcast.pipeline.data.posted import OrderRecord
+from basketcast.pipeline.errors import BasketcastError
 
 __all__ = ["Append", "OnlineStore", "OrderLog", "OrderRecord", "StoreUnavailable"]
 

@@ -17,7 +17,7 @@ Why it is built this way:
 - **Threads**: one connection per process guarded by a lock (sync routes run in a thread pool);
   no pool dependency. A connection inherited through ``fork`` is never used.
 - **Failures**: a server that cannot be reached, or that fails on its side (shutdown, disk
-  full), raises :class:`~serving.stores.base.StoreUnavailable` with the URL (password hidden).
+  full), raises :class:`~basketcast.serving.stores.base.StoreUnavailable` with the URL (password hidden).
 
 The table is ``basketcast_orders`` (not ``orders``) so that the log can live in a database shared
 with other applications.
@@ -37,12 +37,12 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from serving.stores.base import Append, OrderRecord, StoreUnavailable
-from serving.stores.urls import redact_url
+from basketcast.serving.stores.base import Append, OrderRecord, StoreUnavailable
+from basketcast.serving.stores.urls import redact_url
 
 T = TypeVar("T")
 
-MIGRATIONS_PACKAGE = "serving.stores"
+MIGRATIONS_PACKAGE = "basketcast.serving.stores"
 MIGRATIONS_DIR = ("migrations", "postgres")
 MIGRATIONS_TABLE = "basketcast_schema_migrations"
 # pg_advisory_xact_lock's key for migrations: b"bcastmig" as a signed 64-bit integer, so that

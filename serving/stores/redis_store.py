@@ -15,7 +15,7 @@ Why it is built this way:
   a dropped connection only (redis-py's default retries timeouts too, three times, with backoff
   of up to seconds), so a dead or hung Redis costs a request about a second at most before it
   degrades to the snapshot. Every Redis error raises
-  :class:`~serving.stores.base.StoreUnavailable`; ``ping()`` never raises.
+  :class:`~basketcast.serving.stores.base.StoreUnavailable`; ``ping()`` never raises.
 - **Reconnects by itself**: redis-py drops a connection that failed and opens a new one on the
   next command, so the same store object works again once Redis is back (with empty keys if
   Redis kept no persistence: every read is then a miss, which only costs recomputation).
@@ -35,8 +35,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from serving.stores.base import StoreUnavailable
-from serving.stores.urls import redact_url
+from basketcast.serving.stores.base import StoreUnavailable
+from basketcast.serving.stores.urls import redact_url
 
 T = TypeVar("T")
 

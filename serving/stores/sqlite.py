@@ -20,7 +20,7 @@ Why SQLite and how it is made safe to share:
 
 Expired online entries read as missing and are deleted now and then (at open and every
 ``PURGE_EVERY`` writes of a process). Failures of SQLite itself (disk full, I/O error, the busy
-timeout elapsed) raise :class:`~serving.stores.base.StoreUnavailable`.
+timeout elapsed) raise :class:`~basketcast.serving.stores.base.StoreUnavailable`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from serving.stores.base import Append, OrderRecord, StoreUnavailable
+from basketcast.serving.stores.base import Append, OrderRecord, StoreUnavailable
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 10_000  # how long a writer waits for another process's write transaction

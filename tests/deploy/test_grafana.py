@@ -7,7 +7,7 @@
   users, a batch, a basket, a posted order, a cache hit, a 404 and a 422), ``GET /metrics`` is
   parsed with ``prometheus_client``'s parser and each series and each label the queries use
   (``by (…)``, matchers, ``{{label}}`` legends) must be on it. The drift series come from batch
-  scoring (node_exporter textfile): they are checked against the text ``serving.drift`` writes.
+  scoring (node_exporter textfile): they are checked against the text ``basketcast.serving.drift`` writes.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.main import create_app
-from serving.settings import Settings
+from basketcast.serving.main import create_app
+from basketcast.serving.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "deploy" / "grafana" / "basketcast.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-# Written by batch scoring (serving.drift) as a node_exporter textfile, not by the API.
+# Written by batch scoring (basketcast.serving.drift) as a node_exporter textfile, not by the API.
 DRIFT_SERIES = (
     "basketcast_drift_psi",
     "basketcast_drift_score_psi",
@@ -96,10 +96,10 @@ def exposition(text: str) -> dict[str, set[str]]:
 
 
 def drift_exposition() -> dict[str, set[str]]:
-    """What ``basketcast score`` writes for node_exporter (``serving.drift.prometheus_text``), or,
+    """What ``basketcast score`` writes for node_exporter (``basketcast.serving.drift.prometheus_text``), or,
     before that module exists, the series it is to write."""
     try:
-        from serving import drift
+        from basketcast.serving import drift
     except ImportError:
         return {name: DRIFT_LABELS.get(name, {"model_version"}) for name in DRIFT_SERIES}
     # Only what the exposition reads (model_construct: no validation of the summary's other fields).

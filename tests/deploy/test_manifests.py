@@ -12,7 +12,7 @@
 - Cross-checks: every ``${VAR}`` of the compose file and every ``BASKETCAST_*`` setting is in
   .env.example; every env var a manifest sets is a known setting; health-check and probe paths
   are routes of the FastAPI app; ports agree; every ``basketcast`` command line of the jobs is
-  accepted by the real click CLI (``pipeline.cli.main``).
+  accepted by the real click CLI (``basketcast.pipeline.cli.main``).
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline.cli import main as cli
-from serving.settings import ENV_PREFIX, Settings
+from basketcast.pipeline.cli import main as cli
+from basketcast.serving.settings import ENV_PREFIX, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
@@ -142,7 +142,7 @@ def env_example() -> dict[str, str]:
 
 
 def settings_vars() -> set[str]:
-    """BASKETCAST_<FIELD> of every field of serving.settings.Settings."""
+    """BASKETCAST_<FIELD> of every field of basketcast.serving.settings.Settings."""
     return {ENV_PREFIX + name.upper() for name in Settings.model_fields}
 
 
@@ -207,7 +207,7 @@ def image_port() -> int:
 @cache
 def openapi_paths() -> dict[str, Any]:
     """The FastAPI app's routes (path -> operations), from its OpenAPI document."""
-    from serving.main import create_app
+    from basketcast.serving.main import create_app
 
     paths: dict[str, Any] = create_app().openapi()["paths"]
     return paths
@@ -866,7 +866,7 @@ def test_the_training_image() -> None:
     install = useradd[useradd.index("install") :]
     assert install[install.index("-o") + 1] == user and {"/model", "/data"} <= set(install)
     copied = {args.split()[0] for word, args in stage if word == "COPY"}
-    assert {"pipeline", "features", "serving"} <= copied
+    assert {"basketcast", "pipeline", "features", "serving"} <= copied
 
 
 # --------------------------------------------------------------------------------------------

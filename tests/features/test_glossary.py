@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from features import glossary
-from features.build import FEATURE_NAMES
+from basketcast.features import glossary
+from basketcast.features.build import FEATURE_NAMES
 
 
 def test_every_feature_has_its_own_words() -> None:

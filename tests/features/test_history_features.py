@@ -8,18 +8,18 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features import cutoffs as C
-from features.build import FEATURE_NAMES, base_feature_frame, feature_frame, to_matrix
-from features.context import context_features
-from features.history import as_of, order_lines
-from features.product import product_features
-from features.taste import aisle_features
-from features.user import user_features
-from features.user_product import user_product_features
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.ingest import ingest
-from pipeline.data.storage import Dataset, read_dataset
+from basketcast.features import cutoffs as C
+from basketcast.features.build import FEATURE_NAMES, base_feature_frame, feature_frame, to_matrix
+from basketcast.features.context import context_features
+from basketcast.features.history import as_of, order_lines
+from basketcast.features.product import product_features
+from basketcast.features.taste import aisle_features
+from basketcast.features.user import user_features
+from basketcast.features.user_product import user_product_features
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.ingest import ingest
+from basketcast.pipeline.data.storage import Dataset, read_dataset
 
 CONFIG = TrainConfig(tracking=[])
 

@@ -13,15 +13,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features import cutoffs as C
-from features.build import FEATURE_NAMES
-from features.history import as_of, order_lines
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.ingest import ingest
-from pipeline.data.storage import Dataset, read_dataset
-from pipeline.model.candidates import ALSModel, candidates
-from pipeline.model.windows import build_window
+from basketcast.features import cutoffs as C
+from basketcast.features.build import FEATURE_NAMES
+from basketcast.features.history import as_of, order_lines
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.ingest import ingest
+from basketcast.pipeline.data.storage import Dataset, read_dataset
+from basketcast.pipeline.model.candidates import ALSModel, candidates
+from basketcast.pipeline.model.windows import build_window
 from tests.conftest import EXCERPT
 
 CONFIG = TrainConfig(tracking=[])
@@ -73,7 +73,7 @@ def _features(data: Dataset, cutoffs: pl.DataFrame) -> pl.DataFrame:
     h = as_of(data, cutoffs, order_lines(data))
     als = ALSModel.fit(h.lines, CONFIG.als)
     cands = candidates(h, als, h.cutoffs[S.USER], CONFIG.candidates)
-    from features.build import feature_frame
+    from basketcast.features.build import feature_frame
 
     return feature_frame(h, cands, CONFIG.features).select(S.USER, S.PRODUCT, *FEATURE_NAMES)
 

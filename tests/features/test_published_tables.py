@@ -1,6 +1,6 @@
 """Fresh rows against a published state: the TIFU reference and the product table given, not recomputed.
 
-``FeatureTables.of(h, config, published=...)`` is how the online path (``serving.online``) builds a
+``FeatureTables.of(h, config, published=...)`` is how the online path (``basketcast.serving.online``) builds a
 user's rows after a new order. These tests pin what that relies on: the published TIFU reference
 round-trips exactly, a history of one user scored against it gets the very TIFU values the
 full population's history gives that user, and the few-columns dense gather equals the full one.
@@ -14,15 +14,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features import cutoffs as C
-from features.build import FeatureTables, PublishedTables, base_matrix
-from features.history import as_of, order_lines
-from features.tifu import DENSE_REFERENCE_CELLS, Neighbourhood, TifuIndex
-from pipeline.config import ALSConfig, CandidateConfig, FeatureConfig
-from pipeline.data import schema as S
-from pipeline.data.generate import generate
-from pipeline.data.storage import Dataset
-from pipeline.model.candidates import ALSModel, candidates
+from basketcast.features import cutoffs as C
+from basketcast.features.build import FeatureTables, PublishedTables, base_matrix
+from basketcast.features.history import as_of, order_lines
+from basketcast.features.tifu import DENSE_REFERENCE_CELLS, Neighbourhood, TifuIndex
+from basketcast.pipeline.config import ALSConfig, CandidateConfig, FeatureConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.generate import generate
+from basketcast.pipeline.data.storage import Dataset
+from basketcast.pipeline.model.candidates import ALSModel, candidates
 
 CONFIG = FeatureConfig(tifu_neighbors=30, tifu_reference_users=120)
 
@@ -72,7 +72,7 @@ def test_few_columns_gather_equals_the_full_dense_copy(data: Dataset, monkeypatc
     index = TifuIndex.of(h, CONFIG.tifu_neighbors, CONFIG.tifu_reference_users)
     cands = h.user_products.select(S.USER, S.PRODUCT).filter(pl.col(S.USER) < 40)
     few = index.features(cands)  # few candidate columns (under DENSE_REFERENCE_CELLS / 64): a copy of those
-    import features.tifu as tifu
+    import basketcast.features.tifu as tifu
 
     n_ref, n_products = index.neighbourhood.X.shape
     wanted = cands[S.PRODUCT].n_unique()

@@ -10,15 +10,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features import cutoffs as C
-from features.build import FeatureTables, base_feature_frame
-from features.history import History, as_of, order_lines
-from features.tifu import TifuIndex, TifuSpace, tifu_user_vectors
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.ingest import ingest
-from pipeline.data.storage import read_dataset
-from pipeline.model.candidates import ALSModel, candidates
+from basketcast.features import cutoffs as C
+from basketcast.features.build import FeatureTables, base_feature_frame
+from basketcast.features.history import History, as_of, order_lines
+from basketcast.features.tifu import TifuIndex, TifuSpace, tifu_user_vectors
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.ingest import ingest
+from basketcast.pipeline.data.storage import read_dataset
+from basketcast.pipeline.model.candidates import ALSModel, candidates
 from tests.conftest import EXCERPT
 
 CONFIG = TrainConfig(tracking=[])
@@ -99,9 +99,9 @@ def test_feature_tables_featurise_chunks_like_the_whole(history: History) -> Non
 def test_snapshot_written_in_chunks_equals_one_pass(
     history: History, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from features.build import BASE_FEATURES
-    from pipeline.progress import Timings
-    from pipeline.workflows import export
+    from basketcast.features.build import BASE_FEATURES
+    from basketcast.pipeline.progress import Timings
+    from basketcast.pipeline.workflows import export
 
     als = ALSModel.fit(history.lines, CONFIG.als)
     monkeypatch.setattr(export, "SNAPSHOT_CHUNK_USERS", 7)  # many chunks, uneven last one
@@ -119,7 +119,7 @@ def test_snapshot_written_in_chunks_equals_one_pass(
 def test_dense_neighbour_gather_equals_sparse_means(
     history: History, monkeypatch: pytest.MonkeyPatch, max_reference: int | None
 ) -> None:
-    from features import tifu
+    from basketcast.features import tifu
 
     als = ALSModel.fit(history.lines, CONFIG.als)
     cands = candidates(history, als, history.cutoffs[S.USER], CONFIG.candidates)
@@ -134,7 +134,7 @@ def test_dense_neighbour_gather_equals_sparse_means(
 
 
 def test_streak_from_bit_patterns_and_long_runs() -> None:
-    from features.history import BASKET_SIZE, FROM_END
+    from basketcast.features.history import BASKET_SIZE, FROM_END
 
     runs = {1: range(70), 2: [0, 1, 2, 4], 3: [1], 4: [*range(64), 65], 5: range(64)}  # product → from_end values
     rows = [(7, p, fe) for p, values in runs.items() for fe in values]

@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.data import schema as S
+from basketcast.pipeline.data import schema as S
 from tests.conftest import EXCERPT
 
 pytestmark = pytest.mark.integration
@@ -92,8 +92,8 @@ def test_train_logs_to_mlflow_and_registers_the_model(trained: dict[str, Path]) 
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from pipeline.data.storage import read_manifest
-    from pipeline.workflows.registry import registered_name
+    from basketcast.pipeline.data.storage import read_manifest
+    from basketcast.pipeline.workflows.registry import registered_name
 
     mlflow.set_tracking_uri(f"sqlite:///{trained['root'] / 'mlflow.db'}")
     client = MlflowClient()

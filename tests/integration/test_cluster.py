@@ -18,11 +18,17 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.data import schema as S
-from pipeline.workflows.cluster import ClusterScoreReport, dask_client, read_scores, score_on_cluster, user_partitions
-from serving.batch import REASON, score_users
-from serving.model import Context, ServingModel
+from basketcast.pipeline.cli import main
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.workflows.cluster import (
+    ClusterScoreReport,
+    dask_client,
+    read_scores,
+    score_on_cluster,
+    user_partitions,
+)
+from basketcast.serving.batch import REASON, score_users
+from basketcast.serving.model import Context, ServingModel
 
 pytestmark = pytest.mark.integration
 

@@ -23,27 +23,27 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from features.build import BASE_FEATURES
-from features.history import order_lines
-from pipeline.cli import main
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.generate import generate
-from pipeline.data.storage import Dataset, read_dataset, write_dataset
-from pipeline.model.dask_training import early_stopping_round, lightgbm_ndcg, weighted_logloss
-from pipeline.model.training import Matrix, group_sizes, lightgbm_params, sample_negatives, user_weights
-from pipeline.model.windows import FIT, build_windows, plan_windows, roles_of, rows_of
-from pipeline.progress import Timings
-from pipeline.workflows.cluster import dask_client
-from pipeline.workflows.cluster_train import (
+from basketcast.features.build import BASE_FEATURES
+from basketcast.features.history import order_lines
+from basketcast.pipeline.cli import main
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.generate import generate
+from basketcast.pipeline.data.storage import Dataset, read_dataset, write_dataset
+from basketcast.pipeline.model.dask_training import early_stopping_round, lightgbm_ndcg, weighted_logloss
+from basketcast.pipeline.model.training import Matrix, group_sizes, lightgbm_params, sample_negatives, user_weights
+from basketcast.pipeline.model.windows import FIT, build_windows, plan_windows, roles_of, rows_of
+from basketcast.pipeline.progress import Timings
+from basketcast.pipeline.workflows.cluster import dask_client
+from basketcast.pipeline.workflows.cluster_train import (
     ClusterSession,
     build_windows_on_cluster,
     merge_snapshot,
     read_rows,
     training_blocks,
 )
-from pipeline.workflows.run import train
-from pipeline.workflows.sequence_stage import fit_network
+from basketcast.pipeline.workflows.run import train
+from basketcast.pipeline.workflows.sequence_stage import fit_network
 
 pytestmark = pytest.mark.integration
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.data.publish import _LEFTOVER
-from pipeline.data.storage import read_dataset
-from pipeline.workflows.run_folder import load_run
-from serving.model import ServingModel
+from basketcast.pipeline.data.publish import _LEFTOVER
+from basketcast.pipeline.data.storage import read_dataset
+from basketcast.pipeline.workflows.run_folder import load_run
+from basketcast.serving.model import ServingModel
 from tests.conftest import EXCERPT
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

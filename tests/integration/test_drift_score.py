@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.bundle import BUNDLE, DRIFT_REFERENCE, MANIFEST
-from serving.drift import DriftSummary
+from basketcast.serving.bundle import BUNDLE, DRIFT_REFERENCE, MANIFEST
+from basketcast.serving.drift import DriftSummary
 
 pytestmark = pytest.mark.integration
 
@@ -210,9 +210,9 @@ def test_a_folder_of_parts_from_a_cluster_gets_its_outputs_inside(drift: dict[st
 def test_the_generator_shift_changes_only_the_last_days_baskets() -> None:
     import polars as pl
 
-    from pipeline.data import schema as S
-    from pipeline.data.generate import GeneratorConfig, generate
-    from pipeline.data.storage import Dataset
+    from basketcast.pipeline.data import schema as S
+    from basketcast.pipeline.data.generate import GeneratorConfig, generate
+    from basketcast.pipeline.data.storage import Dataset
 
     plain = generate(300, 5)
     assert generate(300, 5, GeneratorConfig(shift_days=30), catalog_seed=5).orders.equals(plain.orders)  # no-op

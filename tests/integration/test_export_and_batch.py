@@ -18,13 +18,13 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from features.build import FEATURE_NAMES
-from features.history import order_lines
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.storage import read_dataset
-from pipeline.errors import BundleError, ExportError
-from pipeline.workflows.export import (
+from basketcast.features.build import FEATURE_NAMES
+from basketcast.features.history import order_lines
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import read_dataset
+from basketcast.pipeline.errors import BundleError, ExportError
+from basketcast.pipeline.workflows.export import (
     PARITY_CHUNK_ROWS,
     PARITY_CONTEXTS,
     TOLERANCE,
@@ -35,10 +35,10 @@ from pipeline.workflows.export import (
     to_onnx,
     write_bundle,
 )
-from pipeline.workflows.run import train
-from pipeline.workflows.run_folder import load_run
-from serving.batch import score_users, top_k_per_group
-from serving.model import Context, ServingModel
+from basketcast.pipeline.workflows.run import train
+from basketcast.pipeline.workflows.run_folder import load_run
+from basketcast.serving.batch import score_users, top_k_per_group
+from basketcast.serving.model import Context, ServingModel
 from tests.conftest import FAST_TRAIN
 
 pytestmark = pytest.mark.integration
@@ -196,8 +196,8 @@ def test_failed_parity_keeps_the_published_run_folder(
     check (ONNX converted without the float32 rounding): the run folder stays byte-identical."""
     import shutil
 
-    import pipeline.workflows.export as export_module
-    from pipeline.cli import main
+    import basketcast.pipeline.workflows.export as export_module
+    from basketcast.pipeline.cli import main
 
     copy = tmp_path / "runs" / "run"
     shutil.copytree(excerpt_run["run"], copy)

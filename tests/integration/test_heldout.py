@@ -25,17 +25,17 @@ import numpy as np
 import polars as pl
 import pytest
 
-import pipeline.workflows.run as run_module
-import pipeline.workflows.validation as validation
-from features.history import order_lines
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.storage import read_dataset
-from pipeline.evaluation.report import EvaluationReport
-from pipeline.model import training
-from pipeline.model.windows import FIT, STOP, VALID
-from pipeline.progress import Timings
-from pipeline.workflows.run_folder import RunFolder, load_run
+import basketcast.pipeline.workflows.run as run_module
+import basketcast.pipeline.workflows.validation as validation
+from basketcast.features.history import order_lines
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import read_dataset
+from basketcast.pipeline.evaluation.report import EvaluationReport
+from basketcast.pipeline.model import training
+from basketcast.pipeline.model.windows import FIT, STOP, VALID
+from basketcast.pipeline.progress import Timings
+from basketcast.pipeline.workflows.run_folder import RunFolder, load_run
 from tests.conftest import FAST_TRAIN
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))

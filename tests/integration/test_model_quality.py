@@ -13,13 +13,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.generate import generate
-from pipeline.data.storage import Dataset, write_dataset
-from pipeline.evaluation.report import EvaluationReport
-from pipeline.workflows.predict import predict
-from pipeline.workflows.run import train
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.generate import generate
+from basketcast.pipeline.data.storage import Dataset, write_dataset
+from basketcast.pipeline.evaluation.report import EvaluationReport
+from basketcast.pipeline.workflows.predict import predict
+from basketcast.pipeline.workflows.run import train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

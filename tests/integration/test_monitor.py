@@ -21,11 +21,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.data import schema as S
-from pipeline.data.storage import Dataset, read_dataset, write_dataset
-from pipeline.evaluation.monitor import DAY, KAGGLE_F1, NDCG_K, RECALL_K, USERS
-from pipeline.workflows.monitor import BY_DAY_FILE, HISTORY_FILE, MONITORING, REPORT_FILE, USERS_FILE
-from serving.model import Context, ServingModel
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import Dataset, read_dataset, write_dataset
+from basketcast.pipeline.evaluation.monitor import DAY, KAGGLE_F1, NDCG_K, RECALL_K, USERS
+from basketcast.pipeline.workflows.monitor import BY_DAY_FILE, HISTORY_FILE, MONITORING, REPORT_FILE, USERS_FILE
+from basketcast.serving.model import Context, ServingModel
 from tests.conftest import FAST_TRAIN
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

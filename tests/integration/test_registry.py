@@ -24,9 +24,9 @@ import polars as pl
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.data.storage import read_manifest
-from pipeline.workflows.registry import registered_name
-from serving.registry import ModelUri, RegistryError, RestRegistry, resolve
+from basketcast.pipeline.data.storage import read_manifest
+from basketcast.pipeline.workflows.registry import registered_name
+from basketcast.serving.registry import ModelUri, RegistryError, RestRegistry, resolve
 from tests.conftest import EXCERPT
 from tests.services import mlflow_server
 from tests.serving.conftest import UvicornProcess, free_port, wait_for
@@ -130,7 +130,7 @@ def test_serving_follows_the_alias_under_load_without_losing_a_request(registry:
         bc("promote", "--name", name, "--version", "1", "--force", env=env)
     v1, v2 = bundle_version(registry.run1), bundle_version(registry.run2)
     port = free_port()
-    args = ["-m", "pipeline.cli", "serve", "--model", uri, "--port", str(port), "--workers", "2"]
+    args = ["-m", "basketcast.pipeline.cli", "serve", "--model", uri, "--port", str(port), "--workers", "2"]
     server = UvicornProcess(args, tmp_path / "unused", port, tmp_path / "serve.log", env)
     try:
         server.wait_ready(timeout=60)

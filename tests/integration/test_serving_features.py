@@ -2,8 +2,8 @@
 
 ``ServingModel.features`` (snapshot rows + the context added per request) must give, for every
 user and candidate of the snapshot, the rows the ranker's training code builds
-(``features.build.feature_frame``) at the same cutoff — each user's next order,
-``features.cutoffs.next_order`` — with the same context (day, hour, days since the last order).
+(``basketcast.features.build.feature_frame``) at the same cutoff — each user's next order,
+``basketcast.features.cutoffs.next_order`` — with the same context (day, hour, days since the last order).
 Parity, the explorer and batch scoring all share ServingModel's matrix, so only this test would
 see, e.g., two context features swapped.
 """
@@ -16,14 +16,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features import cutoffs as C
-from features.build import FEATURE_NAMES, feature_frame, to_matrix
-from features.history import as_of, order_lines
-from pipeline.data import schema as S
-from pipeline.data.storage import read_dataset
-from pipeline.model.candidates import candidates
-from pipeline.workflows.run_folder import load_run
-from serving.model import Context, ServingModel
+from basketcast.features import cutoffs as C
+from basketcast.features.build import FEATURE_NAMES, feature_frame, to_matrix
+from basketcast.features.history import as_of, order_lines
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import read_dataset
+from basketcast.pipeline.model.candidates import candidates
+from basketcast.pipeline.workflows.run_folder import load_run
+from basketcast.serving.model import Context, ServingModel
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from pipeline.workflows.export import float32_thresholds, to_onnx
-from pipeline.workflows.run_folder import load_run
-from serving.model import Context, ServingModel
+from basketcast.pipeline.workflows.export import float32_thresholds, to_onnx
+from basketcast.pipeline.workflows.run_folder import load_run
+from basketcast.serving.model import Context, ServingModel
 
 pytestmark = pytest.mark.integration
 EXE = Path(sys.executable).with_name("basketcast")

@@ -15,13 +15,13 @@ from typing import Any, cast
 
 import pytest
 
-from pipeline.config import TrainConfig
-from pipeline.errors import ConfigError
-from pipeline.evaluation.report import EvaluationReport
-from pipeline.progress import Timings
-from pipeline.workflows.run import TrainResult
-from pipeline.workflows.run_folder import RunFolder
-from pipeline.workflows.tracking import (
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.errors import ConfigError
+from basketcast.pipeline.evaluation.report import EvaluationReport
+from basketcast.pipeline.progress import Timings
+from basketcast.pipeline.workflows.run import TrainResult
+from basketcast.pipeline.workflows.run_folder import RunFolder
+from basketcast.pipeline.workflows.tracking import (
     TRACKING_ENV,
     TrackedRun,
     chosen_backends,
@@ -207,7 +207,7 @@ def test_mlflow_holds_the_ranker_unregistered(
     original = lgb.Booster(model_file=str(RunFolder(run[0]).ranker_model))
     rows = np.random.default_rng(0).normal(size=(20, original.num_feature()))
     np.testing.assert_allclose(loaded.predict(rows), original.predict(rows))
-    # Registration and the champion alias belong to pipeline.workflows.registry.
+    # Registration and the champion alias belong to basketcast.pipeline.workflows.registry.
     assert client(store).search_registered_models() == []
 
 
@@ -238,7 +238,7 @@ def test_a_wandb_failure_leaves_mlflow_logging_whole(
 
     monkeypatch.setattr(wandb, "init", refuse)
     run_dir, report = run
-    with caplog.at_level(logging.WARNING, logger="pipeline.workflows.tracking"):
+    with caplog.at_level(logging.WARNING, logger="basketcast.pipeline.workflows.tracking"):
         result = track_run(run_dir, report, {"load data": 1.25}, ["wandb", "mlflow"])
     assert result.backends == ("mlflow",) and result.wandb_run_dir is None
     assert "W&B tracking failed" in caplog.text and "no W&B today" in caplog.text
@@ -254,7 +254,7 @@ def test_wandb_not_installed_is_a_warning(
 ) -> None:
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
     run_dir, report = run
-    with caplog.at_level(logging.WARNING, logger="pipeline.workflows.tracking"):
+    with caplog.at_level(logging.WARNING, logger="basketcast.pipeline.workflows.tracking"):
         result = track_run(run_dir, report, {}, ["wandb"])
     assert result == TrackedRun(backends=())
     assert "W&B tracking failed" in caplog.text and "basketcast[train]" in caplog.text
@@ -319,7 +319,7 @@ def test_the_legacy_mlflow_key_maps_to_tracking() -> None:
 
 def test_timing_metrics_of_a_manifest_have_no_memory() -> None:
     assert timing_metrics([]) == {"timing.total.seconds": 0.0}
-    from pipeline.workflows.tracking import stage_times
+    from basketcast.pipeline.workflows.tracking import stage_times
 
     assert timing_metrics(stage_times({"load data": 2.0})) == {
         "timing.load_data.seconds": 2.0,

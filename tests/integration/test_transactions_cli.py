@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data import schema as S
-from pipeline.data.storage import read_dataset, read_manifest
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import read_dataset, read_manifest
 from tests.integration.test_cli import bc
 
 pytestmark = pytest.mark.integration

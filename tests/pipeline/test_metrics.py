@@ -7,8 +7,8 @@ import math
 import polars as pl
 import pytest
 
-from pipeline.data import schema as S
-from pipeline.metrics import (
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.metrics import (
     F1,
     HIT_RATE,
     HITS,
@@ -31,7 +31,7 @@ from pipeline.metrics import (
     ranking_metrics,
     repeat_new_hits,
 )
-from pipeline.model.basket import choose_baskets
+from basketcast.pipeline.model.basket import choose_baskets
 
 L2 = math.log2
 

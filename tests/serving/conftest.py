@@ -23,9 +23,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.bundle import BUNDLE, MANIFEST
-from serving.main import create_app
-from serving.settings import MODEL_DIR_ENV, Settings
+from basketcast.serving.bundle import BUNDLE, MANIFEST
+from basketcast.serving.main import create_app
+from basketcast.serving.settings import MODEL_DIR_ENV, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -93,8 +93,9 @@ def truncate(name: str) -> Callable[[Path], None]:
 
 
 def republish(run_dir: Path) -> str:
-    """Re-export the run (pipeline.workflows.export: a real new bundle, published atomically); its version."""
-    from pipeline.workflows.export import export
+    """Re-export the run (basketcast.pipeline.workflows.export: a real new bundle, published atomically); its
+    version."""
+    from basketcast.pipeline.workflows.export import export
 
     before = version_of(run_dir)
     for _ in range(3):
@@ -170,18 +171,18 @@ class UvicornProcess:
 @pytest.fixture
 def start_server(tmp_path: Path) -> Iterator[Callable[..., UvicornProcess]]:
     """Start real servers: ``start_server(model_dir)`` (``python -m uvicorn``, one process) or
-    ``start_server(model_dir, workers=2)`` (``serving.server.serve``), ``env`` added to the
+    ``start_server(model_dir, workers=2)`` (``basketcast.serving.server.serve``), ``env`` added to the
     environment; all stopped at teardown."""
     started: list[UvicornProcess] = []
 
     def start(model_dir: Path, workers: int | None = None, env: Mapping[str, str] | None = None) -> UvicornProcess:
         port = free_port()
         if workers is None:
-            args = ["-m", "uvicorn", "serving.main:app", "--host", "127.0.0.1", "--port", str(port)]
+            args = ["-m", "uvicorn", "basketcast.serving.main:app", "--host", "127.0.0.1", "--port", str(port)]
             args += ["--loop", "uvloop", "--http", "httptools", "--log-level", "info"]
         else:
             code = (
-                "import sys; from pathlib import Path; from serving.server import serve; "
+                "import sys; from pathlib import Path; from basketcast.serving.server import serve; "
                 "serve(Path(sys.argv[1]), port=int(sys.argv[2]), workers=int(sys.argv[3]))"
             )
             args = ["-c", code, str(model_dir), str(port), str(workers)]
@@ -209,7 +210,7 @@ def wait_for(predicate: Callable[[], bool], what: str = "condition", timeout: fl
 def uvicorn_serving(model_dir: Path, log_path: Path) -> Iterator[UvicornProcess]:
     """A real uvicorn (one worker) serving ``model_dir`` on a free loopback port, stopped at the end."""
     port = free_port()
-    args = ["-m", "uvicorn", "serving.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    args = ["-m", "uvicorn", "basketcast.serving.main:app", "--host", "127.0.0.1", "--port", str(port)]
     server = UvicornProcess(args, model_dir, port, log_path)
     try:
         server.wait_ready()

@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
-from serving.main import create_app
-from serving.model import ServingModel
-from serving.settings import Settings
-from serving.state import get_model
+from basketcast.serving.main import create_app
+from basketcast.serving.model import ServingModel
+from basketcast.serving.settings import Settings
+from basketcast.serving.state import get_model
 
 UNKNOWN = 4_000_000_000
 
@@ -343,7 +343,7 @@ def test_admin_token(trained_run: Path) -> None:
 def test_serve_command_options() -> None:
     from click.testing import CliRunner
 
-    from serving.server import serve_command
+    from basketcast.serving.server import serve_command
 
     result = CliRunner().invoke(serve_command, ["--help"])
     assert result.exit_code == 0

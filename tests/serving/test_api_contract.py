@@ -21,9 +21,9 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from serving.main import create_app
-from serving.schemas import ID_LIST_PATTERN, MAX_BATCH_USERS, MAX_EXCLUDE, MAX_K, UINT32_MAX
-from serving.settings import Settings
+from basketcast.serving.main import create_app
+from basketcast.serving.schemas import ID_LIST_PATTERN, MAX_BATCH_USERS, MAX_EXCLUDE, MAX_K, UINT32_MAX
+from basketcast.serving.settings import Settings
 
 UNKNOWN = 4_000_000_000
 

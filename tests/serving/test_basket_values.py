@@ -20,16 +20,16 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.ingest import ingest
-from pipeline.model.basket import MAX_CANDIDATES, optimal_basket
-from pipeline.ranking import best_first
-from pipeline.workflows.predict import SUBMISSION_PRODUCTS, predict
-from pipeline.workflows.run import train
-from serving.main import create_app
-from serving.model import Context, ServingModel
-from serving.settings import Settings
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.ingest import ingest
+from basketcast.pipeline.model.basket import MAX_CANDIDATES, optimal_basket
+from basketcast.pipeline.ranking import best_first
+from basketcast.pipeline.workflows.predict import SUBMISSION_PRODUCTS, predict
+from basketcast.pipeline.workflows.run import train
+from basketcast.serving.main import create_app
+from basketcast.serving.model import Context, ServingModel
+from basketcast.serving.settings import Settings
 from tests.conftest import EXCERPT, FAST_TRAIN
 
 pytestmark = pytest.mark.integration

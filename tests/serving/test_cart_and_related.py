@@ -1,7 +1,7 @@
 """``cart=`` re-ranks (not only filters) and ``GET /v1/products/{id}/related``, over HTTP.
 
 The served score with a cart is the ranker's score + the bundle's cart weight × the candidate's
-mean PMI with the cart's products (``serving.model.ServingModel.recommend``). The weight the
+mean PMI with the cart's products (``basketcast.serving.model.ServingModel.recommend``). The weight the
 excerpt's stop users chose may be 0 (their carts are few), so the re-ranking test serves a copy
 of the trained bundle whose manifest sets a weight, as a model trained on more carts would.
 """
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.bundle import BUNDLE, MANIFEST
-from serving.main import create_app
-from serving.model import Context, ServingModel
-from serving.settings import Settings
+from basketcast.serving.bundle import BUNDLE, MANIFEST
+from basketcast.serving.main import create_app
+from basketcast.serving.model import Context, ServingModel
+from basketcast.serving.settings import Settings
 
 
 def _weighted_copy(model_dir: Path, weight: float) -> Path:
@@ -95,8 +95,8 @@ def test_related_unknown_product_is_404(client: TestClient) -> None:
 
 def test_cart_attention_scores_many_users_in_bounded_calls(trained_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Scored whole users a few at a time (bounded memory), the deltas equal one call over all rows."""
-    import serving.cart as cart_module
-    from features.sequence import SEQ_STATES
+    import basketcast.serving.cart as cart_module
+    from basketcast.features.sequence import SEQ_STATES
 
     model = ServingModel.load(trained_run)
     assert model.cart_attention is not None

@@ -24,10 +24,10 @@ from urllib.parse import urlsplit
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.bundle import DASHBOARD, run_dir_of
-from serving.main import create_app
-from serving.routers.docs import ASSETS, IMMUTABLE, prefers_json
-from serving.settings import Settings
+from basketcast.serving.bundle import DASHBOARD, run_dir_of
+from basketcast.serving.main import create_app
+from basketcast.serving.routers.docs import ASSETS, IMMUTABLE, prefers_json
+from basketcast.serving.settings import Settings
 from tests.browser import headless_chromium
 from tests.serving.conftest import UvicornProcess, uvicorn_serving
 
@@ -90,7 +90,10 @@ def test_docs_pages_load_only_same_origin_static_files(client: TestClient, page:
         assert answer.status_code == 200, url
         assert answer.headers["content-type"].startswith(CONTENT_TYPES[Path(parts.path).suffix]), url
         assert answer.headers["cache-control"] == IMMUTABLE  # the URL carries the content's hash
-        assert answer.content == files("serving").joinpath("static", parts.path.removeprefix("/static/")).read_bytes()
+        assert (
+            answer.content
+            == files("basketcast.serving").joinpath("static", parts.path.removeprefix("/static/")).read_bytes()
+        )
     if page == "/docs":
         assert "url: '/openapi.json'" in r.text and '"validatorUrl": null' in r.text
     else:
@@ -98,7 +101,7 @@ def test_docs_pages_load_only_same_origin_static_files(client: TestClient, page:
 
 
 def test_every_vendored_file_ships_with_its_licence() -> None:
-    static = files("serving").joinpath("static")
+    static = files("basketcast.serving").joinpath("static")
     for name in ASSETS:
         folder = static.joinpath(name.split("/")[0])
         assert folder.joinpath(name.split("/")[1]).is_file(), name

@@ -1,4 +1,4 @@
-"""serving.drift on known answers: the PSI, the bins, the user/row levels and the three outputs.
+"""basketcast.serving.drift on known answers: the PSI, the bins, the user/row levels and the three outputs.
 
 The snapshots here are hand-made bundle folders (manifest + base/users/offsets arrays, no ONNX):
 drift reads nothing else of a bundle, and the reference's score part is given directly.
@@ -17,11 +17,11 @@ import pyarrow.parquet as pq
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.data import schema as S
-from pipeline.errors import OutputError
-from serving.batch import OUT_SCHEMA
-from serving.bundle import DRIFT_REFERENCE, MANIFEST, BundleManifest
-from serving.drift import (
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.errors import OutputError
+from basketcast.serving.batch import OUT_SCHEMA
+from basketcast.serving.bundle import DRIFT_REFERENCE, MANIFEST, BundleManifest
+from basketcast.serving.drift import (
     DRIFTED_FROM,
     STABLE_BELOW,
     Bins,

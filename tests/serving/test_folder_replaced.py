@@ -20,12 +20,12 @@ from typing import Any
 import httpx
 import pytest
 
-from serving.bundle import BUNDLE
+from basketcast.serving.bundle import BUNDLE
 from tests.serving.conftest import UvicornProcess, free_port, publish, set_version, truncate, version_of, wait_for
 
 pytestmark = pytest.mark.integration
 SCRIPT = Path(sys.executable).with_name("basketcast")
-CLI = [str(SCRIPT)] if SCRIPT.exists() else ["-m", "pipeline.cli"]
+CLI = [str(SCRIPT)] if SCRIPT.exists() else ["-m", "basketcast.pipeline.cli"]
 USERS = [1, 2, 3, 4_000_000_000]
 
 

@@ -1,4 +1,4 @@
-"""serving.online: how posted orders become a user's history, and the packed rows' format."""
+"""basketcast.serving.online: how posted orders become a user's history, and the packed rows' format."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.data import schema as S
-from serving.model import ServingModel
-from serving.online import UserRows
-from serving.stores.base import OrderRecord
+from basketcast.pipeline.data import schema as S
+from basketcast.serving.model import ServingModel
+from basketcast.serving.online import UserRows
+from basketcast.serving.stores.base import OrderRecord
 
 
 @pytest.fixture(scope="module")

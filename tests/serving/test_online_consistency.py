@@ -4,7 +4,7 @@ the API equal what the offline feature store computes for the same history.
 Each real user X of the excerpt is replayed as a new shopper Y: X's orders are posted one by one
 (``POST /v1/orders``, a real app with the embedded stores). After every order, Y's rows in the
 online store must equal, to float32 precision, the rows the offline pipeline computes for X cut
-after the same orders — built over *every* user's history (``features.history.as_of`` with X's
+after the same orders — built over *every* user's history (``basketcast.features.history.as_of`` with X's
 cutoff moved), with the product table and TIFU reference the offline code computes from the
 published data, the run's ALS folded in and the run's network. After X's last order Y's rows must
 also equal X's rows in the exported snapshot (every column but the two ALS ones: the snapshot
@@ -21,18 +21,18 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
-from features import cutoffs as C
-from features.build import BASE_FEATURES, FeatureTables, PublishedTables, base_matrix
-from features.history import as_of, order_lines
-from pipeline.data import schema as S
-from pipeline.data.storage import read_dataset
-from pipeline.model.candidates import candidates
-from pipeline.workflows.export import latest_history
-from pipeline.workflows.run_folder import load_run
-from serving.main import create_app
-from serving.model import Context
-from serving.online import UserRows
-from serving.settings import Settings
+from basketcast.features import cutoffs as C
+from basketcast.features.build import BASE_FEATURES, FeatureTables, PublishedTables, base_matrix
+from basketcast.features.history import as_of, order_lines
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import read_dataset
+from basketcast.pipeline.model.candidates import candidates
+from basketcast.pipeline.workflows.export import latest_history
+from basketcast.pipeline.workflows.run_folder import load_run
+from basketcast.serving.main import create_app
+from basketcast.serving.model import Context
+from basketcast.serving.online import UserRows
+from basketcast.serving.settings import Settings
 
 NEW_USER_OFFSET = 3_000_000_000
 ALS_COLUMNS = [BASE_FEATURES.index(S.ALS_SCORE), BASE_FEATURES.index(S.ALS_RANK)]

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.main import create_app
-from serving.settings import Settings
+from basketcast.serving.main import create_app
+from basketcast.serving.settings import Settings
 
 NEW = 4_100_000_000  # user ids far from the excerpt's
 
@@ -52,7 +52,7 @@ def test_a_new_shopper_leaves_the_popular_list_with_their_first_order(orders_cli
 def test_an_order_turns_its_products_into_repeats_and_restarts_their_cycles(
     orders_client: TestClient, trained_run: Path
 ) -> None:
-    from serving.model import ServingModel
+    from basketcast.serving.model import ServingModel
 
     model = ServingModel.load(trained_run)
     user = int(model.users[1])
@@ -75,7 +75,7 @@ def test_an_order_turns_its_products_into_repeats_and_restarts_their_cycles(
     # Its rows now say it was bought in the last order (orders since the last purchase = 0).
     rows = orders_client.app.state.realtime.rows_for(model_of(orders_client), user).rows  # type: ignore[attr-defined]
     assert rows is not None
-    from features.build import BASE_FEATURES
+    from basketcast.features.build import BASE_FEATURES
 
     since_last = rows.base[:, BASE_FEATURES.index("up_orders_since_last")]
     assert since_last[rows.products.tolist().index(new_product)] == 0

@@ -31,8 +31,8 @@ from typing import Any
 import httpx
 import pytest
 
-from serving.model import ServingModel
-from serving.stores import open_order_log
+from basketcast.serving.model import ServingModel
+from basketcast.serving.stores import open_order_log
 from tests.services import PostgresServer, RedisServer, postgres_server, redis_server
 from tests.serving.conftest import UvicornProcess, free_port, wait_for
 
@@ -278,11 +278,11 @@ def test_stores_down_at_startup_are_opened_once_they_answer(
     "degraded", orders get 503 "retry"; once it is up, the next requests open the stores."""
     from fastapi.testclient import TestClient
 
-    import serving.realtime
-    from serving.main import create_app
-    from serving.settings import Settings
+    import basketcast.serving.realtime
+    from basketcast.serving.main import create_app
+    from basketcast.serving.settings import Settings
 
-    monkeypatch.setattr(serving.realtime, "REOPEN_SECONDS", 0.2)
+    monkeypatch.setattr(basketcast.serving.realtime, "REOPEN_SECONDS", 0.2)
     with postgres_server() as pg:
         dsn = pg.new_database()
         pg.stop()

@@ -1,4 +1,4 @@
-"""The reason of every recommendation (serving.reasons): each rule on hand-made feature values,
+"""The reason of every recommendation (basketcast.serving.reasons): each rule on hand-made feature values,
 then the served reasons checked against the real excerpt's own order history."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from features.build import FEATURE_NAMES
-from pipeline.data import schema as S
-from pipeline.model.cooccurrence import Cooccurrence
-from serving import reasons as R
-from serving.batch import OUT_SCHEMA, REASON, score_users
-from serving.bundle import HISTORY, bundle_dir
-from serving.model import Context, ServingModel
+from basketcast.features.build import FEATURE_NAMES
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.model.cooccurrence import Cooccurrence
+from basketcast.serving import reasons as R
+from basketcast.serving.batch import OUT_SCHEMA, REASON, score_users
+from basketcast.serving.bundle import HISTORY, bundle_dir
+from basketcast.serving.model import Context, ServingModel
 
 NAN = float("nan")
 DEPTS = ["produce", "dairy eggs", "bakery", "snacks"]

@@ -1,4 +1,4 @@
-"""serving.registry against a scripted stand-in for MLflow's REST API on loopback (real HTTP, real files).
+"""basketcast.serving.registry against a scripted stand-in for MLflow's REST API on loopback (real HTTP, real files).
 
 The happy path against a real ``mlflow server`` is in tests/integration/test_registry.py; here the
 server answers what a broken, hostile or confused one could: listings that point outside
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from serving.bundle import BUNDLE, MANIFEST, RANKER
-from serving.registry import ModelUri, RegistryError, RegistrySource, RestRegistry, resolve
-from serving.state import ModelHolder
+from basketcast.serving.bundle import BUNDLE, MANIFEST, RANKER
+from basketcast.serving.registry import ModelUri, RegistryError, RegistrySource, RestRegistry, resolve
+from basketcast.serving.state import ModelHolder
 
 NAME = "shop"
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.errors import BundleError
-from serving.bundle import BUNDLE, MANIFEST
-from serving.main import create_app
-from serving.model import Context, ServingModel
-from serving.settings import Settings
-from serving.state import ModelHolder, ReloadResult
+from basketcast.pipeline.errors import BundleError
+from basketcast.serving.bundle import BUNDLE, MANIFEST
+from basketcast.serving.main import create_app
+from basketcast.serving.model import Context, ServingModel
+from basketcast.serving.settings import Settings
+from basketcast.serving.state import ModelHolder, ReloadResult
 from tests.serving.conftest import publish, set_version, truncate, version_of
 
 

@@ -42,9 +42,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from serving.main import create_app
-from serving.routers.dashboard import DashboardSettings, get_dashboard_settings
-from serving.settings import Settings, get_settings
+from basketcast.serving.main import create_app
+from basketcast.serving.routers.dashboard import DashboardSettings, get_dashboard_settings
+from basketcast.serving.settings import Settings, get_settings
 
 TOKEN = "fuzz-admin-token"
 MAX_EXAMPLES = 40

@@ -1,7 +1,7 @@
 """``basketcast serve`` refuses to start, with the reason, instead of answering 503 forever — and
 still starts on a run folder caught in the middle of being replaced.
 
-The real CLI (the ``basketcast`` console script, else ``python -m pipeline.cli``) in a subprocess:
+The real CLI (the ``basketcast`` console script, else ``python -m basketcast.pipeline.cli``) in a subprocess:
 exit status 2, one ``error: …`` line on stderr naming the path and what it is, no traceback,
 nothing listening. Servers that do start listen on a free loopback port and are stopped.
 """
@@ -20,14 +20,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.bundle import BUNDLE
-from serving.server import ServeError, check_listen_address, check_model
-from serving.settings import is_loopback_host
+from basketcast.serving.bundle import BUNDLE
+from basketcast.serving.server import ServeError, check_listen_address, check_model
+from basketcast.serving.settings import is_loopback_host
 from tests.serving.conftest import REPO, UvicornProcess, free_port, version_of
 
 pytestmark = pytest.mark.integration
 SCRIPT = Path(sys.executable).with_name("basketcast")
-CLI = [str(SCRIPT)] if SCRIPT.exists() else ["-m", "pipeline.cli"]
+CLI = [str(SCRIPT)] if SCRIPT.exists() else ["-m", "basketcast.pipeline.cli"]
 
 
 def basketcast(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:

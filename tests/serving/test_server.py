@@ -1,8 +1,8 @@
 """Real servers: uvicorn processes on free loopback ports, queried with httpx, always stopped.
 
-- one process (``python -m uvicorn serving.main:app``): the API end to end, a hot reload under
+- one process (``python -m uvicorn basketcast.serving.main:app``): the API end to end, a hot reload under
   continuous concurrent requests that loses none, a broken version refused, SIGHUP;
-- two workers (``serving.server.serve``): SIGHUP to the supervisor and POST /admin/reload reach
+- two workers (``basketcast.serving.server.serve``): SIGHUP to the supervisor and POST /admin/reload reach
   every worker, and /metrics sums the workers.
 """
 
@@ -96,7 +96,9 @@ def test_real_server_reloads_under_load_without_losing_a_request(model_dir: Path
         futures = [pool.submit(fire, w) for w in range(3)]
         try:
             time.sleep(0.5)
-            v2 = republish(model_dir)  # pipeline.workflows.export: a real new bundle, the run folder swapped atomically
+            v2 = republish(
+                model_dir
+            )  # basketcast.pipeline.workflows.export: a real new bundle, the run folder swapped atomically
             r = httpx.post(f"{url}/admin/reload", timeout=30)
             reloaded_at = time.monotonic()
             assert r.status_code == 200, r.text

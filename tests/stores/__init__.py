@@ -1,7 +1,7 @@
 """Tests of the online stores, and the contracts every implementation must pass.
 
 The contracts are classes of ``test_*`` methods written against the Protocols of
-``serving.stores.base``; each backend's module subclasses them and supplies the store as a
+``basketcast.serving.stores.base``; each backend's module subclasses them and supplies the store as a
 fixture (``log`` / ``log_url`` for :class:`OrderLogContract`, ``make_store`` for
 :class:`OnlineStoreContract`). They live here, not in a ``test_`` module, so that pytest
 collects them only through the subclasses. Helpers that start child processes live here too.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.stores.base import Append, OnlineStore, OrderLog, OrderRecord
+from basketcast.serving.stores.base import Append, OnlineStore, OrderLog, OrderRecord
 
 REPO = Path(__file__).resolve().parents[2]
 MakeStore = Callable[..., OnlineStore]
@@ -100,8 +100,8 @@ def run_in_threads(worker: Callable[[int], None], n: int) -> list[BaseException]
 
 APPENDER = """
 import sys
-from serving.stores import open_order_log
-from serving.stores.base import OrderRecord
+from basketcast.serving.stores import open_order_log
+from basketcast.serving.stores.base import OrderRecord
 
 log = open_order_log(sys.argv[1])
 print("ready", flush=True)

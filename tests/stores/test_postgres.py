@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from serving.stores import open_order_log
-from serving.stores.base import Append, OrderLog, StoreUnavailable
-from serving.stores.postgres import MIGRATIONS_TABLE, PostgresOrderLog, migrations
+from basketcast.serving.stores import open_order_log
+from basketcast.serving.stores.base import Append, OrderLog, StoreUnavailable
+from basketcast.serving.stores.postgres import MIGRATIONS_TABLE, PostgresOrderLog, migrations
 from tests.services import PostgresServer, free_port
 from tests.stores import OrderLogContract, append_until_killed, order, run_together, start_python
 
@@ -46,7 +46,7 @@ def test_migration_files_are_found_in_order() -> None:
 
 OPENER = """
 import sys
-from serving.stores.postgres import PostgresOrderLog
+from basketcast.serving.stores.postgres import PostgresOrderLog
 
 print("ready", flush=True)
 sys.stdin.readline()  # open together

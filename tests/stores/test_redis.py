@@ -13,9 +13,9 @@ from typing import cast
 import pytest
 import redis
 
-from serving.stores import open_online_store
-from serving.stores.base import OnlineStore, StoreUnavailable
-from serving.stores.redis_store import RedisOnlineStore, predictions_key, rows_key
+from basketcast.serving.stores import open_online_store
+from basketcast.serving.stores.base import OnlineStore, StoreUnavailable
+from basketcast.serving.stores.redis_store import RedisOnlineStore, predictions_key, rows_key
 from tests.services import RedisServer, free_port
 from tests.stores import MakeStore, OnlineStoreContract
 

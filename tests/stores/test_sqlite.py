@@ -2,7 +2,7 @@
 
 Several uvicorn worker processes append to one file at once (no "database is locked"), the
 order log and the online store share that file, and acknowledged appends survive kill -9.
-Also the URL forms of ``serving.stores.open_order_log`` / ``open_online_store``.
+Also the URL forms of ``basketcast.serving.stores.open_order_log`` / ``open_online_store``.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from serving.stores import open_online_store, open_order_log, redact_url, sqlite_path
-from serving.stores.base import Append, OnlineStore, OrderLog, StoreUnavailable
-from serving.stores.sqlite import SCHEMA_VERSION, SqliteOnlineStore, SqliteOrderLog
+from basketcast.serving.stores import open_online_store, open_order_log, redact_url, sqlite_path
+from basketcast.serving.stores.base import Append, OnlineStore, OrderLog, StoreUnavailable
+from basketcast.serving.stores.sqlite import SCHEMA_VERSION, SqliteOnlineStore, SqliteOrderLog
 from tests.stores import MakeStore, OnlineStoreContract, OrderLogContract, order, run_together, start_python
 
 
@@ -128,8 +128,8 @@ def test_expired_entries_are_purged(tmp_path: Path) -> None:
 
 WORKER = """
 import sys
-from serving.stores.base import OrderRecord
-from serving.stores.sqlite import SqliteOnlineStore, SqliteOrderLog
+from basketcast.serving.stores.base import OrderRecord
+from basketcast.serving.stores.sqlite import SqliteOnlineStore, SqliteOrderLog
 
 path, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 log = SqliteOrderLog(path)            # both roles in one file, as the default has it

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.dashboard.report import ReportResult, build_report
-from serving.bundle import DASHBOARD
+from basketcast.pipeline.dashboard.report import ReportResult, build_report
+from basketcast.serving.bundle import DASHBOARD
 from tests.browser import headless_chromium
 
 

@@ -16,8 +16,8 @@ import httpx
 import numpy as np
 import pytest
 
-from pipeline.dashboard.report import TOP_K
-from serving.model import Context, ServingModel
+from basketcast.pipeline.dashboard.report import TOP_K
+from basketcast.serving.model import Context, ServingModel
 from tests.pipeline.dashboard.conftest import BuiltReport
 from tests.serving.conftest import UvicornProcess, uvicorn_serving
 

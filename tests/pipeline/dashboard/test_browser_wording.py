@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from features import glossary
-from features.build import FEATURE_NAMES
-from pipeline.dashboard import caveats as C
-from pipeline.dashboard import segments as G
-from pipeline.dashboard.report import TOP_K
-from pipeline.data import schema as S
-from serving.model import Context, ServingModel
+from basketcast.features import glossary
+from basketcast.features.build import FEATURE_NAMES
+from basketcast.pipeline.dashboard import caveats as C
+from basketcast.pipeline.dashboard import segments as G
+from basketcast.pipeline.dashboard.report import TOP_K
+from basketcast.pipeline.data import schema as S
+from basketcast.serving.model import Context, ServingModel
 from tests.pipeline.dashboard.conftest import BuiltReport
 from tests.pipeline.dashboard.test_browser import Page
 
@@ -102,7 +102,7 @@ def test_explorer_gives_a_reason_for_every_recommendation(built_report: BuiltRep
 def test_weak_segments_are_flagged_on_the_page(built_report: BuiltReport, page: Page) -> None:
     """The segments section's caveat is on the page exactly when the chosen k's silhouette is weak
     (segmenting is seeded: the same data gives the page's segments)."""
-    from pipeline.data.storage import read_dataset
+    from basketcast.pipeline.data.storage import read_dataset
 
     seg = G.segment_users(read_dataset(built_report.data))
     p = page.open(built_report.html.as_uri())

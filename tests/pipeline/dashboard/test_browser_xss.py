@@ -25,9 +25,9 @@ from typing import Any
 import polars as pl
 import pytest
 
-from pipeline.dashboard.report import TOP_K
-from serving.bundle import DASHBOARD
-from serving.model import Context, ServingModel
+from basketcast.pipeline.dashboard.report import TOP_K
+from basketcast.serving.bundle import DASHBOARD
+from basketcast.serving.model import Context, ServingModel
 from tests.conftest import EXCERPT, FAST_TRAIN
 from tests.pipeline.dashboard.test_browser import Page
 from tests.serving.conftest import UvicornProcess, uvicorn_serving
@@ -82,10 +82,10 @@ def write_source(folder: Path) -> tuple[dict[int, str], int]:
 
 @pytest.fixture(scope="module")
 def xss_report(tmp_path_factory: pytest.TempPathFactory) -> XssReport:
-    from pipeline.config import TrainConfig
-    from pipeline.dashboard.report import build_report
-    from pipeline.data.ingest import ingest
-    from pipeline.workflows.run import train
+    from basketcast.pipeline.config import TrainConfig
+    from basketcast.pipeline.dashboard.report import build_report
+    from basketcast.pipeline.data.ingest import ingest
+    from basketcast.pipeline.workflows.run import train
 
     root = tmp_path_factory.mktemp("xss")
     names, top = write_source(root / "source")

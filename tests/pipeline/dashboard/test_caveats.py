@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from pipeline.dashboard import caveats as C
-from pipeline.dashboard import segments as G
-from pipeline.evaluation.bootstrap import Difference
+from basketcast.pipeline.dashboard import caveats as C
+from basketcast.pipeline.dashboard import segments as G
+from basketcast.pipeline.evaluation.bootstrap import Difference
 
 
 def methods(ranker: float, tifu: float, top: float = 0.40) -> dict[str, dict[str, float]]:

@@ -1,4 +1,4 @@
-"""The evaluation charts (``pipeline.evaluation.figures``, shared by the run report and the dashboard):
+"""The evaluation charts (``basketcast.pipeline.evaluation.figures``, shared by the run report and the dashboard):
 what they draw is what they are given, and the report's HTML file is self-contained."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import pytest
 
-from pipeline.evaluation import figures as EF
+from basketcast.pipeline.evaluation import figures as EF
 
 KS = (1, 2, 3, 5)
 # Methods out of reading order on purpose: the charts put the baselines first, the ranker last.

@@ -13,13 +13,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from features.history import order_lines
-from pipeline.dashboard import insights as I
-from pipeline.dashboard.explorer import peak_context
-from pipeline.data import schema as S
-from pipeline.data.describe import describe
-from pipeline.data.ingest import ingest
-from pipeline.data.storage import Dataset, read_dataset
+from basketcast.features.history import order_lines
+from basketcast.pipeline.dashboard import insights as I
+from basketcast.pipeline.dashboard.explorer import peak_context
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.describe import describe
+from basketcast.pipeline.data.ingest import ingest
+from basketcast.pipeline.data.storage import Dataset, read_dataset
 
 
 @pytest.fixture

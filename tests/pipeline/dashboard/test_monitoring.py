@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.dashboard import monitoring as MON
-from pipeline.dashboard.page import render_page
-from pipeline.dashboard.report import _with_monitoring
-from pipeline.evaluation import figures as EF
-from pipeline.evaluation.monitor import KAGGLE_F1, NDCG_K, RECALL_K
-from pipeline.workflows.monitor import DRIFT_HISTORY_FILE, HISTORY_FILE, MONITORING
+from basketcast.pipeline.dashboard import monitoring as MON
+from basketcast.pipeline.dashboard.page import render_page
+from basketcast.pipeline.dashboard.report import _with_monitoring
+from basketcast.pipeline.evaluation import figures as EF
+from basketcast.pipeline.evaluation.monitor import KAGGLE_F1, NDCG_K, RECALL_K
+from basketcast.pipeline.workflows.monitor import DRIFT_HISTORY_FILE, HISTORY_FILE, MONITORING
 
 
 def quality_entry(created: str, recall: float, ndcg: float, f1: float, users: int) -> dict[str, object]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from string import Template
 
-from pipeline.dashboard import page
+from basketcast.pipeline.dashboard import page
 
 FILLED = {"title", "css", "meta", "nav", "kpis", "sections", "footer", "figures_json", "explorer_json"}
 FILLED |= {"plotly_js", "script"}

@@ -12,14 +12,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from features.history import order_lines
-from pipeline.dashboard import segments as G
-from pipeline.dashboard.report import TOP_K, best_baseline, segment_quality, validation_metrics
-from pipeline.data import schema as S
-from pipeline.data.storage import read_dataset
-from pipeline.workflows.run_folder import load_run
-from serving.bundle import BUNDLE
-from serving.model import Context, ServingModel
+from basketcast.features.history import order_lines
+from basketcast.pipeline.dashboard import segments as G
+from basketcast.pipeline.dashboard.report import TOP_K, best_baseline, segment_quality, validation_metrics
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import read_dataset
+from basketcast.pipeline.workflows.run_folder import load_run
+from basketcast.serving.bundle import BUNDLE
+from basketcast.serving.model import Context, ServingModel
 from tests.pipeline.dashboard.conftest import BuiltReport
 
 pytestmark = pytest.mark.integration
@@ -100,7 +100,7 @@ def test_explorer_embeds_what_the_serving_model_answers(built_report: BuiltRepor
 
 
 def test_explorer_sample_is_bounded_and_seeded(built_report: BuiltReport, tmp_path: Path) -> None:
-    from pipeline.dashboard.report import build_report
+    from basketcast.pipeline.dashboard.report import build_report
 
     a = build_report(built_report.data, built_report.run, tmp_path / "a" / "r.html", explorer_users=7)
     build_report(built_report.data, built_report.run, tmp_path / "b" / "r.html", explorer_users=7)
@@ -150,8 +150,8 @@ def test_cli_refuses_bad_input_and_writes_nothing(built_report: BuiltReport, tmp
 
 
 def test_other_data_leaves_out_only_the_per_segment_quality(built_report: BuiltReport, tmp_path: Path) -> None:
-    from pipeline.dashboard.report import build_report
-    from pipeline.data.storage import Dataset, write_dataset
+    from basketcast.pipeline.dashboard.report import build_report
+    from basketcast.pipeline.data.storage import Dataset, write_dataset
 
     data = read_dataset(built_report.data)
     dropped = int(data.orders[S.USER].max())  # type: ignore[arg-type]

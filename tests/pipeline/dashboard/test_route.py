@@ -8,10 +8,10 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from serving.bundle import BUNDLE, DASHBOARD
-from serving.main import create_app
-from serving.routers.dashboard import DashboardSettings, get_dashboard_settings
-from serving.settings import Settings
+from basketcast.serving.bundle import BUNDLE, DASHBOARD
+from basketcast.serving.main import create_app
+from basketcast.serving.routers.dashboard import DashboardSettings, get_dashboard_settings
+from basketcast.serving.settings import Settings
 from tests.pipeline.dashboard.conftest import BuiltReport
 
 PAGE = b"<!DOCTYPE html><html><body>dashboard</body></html>\n"
@@ -59,15 +59,15 @@ def test_configured_path_wins_and_is_read_per_request(tmp_path: Path) -> None:
 def test_dashboard_path_from_the_environment(tmp_path: Path) -> None:
     page = tmp_path / "p.html"
     env = {"BASKETCAST_DASHBOARD_PATH": str(page)}
-    code = "from serving.routers.dashboard import DashboardSettings as D; print(D().dashboard_path)"
+    code = "from basketcast.serving.routers.dashboard import DashboardSettings as D; print(D().dashboard_path)"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(page)
 
 
 def test_serving_imports_no_plotting_or_dataframe_library() -> None:
     code = (
-        "import sys, serving.main; "
-        "print(sorted(m for m in ('plotly', 'pandas', 'sklearn', 'matplotlib', 'pipeline.dashboard.report') "
+        "import sys, basketcast.serving.main; "
+        "print(sorted(m for m in ('plotly', 'pandas', 'sklearn', 'matplotlib', 'basketcast.pipeline.dashboard.report') "
         "if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -11,12 +11,12 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
-from pipeline.dashboard import segments as G
-from pipeline.data import schema as S
-from pipeline.data.generate import generate
-from pipeline.data.ingest import ingest
-from pipeline.data.storage import Dataset, read_dataset
-from pipeline.errors import DataError, OutputError
+from basketcast.pipeline.dashboard import segments as G
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.generate import generate
+from basketcast.pipeline.data.ingest import ingest
+from basketcast.pipeline.data.storage import Dataset, read_dataset
+from basketcast.pipeline.errors import DataError, OutputError
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from pipeline.data import schema as S
-from pipeline.data.describe import (
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.describe import (
     BASKET_SIZE,
     ORDERS,
     REORDERS,
@@ -17,7 +17,7 @@ from pipeline.data.describe import (
     orders_by_dow_hour,
     reorder_rate,
 )
-from pipeline.data.storage import Dataset
+from basketcast.pipeline.data.storage import Dataset
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ import polars as pl
 import pytest
 from pydantic import ValidationError
 
-from pipeline.data import schema as S
-from pipeline.data.generate import DEPARTMENT_NAMES, GeneratorConfig, generate
-from pipeline.data.storage import Dataset
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.generate import DEPARTMENT_NAMES, GeneratorConfig, generate
+from basketcast.pipeline.data.storage import Dataset
 
 SMALL_USERS = 300
 STATS_USERS = 2_000

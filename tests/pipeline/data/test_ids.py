@@ -1,11 +1,11 @@
-"""pipeline.data.ids.index_of: the dense-table path and the binary-search path agree."""
+"""basketcast.pipeline.data.ids.index_of: the dense-table path and the binary-search path agree."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.data.ids import index_of
+from basketcast.pipeline.data.ids import index_of
 
 
 def _reference(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:

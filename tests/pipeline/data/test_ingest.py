@@ -8,10 +8,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.data import schema as S
-from pipeline.data.ingest import ingest
-from pipeline.data.storage import read_dataset, read_manifest
-from pipeline.errors import DataError, OutputError
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.ingest import ingest
+from basketcast.pipeline.data.storage import read_dataset, read_manifest
+from basketcast.pipeline.errors import DataError, OutputError
 from tests.conftest import EXCERPT, ORDERS, PRIOR, PRODUCTS, TRAIN
 
 
@@ -235,7 +235,9 @@ def test_out_may_not_be_or_hold_the_source_and_nothing_is_read_first(
 ) -> None:
     src = tiny_kaggle()
     before = {p.name: p.read_bytes() for p in src.iterdir()}
-    monkeypatch.setattr("pipeline.data.ingest.read_csv_table", lambda *a, **k: pytest.fail("read before the check"))
+    monkeypatch.setattr(
+        "basketcast.pipeline.data.ingest.read_csv_table", lambda *a, **k: pytest.fail("read before the check")
+    )
     with pytest.raises(OutputError, match="would overwrite the input"):
         ingest(src, src)
     with pytest.raises(OutputError, match="would overwrite the input"):

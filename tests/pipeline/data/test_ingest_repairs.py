@@ -9,11 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.data import schema as S
-from pipeline.data.ingest import ingest
-from pipeline.data.repairs import UNKNOWN_ID
-from pipeline.data.storage import Dataset, read_dataset
-from pipeline.errors import DataError
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.ingest import ingest
+from basketcast.pipeline.data.repairs import UNKNOWN_ID
+from basketcast.pipeline.data.storage import Dataset, read_dataset
+from basketcast.pipeline.errors import DataError
 from tests.conftest import AISLES, DEPARTMENTS, ORDERS, PRIOR, PRODUCTS, TRAIN
 
 

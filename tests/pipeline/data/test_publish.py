@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data import publish as P
-from pipeline.data.publish import Kind, clean_leftovers, publish_bytes, publishing_dir, publishing_file
-from pipeline.errors import OutputError
+from basketcast.pipeline.data import publish as P
+from basketcast.pipeline.data.publish import Kind, clean_leftovers, publish_bytes, publishing_dir, publishing_file
+from basketcast.pipeline.errors import OutputError
 
 MARKER = "ours.json"
 FOLDER = Kind("test folder", folder=True, recognise=lambda p: (p / MARKER).is_file())
@@ -219,7 +219,7 @@ def no_umask(mask):
     raise AssertionError("the umask was touched")
 os.umask = no_umask
 sys.path.insert(0, {str(Path.cwd())!r})
-from pipeline.data.publish import Kind, publishing_dir, publish_bytes
+from basketcast.pipeline.data.publish import Kind, publishing_dir, publish_bytes
 k = Kind("k", True, lambda p: True)
 f = Kind("f", False, lambda p: True)
 with publishing_dir(Path({str(tmp_path / "d")!r}), k) as tmp:
@@ -262,8 +262,8 @@ from pathlib import Path
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
 sys.path.insert(0, {str(Path.cwd())!r})
-from pipeline.data.publish import Kind, publishing_dir
-from pipeline.errors import OutputError
+from basketcast.pipeline.data.publish import Kind, publishing_dir
+from basketcast.pipeline.errors import OutputError
 k = Kind("test folder", True, lambda p: (p / "ours.json").is_file())
 try:
     with publishing_dir(Path({str(out)!r}), k) as tmp:

@@ -22,10 +22,10 @@ from typing import Any
 import polars as pl
 import pytest
 
-from pipeline.data import schema as S
-from pipeline.data.ingest import ingest
-from pipeline.data.storage import read_dataset
-from pipeline.errors import DataError
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.ingest import ingest
+from basketcast.pipeline.data.storage import read_dataset
+from basketcast.pipeline.errors import DataError
 from tests.conftest import ORDERS, PRIOR, PRODUCTS, TINY, write_kaggle
 
 BASKETCAST = Path(sys.executable).with_name("basketcast")

@@ -7,9 +7,9 @@ import io
 import numpy as np
 import pytest
 
-from pipeline.data import schema as S
-from pipeline.data.sample import catalogue_frames
-from pipeline.errors import DataError
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.sample import catalogue_frames
+from basketcast.pipeline.errors import DataError
 
 NAMES = ["frozen", "other", "bakery", "produce", "alcohol", "international", "beverages", "pets", "dry goods pasta"]
 NAMES += ["bulk", "personal care", "meat seafood", "pantry", "breakfast", "canned goods", "dairy eggs", "household"]

@@ -8,18 +8,18 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.data import schema as S
-from pipeline.data.generate import generate
-from pipeline.data.ingest import ingest
-from pipeline.data.storage import Dataset, read_dataset, read_manifest, write_dataset
-from pipeline.data.transactions import (
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.generate import generate
+from basketcast.pipeline.data.ingest import ingest
+from basketcast.pipeline.data.storage import Dataset, read_dataset, read_manifest, write_dataset
+from basketcast.pipeline.data.transactions import (
     TIMESTAMP,
     LogColumns,
     ingest_transactions,
     to_transactions,
     transactions_frame,
 )
-from pipeline.errors import DataError
+from basketcast.pipeline.errors import DataError
 from tests.conftest import EXCERPT
 
 HEADER = "user_id,order_id,product_id,timestamp"

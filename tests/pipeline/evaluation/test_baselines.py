@@ -6,10 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-import features.tifu
-from features.tifu import tifu_user_vectors
-from pipeline.data import schema as S
-from pipeline.evaluation.baselines import global_popularity, tifu_knn, top_frequency
+import basketcast.features.tifu
+from basketcast.features.tifu import tifu_user_vectors
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.evaluation.baselines import global_popularity, tifu_knn, top_frequency
 
 A, B, C, D, E, F, Z = 1, 2, 3, 4, 5, 6, 26
 OUT_SCHEMA = {S.USER: pl.UInt32, S.PRODUCT: pl.UInt32, S.SCORE: pl.Float32, S.RANK: pl.UInt16}
@@ -172,7 +172,7 @@ def _naive_tifu(
 
 @pytest.mark.parametrize(("G", "alpha", "n_neighbors"), [(3, 0.9, 10), (4, 0.5, 7), (1, 0.7, 500)])
 def test_tifu_matches_naive_port(monkeypatch: pytest.MonkeyPatch, G: int, alpha: float, n_neighbors: int) -> None:
-    monkeypatch.setattr(features.tifu, "KNN_BLOCK", 7)  # several query blocks
+    monkeypatch.setattr(basketcast.features.tifu, "KNN_BLOCK", 7)  # several query blocks
     rng = np.random.default_rng(G)
     n_products, k = 40, 10
     baskets: dict[int, list[list[int]]] = {}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import pipeline.evaluation.bootstrap as bootstrap
-from pipeline.evaluation.bootstrap import Difference, paired_bootstrap
+import basketcast.pipeline.evaluation.bootstrap as bootstrap
+from basketcast.pipeline.evaluation.bootstrap import Difference, paired_bootstrap
 
 
 def test_known_difference_lies_in_the_interval() -> None:

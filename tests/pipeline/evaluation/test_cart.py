@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.data import schema as S
-from pipeline.evaluation.cart import (
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.evaluation.cart import (
     CartCompletion,
     CartSplits,
     cart_completion_report,
@@ -22,7 +22,7 @@ from pipeline.evaluation.cart import (
     rescored,
     without_cart,
 )
-from pipeline.model.cooccurrence import Cooccurrence
+from basketcast.pipeline.model.cooccurrence import Cooccurrence
 
 KEYS = {S.USER: pl.UInt32, S.PRODUCT: pl.UInt32}
 

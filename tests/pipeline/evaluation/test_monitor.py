@@ -7,8 +7,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.data import schema as S
-from pipeline.evaluation import monitor as M
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.evaluation import monitor as M
 
 
 def orders(rows: list[tuple[int, int, int, str, int | None]]) -> pl.DataFrame:

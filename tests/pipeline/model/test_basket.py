@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.data import schema as S
-from pipeline.model.basket import (
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.model.basket import (
     _BATCH,
     MAX_CANDIDATES,
     choose_baskets,

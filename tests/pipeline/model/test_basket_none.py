@@ -6,8 +6,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.data import schema as S
-from pipeline.model.basket import NONE_SOURCES, choose_baskets, expected_f1_table, none_probability, optimal_basket
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.model.basket import (
+    NONE_SOURCES,
+    choose_baskets,
+    expected_f1_table,
+    none_probability,
+    optimal_basket,
+)
 
 
 def test_default_p_none_is_the_product_rule() -> None:
@@ -28,7 +34,7 @@ def test_expected_f1_with_p_none_matches_the_formula_for_one_candidate() -> None
     p, q = 0.5, 0.4
     table = expected_f1_table(np.array([p]))
     assert table[1, 1] == pytest.approx(2 * p / 3 + 2 * (1 - p) / 3)
-    from pipeline.model.basket import _expected_f1_batch
+    from basketcast.pipeline.model.basket import _expected_f1_batch
 
     given = _expected_f1_batch(np.array([[p]]), np.array([q]))[0]
     assert given[1, 1] == pytest.approx(2 * p / 3 + 2 * q / 3)

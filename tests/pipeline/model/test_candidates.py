@@ -6,12 +6,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from features import cutoffs as C
-from features.history import as_of
-from pipeline.config import ALSConfig, CandidateConfig
-from pipeline.data import schema as S
-from pipeline.data.storage import Dataset
-from pipeline.model.candidates import ALSModel, candidates, history_candidates
+from basketcast.features import cutoffs as C
+from basketcast.features.history import as_of
+from basketcast.pipeline.config import ALSConfig, CandidateConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import Dataset
+from basketcast.pipeline.model.candidates import ALSModel, candidates, history_candidates
 
 CONFIG = ALSConfig(factors=8, iterations=20, regularization=0.01)
 
@@ -70,8 +70,8 @@ def test_save_and_load_round_trip(tmp_path) -> None:  # type: ignore[no-untyped-
 
 @pytest.fixture
 def tiny_history(tiny_kaggle, tmp_path):  # type: ignore[no-untyped-def]
-    from pipeline.data.ingest import ingest
-    from pipeline.data.storage import read_dataset
+    from basketcast.pipeline.data.ingest import ingest
+    from basketcast.pipeline.data.storage import read_dataset
 
     ingest(tiny_kaggle(), tmp_path / "d")
     data: Dataset = read_dataset(tmp_path / "d")
@@ -160,7 +160,7 @@ def test_fold_in_needs_the_bm25_statistics(tmp_path) -> None:  # type: ignore[no
 def test_numpy_top_items_agree_with_implicits_top_k() -> None:
     """Few users rank in NumPy, many in implicit's threaded top-k: the same products, except where
     scores tie at the cut-off within float rounding."""
-    import pipeline.model.candidates as candidates_module
+    import basketcast.pipeline.model.candidates as candidates_module
 
     lines = grocery_lines()
     model = ALSModel.fit(lines, CONFIG)

@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-import pipeline.model.cooccurrence as cooccurrence
-from pipeline.data import schema as S
-from pipeline.model.cooccurrence import LIFT, PMI, SUPPORT, Cooccurrence
+import basketcast.pipeline.model.cooccurrence as cooccurrence
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.model.cooccurrence import LIFT, PMI, SUPPORT, Cooccurrence
 
 
 def _lines(baskets: list[list[int]], users: int = 2) -> pl.DataFrame:

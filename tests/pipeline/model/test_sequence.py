@@ -8,16 +8,31 @@ import onnx
 import polars as pl
 import pytest
 
-from features import cutoffs as C
-from features.build import FeatureTables
-from features.history import as_of, order_lines
-from features.sequence import FEATURES, SEQ_LOGIT, SEQ_NONE, UserSequences, Vocabulary, encode_rows, with_none_rows
-from pipeline.config import SequenceConfig, TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.storage import Dataset
-from pipeline.errors import ExportError
-from pipeline.model.candidates import ALSModel, candidates
-from pipeline.model.sequence import NETWORK_FILE, TOLERANCE, OnnxScorer, SequenceModel, parity, train_sequence
+from basketcast.features import cutoffs as C
+from basketcast.features.build import FeatureTables
+from basketcast.features.history import as_of, order_lines
+from basketcast.features.sequence import (
+    FEATURES,
+    SEQ_LOGIT,
+    SEQ_NONE,
+    UserSequences,
+    Vocabulary,
+    encode_rows,
+    with_none_rows,
+)
+from basketcast.pipeline.config import SequenceConfig, TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.storage import Dataset
+from basketcast.pipeline.errors import ExportError
+from basketcast.pipeline.model.candidates import ALSModel, candidates
+from basketcast.pipeline.model.sequence import (
+    NETWORK_FILE,
+    TOLERANCE,
+    OnnxScorer,
+    SequenceModel,
+    parity,
+    train_sequence,
+)
 from tests.features.test_leakage import _rewrite_future, real  # noqa: F401 (the fixture)
 
 CONFIG = TrainConfig(tracking=[], sequence=SequenceConfig(epochs=2, threads=1))
@@ -59,7 +74,7 @@ def test_parity_fails_for_a_different_network(real: Dataset, trained: SequenceMo
     other_config = CONFIG.sequence.model_copy(update={"seed": 7})
     other = train_sequence(real, order_lines(real), OLDEST, fit, stop, other_config, 2)
     assert other is not None
-    from pipeline.model.sequence import training_set
+    from basketcast.pipeline.model.sequence import training_set
 
     data = training_set(
         real, order_lines(real), [OLDEST + 1], stop, trained.scorer.vocabulary, CONFIG.sequence, 2, sample=False
@@ -151,7 +166,7 @@ def test_the_leakage_test_can_fail(real: Dataset, trained: SequenceModel) -> Non
 
 def test_rows_of_new_products_only_get_missing_features(trained: SequenceModel, real: Dataset) -> None:  # noqa: F811
     """A chunk holding only products new to their users (ALS proposals): every column NaN, no error."""
-    from features.sequence import sequence_features
+    from basketcast.features.sequence import sequence_features
 
     h = as_of(real, C.label_window(real.orders, 0, 2), order_lines(real))
     users = UserSequences.of(h, trained.scorer.steps, trained.scorer.vocabulary)

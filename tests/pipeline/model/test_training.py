@@ -6,11 +6,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.model.training import group_sizes, sample_negatives, user_weights
-from pipeline.model.windows import FIT, STOP, VALID, evaluation_users, sample_users, split_users
-from pipeline.ranking import top_k
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.model.training import group_sizes, sample_negatives, user_weights
+from basketcast.pipeline.model.windows import FIT, STOP, VALID, evaluation_users, sample_users, split_users
+from basketcast.pipeline.ranking import top_k
 
 
 def test_split_users_is_by_user_deterministic_and_sized() -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from features.history import order_lines
-from pipeline.config import TrainConfig
-from pipeline.data import schema as S
-from pipeline.data.ingest import ingest
-from pipeline.data.storage import Dataset, read_dataset
-from pipeline.model.windows import FIT, STOP, build_windows, evaluation_users, roles_of
-from pipeline.progress import Timings
+from basketcast.features.history import order_lines
+from basketcast.pipeline.config import TrainConfig
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.ingest import ingest
+from basketcast.pipeline.data.storage import Dataset, read_dataset
+from basketcast.pipeline.model.windows import FIT, STOP, build_windows, evaluation_users, roles_of
+from basketcast.pipeline.progress import Timings
 from tests.conftest import EXCERPT
 
 

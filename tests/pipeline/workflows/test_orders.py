@@ -8,12 +8,12 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main
-from pipeline.data import schema as S
-from pipeline.data.generate import generate
-from pipeline.data.storage import Dataset, read_dataset, read_manifest, write_dataset
-from pipeline.workflows.orders import LINE_COLUMNS, load_orders, merge_order_log, posted_orders
-from serving.stores.base import OrderRecord
+from basketcast.pipeline.cli import main
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.generate import generate
+from basketcast.pipeline.data.storage import Dataset, read_dataset, read_manifest, write_dataset
+from basketcast.pipeline.workflows.orders import LINE_COLUMNS, load_orders, merge_order_log, posted_orders
+from basketcast.serving.stores.base import OrderRecord
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Promotion's checks (pipeline.workflows.registry) on made-up evidence, and where the store lives."""
+"""Promotion's checks (basketcast.pipeline.workflows.registry) on made-up evidence, and where the store lives."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.data import schema as S
-from pipeline.workflows.registry import _checks, _Evidence, registered_name
-from pipeline.workflows.tracking import tracking_uri
-from serving.bundle import Parity
+from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.workflows.registry import _checks, _Evidence, registered_name
+from basketcast.pipeline.workflows.tracking import tracking_uri
+from basketcast.serving.bundle import Parity
 
 REPORT = {
     "methods": {
