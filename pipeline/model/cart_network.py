@@ -33,7 +33,14 @@ from basketcast.features.sequence import MAX_CART, STATE_SIZE, UserSequences, Vo
 from basketcast.pipeline.data import schema as S
 from basketcast.pipeline.data.storage import Dataset
 from basketcast.pipeline.errors import ExportError
-from basketcast.pipeline.model.sequence import TOLERANCE, OnnxScorer, SequenceModel, _torch, export_legacy
+from basketcast.pipeline.model.sequence import (
+    TOLERANCE,
+    OnnxScorer,
+    SequenceModel,
+    _torch,
+    deterministic_algorithms,
+    export_legacy,
+)
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +241,7 @@ class CartModel:
     seconds: float
 
 
+@deterministic_algorithms()  # the attention's gathers by row_user, as in the network
 def train_cart(
     data: Dataset,
     lines: pl.DataFrame,
@@ -244,7 +252,8 @@ def train_cart(
     seed: int = 42,
 ) -> CartModel | None:
     """Fit the cart residual on the network's most recent training window (at most MAX_FIT_USERS fit
-    and MAX_STOP_USERS stop users, seeded samples); export and parity-check it."""
+    and MAX_STOP_USERS stop users, seeded samples); export and parity-check it. The same bytes
+    for a seed, run to run (:func:`basketcast.pipeline.model.sequence.deterministic_algorithms`)."""
     torch = _torch()
     started = time.perf_counter()
     window = sequence.windows[0]

@@ -15,7 +15,7 @@ For every (user, past product) row — and one "None" row per user — the netwo
 
 No user embedding: a user is their sequences, so a trained network scores users it never saw.
 
-**Honest basketcast.features.** :func:`fit` trains only on target orders *older than every label window the
+**Honest features.** :func:`fit` trains only on target orders *older than every label window the
 ranker uses* (``training_windows``) — the final step's target — plus, as an auxiliary loss, every
 earlier order of those sequences as the target of the step before it. So no ranker label, no
 validation order and no held-out fold's order was ever a network target, and its outputs are
@@ -38,6 +38,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -96,6 +97,29 @@ def _torch() -> Any:
     import torch
 
     return torch
+
+
+@contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """PyTorch's deterministic algorithms while the block (or decorated function) runs; the
+    caller's mode is restored after.
+
+    The backward of ``tensor[row_user]`` (the attention keys and values gathered per row, here and
+    in the cart attention) is ``index_put_(accumulate=True)``. With more than one intra-op thread,
+    PyTorch's CPU kernel sums into rows shared by two threads with atomic float adds, in whichever
+    order the threads reach them, so two trainings on the same data round differently (300
+    synthetic users, two threads, two epochs: weights apart by up to 1.6e-5, the network's
+    features by up to 9.5e-7, hence another ranker). In deterministic mode the kernel adds in
+    index order: the weights are the same bytes run to run (here also the bytes of one thread).
+    """
+    torch = _torch()
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 def _module_class() -> type:
@@ -425,9 +449,11 @@ def _minibatches(
         yield np.concatenate(taken)
 
 
+@deterministic_algorithms()
 def fit(train: TrainingSet, stop: TrainingSet | None, vocab: Vocabulary, config: SequenceConfig) -> FitResult:
     """Adam on ``train`` with early stopping on ``stop``'s loss (patience ``config.patience``);
-    the best epoch's weights are kept. Deterministic for a seed (one process, fixed batch order)."""
+    the best epoch's weights are kept. The same bytes for a seed, run to run and whatever the
+    thread count (fixed batch order; :func:`deterministic_algorithms`)."""
     torch = _torch()
     from basketcast.pipeline.progress import bar
 

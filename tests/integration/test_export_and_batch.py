@@ -98,6 +98,8 @@ def test_float32_threshold_rounding_keeps_every_prediction(excerpt_run: dict[str
     unrounded = convert_lightgbm(booster, initial_types=types, zipmap=False, target_opset=15).SerializeToString()
     assert np.max(np.abs(_onnx_probabilities(unrounded, X) - native)) > 1e-4
     assert np.max(np.abs(_onnx_probabilities(to_onnx(booster), X) - native)) <= 1e-5
+    # The same booster converts to the same bytes (onnxmltools alone names the graph at random).
+    assert to_onnx(booster) == to_onnx(booster)
 
 
 def test_training_publishes_a_parity_checked_bundle(excerpt_run: dict[str, Path]) -> None:

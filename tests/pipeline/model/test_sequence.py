@@ -3,6 +3,11 @@ and leakage — it never learns from an order a ranker window or the evaluation 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnx
 import polars as pl
@@ -22,10 +27,12 @@ from basketcast.features.sequence import (
 )
 from basketcast.pipeline.config import SequenceConfig, TrainConfig
 from basketcast.pipeline.data import schema as S
+from basketcast.pipeline.data.ingest import ingest
 from basketcast.pipeline.data.storage import Dataset
 from basketcast.pipeline.errors import ExportError
 from basketcast.pipeline.model.candidates import ALSModel, candidates
 from basketcast.pipeline.model.sequence import (
+    CART_FILE,
     NETWORK_FILE,
     TOLERANCE,
     OnnxScorer,
@@ -33,7 +40,9 @@ from basketcast.pipeline.model.sequence import (
     parity,
     train_sequence,
 )
+from tests.conftest import EXCERPT
 from tests.features.test_leakage import _rewrite_future, real  # noqa: F401 (the fixture)
+from tests.stores import REPO, child_env
 
 CONFIG = TrainConfig(tracking=[], sequence=SequenceConfig(epochs=2, threads=1))
 OLDEST = 1  # the ranker's oldest label window in these tests
@@ -88,6 +97,49 @@ def test_training_is_deterministic(real: Dataset, trained: SequenceModel) -> Non
     again = _train(real)
     assert again.scorer.onnx_bytes == trained.scorer.onnx_bytes
     assert [e["stop_loss"] for e in again.fit.history] == [e["stop_loss"] for e in trained.fit.history]
+
+
+def test_training_is_reproducible_across_processes(tmp_path: Path) -> None:
+    """Two processes train the network and the cart attention (``sequence_child``: two intra-op
+    threads, batches large enough for PyTorch's multi-threaded kernels) at the same time on one
+    CPU core, so the OS interleaves their threads differently; their ONNX files must be the same
+    bytes. The test above trains with one thread, where those kernels are not used."""
+    ingest(EXCERPT, tmp_path / "data")
+    core = ["--core", str(min(os.sched_getaffinity(0)))] if hasattr(os, "sched_getaffinity") else []
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.pipeline.model.sequence_child", str(tmp_path / "data"), str(out), *core],
+            cwd=REPO,
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for out in (tmp_path / "a", tmp_path / "b")
+    ]
+    try:
+        for child in children:
+            _, err = child.communicate(timeout=120)
+            assert child.returncode == 0, err[-3000:]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    for name in (NETWORK_FILE, CART_FILE):
+        a, b = (tmp_path / "a" / name).read_bytes(), (tmp_path / "b" / name).read_bytes()
+        assert a == b, f"{name}: weights apart by up to {_max_weight_diff(a, b):.3e}"
+
+
+def _max_weight_diff(a: bytes, b: bytes) -> float:
+    """max |difference| between the initializers (weights) of two ONNX models of one graph."""
+    weights = [
+        {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load_from_string(m).graph.initializer} for m in (a, b)
+    ]
+    return max(
+        (float(np.abs(v.astype(np.float64) - weights[1][k]).max(initial=0.0)) for k, v in weights[0].items()),
+        default=0.0,
+    )
 
 
 def test_save_and_load(trained: SequenceModel, tmp_path: pytest.TempPathFactory) -> None:
