@@ -4,11 +4,12 @@ A residual on top of the sequence network (``basketcast.pipeline.model.sequence`
 product c and the products already in the cart, c's embedding (the network's product + aisle +
 department rows, copied and fine-tuned) attends, with ``heads`` heads, over the cart's embeddings
 and a learned "nothing relevant" key; an MLP of [c's embedding, the attended vector, c's
-8-number network state] gives a logit delta g. It is trained on the network's own target orders
-(older than every ranker window, so no ranker label or validation order is ever a target), each
-basket cut at a random point of ``add_to_cart_order`` (a new cut every epoch): the first part is
-the cart, the label is "c is in the rest", and the loss is BCE(network logit + g) with the
-network logit a fixed offset, so g learns only what the cart adds.
+8-number network state] gives a logit delta g. It is trained on the baskets of label window 1
+(``basketcast.pipeline.workflows.sequence_stage``): orders the network never had as targets, so
+the network logit it builds on is out-of-sample there as at serving time, and never a validated
+order (those are window 0). Each basket is cut at a random point of ``add_to_cart_order`` (a new
+cut every epoch): the first part is the cart, the label is "c is in the rest", and the loss is
+BCE(network logit + g) with the network logit a fixed offset, so g learns only what the cart adds.
 
 At request time the bundle's ``cart.onnx`` runs over the user's past products with the state
 read from the snapshot (``seq_state_*``), and the served score is ranker score + γ · g (γ chosen
@@ -192,7 +193,7 @@ class CartBatch:
 def examples(
     data: Dataset, lines: pl.DataFrame, window: int, users: pl.Series, scorer: OnnxScorer, min_history: int
 ) -> CartExamples | None:
-    """The cart examples of ``users`` at label window ``window`` (a network training window)."""
+    """The cart examples of ``users`` at label window ``window``."""
     cutoffs = C.label_window(data.orders, window, min_history).filter(
         pl.col(S.USER).is_in(users.cast(pl.UInt32).implode())
     )
@@ -250,13 +251,19 @@ def train_cart(
     stop_users: pl.Series,
     min_history: int,
     seed: int = 42,
+    window: int | None = None,
 ) -> CartModel | None:
-    """Fit the cart residual on the network's most recent training window (at most MAX_FIT_USERS fit
-    and MAX_STOP_USERS stop users, seeded samples); export and parity-check it. The same bytes
-    for a seed, run to run (:func:`basketcast.pipeline.model.sequence.deterministic_algorithms`)."""
+    """Fit the cart residual on label window ``window`` (at most MAX_FIT_USERS fit and
+    MAX_STOP_USERS stop users, seeded samples); export and parity-check it. The same bytes for a
+    seed, run to run (:func:`basketcast.pipeline.model.sequence.deterministic_algorithms`).
+
+    ``window`` should be one whose orders the network never had as targets (a ranker window, see
+    ``basketcast.pipeline.workflows.sequence_stage``): there the offset it learns on top of — the
+    network's logit and state — is as good as at serving time. None takes the network's most
+    recent training window, where that offset is in-sample for the fit users (over-confident)."""
     torch = _torch()
     started = time.perf_counter()
-    window = sequence.windows[0]
+    window = sequence.windows[0] if window is None else window
     pick = np.random.default_rng(seed)
 
     def sample(users: pl.Series, n: int) -> pl.Series:

@@ -401,7 +401,11 @@ class FitResult:
 
 
 def _loss(net: Any, batch: SequenceBatch, label: np.ndarray, weight: np.ndarray, aux: float) -> Any:
-    """Weighted BCE of the final step + ``aux`` × BCE of every earlier step of repeat rows."""
+    """Weighted BCE of the final step + ``aux`` × weighted BCE of every earlier step of repeat rows.
+
+    A row's earlier steps carry the row's weight too: the rows were kept by the final label's
+    negative sampling (``weight`` = 1 / rate for a kept negative), so unweighted, the steps would
+    over-represent products that were bought again."""
     torch = _torch()
     F = torch.nn.functional
     t = _tensors(batch)
@@ -419,7 +423,9 @@ def _loss(net: Any, batch: SequenceBatch, label: np.ndarray, weight: np.ndarray,
     if not bool(mask.any()):
         return main
     step = net.step_logits(q, every)[:, :-1]
-    aux_loss = F.binary_cross_entropy_with_logits(step[mask], bought[:, 1:][mask])
+    step_w = mask.to(step.dtype) * w.unsqueeze(1)
+    bce = F.binary_cross_entropy_with_logits(step, bought[:, 1:], reduction="none")
+    aux_loss = (bce * step_w).sum() / step_w.sum()
     return main + aux * aux_loss
 
 

@@ -53,6 +53,12 @@ def fit_network(
     with timings.stage(f"sequence network (windows older than {oldest}; PyTorch → ONNX)"):
         model = train_sequence(data, lines, oldest, fit_users, stop_users, config.sequence, config.windows.min_history)
     if model is not None and with_cart:
+        # The cart attention learns on window 1, a ranker window: the network never trained on its
+        # orders, so its logit there is out-of-sample, as at serving time. Window 0 is not used: in
+        # cross-validation it holds every user's evaluated order. One window only: the network's own.
+        cart_window = 1 if oldest >= 1 else None
         with timings.stage("cart attention (PyTorch → ONNX)"):
-            model.cart = train_cart(data, lines, model, fit_users, stop_users, config.windows.min_history, config.seed)
+            model.cart = train_cart(
+                data, lines, model, fit_users, stop_users, config.windows.min_history, config.seed, cart_window
+            )
     return model

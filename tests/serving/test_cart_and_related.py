@@ -22,9 +22,12 @@ from basketcast.serving.settings import Settings
 
 
 def _weighted_copy(model_dir: Path, weight: float) -> Path:
+    """The bundle with the co-occurrence weight β = ``weight`` and the cart attention's γ = 0, so
+    that the served score with a cart is the ranker's + β × mean PMI alone."""
     manifest = model_dir / BUNDLE / MANIFEST
     doc = json.loads(manifest.read_text())
     doc["cart_weight"] = weight
+    doc["cart_attention_weight"] = 0.0
     manifest.write_text(json.dumps(doc))
     return model_dir
 

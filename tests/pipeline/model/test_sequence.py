@@ -20,6 +20,7 @@ from basketcast.features.sequence import (
     FEATURES,
     SEQ_LOGIT,
     SEQ_NONE,
+    SequenceBatch,
     UserSequences,
     Vocabulary,
     encode_rows,
@@ -37,8 +38,11 @@ from basketcast.pipeline.model.sequence import (
     TOLERANCE,
     OnnxScorer,
     SequenceModel,
+    _loss,
+    _torch,
     parity,
     train_sequence,
+    training_set,
 )
 from tests.conftest import EXCERPT
 from tests.features.test_leakage import _rewrite_future, real  # noqa: F401 (the fixture)
@@ -229,3 +233,36 @@ def test_rows_of_new_products_only_get_missing_features(trained: SequenceModel, 
     )
     out = sequence_features(h, users, cands, trained.scorer)
     assert out.height == 2 and all(out[c].is_nan().all() for c in FEATURES)
+
+
+def test_every_step_of_a_row_carries_the_row_weight(real: Dataset, trained: SequenceModel) -> None:  # noqa: F811
+    """The auxiliary every-step loss weighs a row's steps like its final step (the rows were kept by
+    the final label's negative sampling): a row of weight 0 adds nothing, whatever its history."""
+    torch = _torch()
+    fit_users, _ = _users(real)
+    train = training_set(
+        real,
+        order_lines(real),
+        trained.windows,
+        fit_users,
+        trained.fit.vocabulary,
+        CONFIG.sequence,
+        CONFIG.windows.min_history,
+        sample=False,
+    )
+    assert train is not None
+    idx = np.arange(min(256, len(train)))
+    batch = train.rows.batch(train.users, idx)
+    label, weight = train.label[idx], train.weight[idx].copy()
+    bought = batch.row_steps[:, :, 0]
+    r = int(np.flatnonzero(bought[:, :-1].sum(axis=1) >= 2)[0])  # a row whose earlier steps count
+    other = SequenceBatch(**{**batch.__dict__, "row_steps": batch.row_steps.copy()})
+    other.row_steps[r, :, 0] = 1.0 - other.row_steps[r, :, 0]  # another history for row r only
+
+    def loss(b: SequenceBatch, w: np.ndarray) -> float:
+        with torch.no_grad():
+            return float(_loss(trained.fit.module, b, label, w, CONFIG.sequence.aux_weight))
+
+    assert loss(batch, weight) != loss(other, weight)  # row r's history counts at its weight…
+    weight[r] = 0.0
+    assert loss(batch, weight) == pytest.approx(loss(other, weight), abs=1e-7)  # …and not at all at 0
