@@ -29,6 +29,8 @@ PROBABILITY = "probability"  # calibrated probability that the user reorders the
 NONE = "none"  # "None" (no reordered product) is part of the basket
 EXPECTED_F1 = "expected_f1"
 NONE_TOKEN = "None"  # the Kaggle token of the empty prediction, as the product name of its row
+# The first columns of every answer: who, which place, which product and its catalogue names.
+LEADING = (S.USER, S.RANK, S.PRODUCT, S.PRODUCT_NAME, S.AISLE_NAME, S.DEPARTMENT_NAME)
 
 MAX_ID = 2**32 - 1  # ids are uint32 in the data folders and the serving bundle
 
@@ -150,12 +152,7 @@ class Recommender:
             }
         )
         return self._named(frame).select(
-            S.USER,
-            S.RANK,
-            S.PRODUCT,
-            S.PRODUCT_NAME,
-            S.AISLE_NAME,
-            S.DEPARTMENT_NAME,
+            *LEADING,
             S.SCORE,
             REPEAT,
             STRATEGY,
@@ -222,12 +219,7 @@ class Recommender:
             pl.coalesce(frame[S.PRODUCT_NAME], pl.col(S.PRODUCT_NAME)).alias(S.PRODUCT_NAME)
         )
         return names.select(
-            S.USER,
-            S.RANK,
-            S.PRODUCT,
-            S.PRODUCT_NAME,
-            S.AISLE_NAME,
-            S.DEPARTMENT_NAME,
+            *LEADING,
             PROBABILITY,
             NONE,
             EXPECTED_F1,

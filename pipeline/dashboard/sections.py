@@ -35,6 +35,15 @@ METRIC_WORDS: Final[dict[str, str]] = {
     "kaggle_f1": "the Instacart competition's score: F1 of the predicted basket (a set of products, or "
     "\u201cNone\u201d when no rebuy is expected) against the products the shopper bought again",
 }
+METRIC_TERMS: Final[dict[str, str]] = {  # how the glossary names each metric of METRIC_WORDS
+    "precision": "precision@K",
+    "recall": "recall@K",
+    "f1": "F1@K",
+    "ndcg": "NDCG@K",
+    "map": "MAP@K",
+    "hit_rate": "hit rate@K",
+    "kaggle_f1": "Kaggle F1",
+}
 SECTION_TITLES: Final = (
     ("patterns", "Shopping patterns"),
     ("segments", "Customer segments"),
@@ -72,11 +81,7 @@ def caveat_box(notes: list[str]) -> str:
 
 def metric_glossary() -> str:
     """How to read the model section's numbers: one line per metric (``METRIC_WORDS``)."""
-    names = {"hit_rate": "hit rate", "map": "MAP", "ndcg": "NDCG", "f1": "F1", "kaggle_f1": "Kaggle F1"}
-    rows = "".join(
-        f"<dt>{e(names.get(m, m))}@K</dt><dd>{e(w)}</dd>" if m != "kaggle_f1" else f"<dt>Kaggle F1</dt><dd>{e(w)}</dd>"
-        for m, w in METRIC_WORDS.items()
-    )
+    rows = "".join(f"<dt>{e(METRIC_TERMS[m])}</dt><dd>{e(w)}</dd>" for m, w in METRIC_WORDS.items())
     return (
         '<div class="card wide"><h3>How to read these numbers</h3><p class="cap">Each is measured on a held-out '
         "shopper's next order and averaged over held-out shoppers; higher is better, 1 is perfect.</p>"

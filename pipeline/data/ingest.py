@@ -294,14 +294,16 @@ def ingest(
     _reordered(notes, paths, lines, orders, strict=strict or strict_reordered)
     f.raise_if_any()
 
-    data = Dataset(
-        orders=orders.drop(ROW),
-        order_products=lines.drop(ROW),
-        products=products,
-        aisles=aisles,
-        departments=departments,
+    return publish_tables(
+        out,
+        orders,
+        lines,
+        (products, aisles, departments),
+        source=f"kaggle-csv:{source.resolve()}",
+        inputs=[source],
+        warnings=notes.warnings,
+        force=force,
     )
-    return _publish(data, source, out, notes.warnings, force=force)
 
 
 def locate_sources(source: Path) -> dict[str, Path]:
@@ -388,11 +390,29 @@ def _reordered(
         )
 
 
-def _publish(data: Dataset, source: Path, out: Path, warnings: list[str], *, force: bool) -> IngestReport:
-    """Log the warnings and write ``data`` atomically to ``out``."""
+def publish_tables(
+    out: Path,
+    orders: pl.DataFrame,
+    lines: pl.DataFrame,
+    catalogue: tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame],
+    *,
+    source: str,
+    inputs: list[Path],
+    warnings: list[str],
+    force: bool,
+) -> IngestReport:
+    """The checked tables as a data folder at ``out``, written atomically: the readers' ROW column
+    dropped from orders and lines, ``catalogue`` = (products, aisles, departments), ``source`` the
+    manifest's description of where they came from; the warnings are logged first."""
+    products, aisles, departments = catalogue
+    data = Dataset(
+        orders=orders.drop(ROW),
+        order_products=lines.drop(ROW),
+        products=products,
+        aisles=aisles,
+        departments=departments,
+    )
     for message in warnings:
         log.warning(message)
-    manifest = write_dataset(
-        out, data, source=f"kaggle-csv:{source.resolve()}", warnings=len(warnings), force=force, inputs=[source]
-    )
+    manifest = write_dataset(out, data, source=source, warnings=len(warnings), force=force, inputs=inputs)
     return IngestReport(manifest=manifest, warnings=warnings)

@@ -4,7 +4,7 @@ A real shop exports a *transaction log*: user, order (basket) id, timestamp, pro
 quantity and a price — not the Kaggle layout. :func:`ingest_transactions` reads such a log (CSV
 with a sniffed or given separator, or Parquet), derives every Kaggle column the way Instacart
 defines it, checks the derived tables with the very rules of :mod:`basketcast.pipeline.data.ingest` and
-publishes them with :func:`basketcast.pipeline.data.storage.write_dataset`, so the data folder is the one
+publishes them with :func:`basketcast.pipeline.data.ingest.publish_tables`, so the data folder is the one
 ``basketcast ingest`` writes for the Kaggle layout (same tables, dtypes, manifest; the manifest's
 ``source`` is ``transactions:FILE``). :func:`to_transactions` goes the other way: it writes a
 data folder as a transaction log (timestamps consistent with its days and hours), for tests,
@@ -61,7 +61,6 @@ import csv
 import datetime as dt
 import gzip
 import io
-import logging
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,6 +77,7 @@ from basketcast.pipeline.data.ingest import (
     check_line_values,
     check_order_values,
     check_reordered,
+    publish_tables,
     validate_lines,
     validate_orders,
 )
@@ -93,10 +93,8 @@ from basketcast.pipeline.data.repairs import (
     with_unknown_products,
     with_unknown_row,
 )
-from basketcast.pipeline.data.storage import DATA_FOLDER, Dataset, read_dataset, write_dataset
+from basketcast.pipeline.data.storage import DATA_FOLDER, Dataset, read_dataset
 from basketcast.pipeline.errors import DataError
-
-logger = logging.getLogger(__name__)
 
 TIMESTAMP: Final = "timestamp"  # the default name of the log's time column (a source column, not canonical)
 SEPARATORS: Final = (",", "\t", ";", "|")  # tried in this order when the separator is sniffed
@@ -672,21 +670,18 @@ def ingest_transactions(
     orders, lines = derive_tables(log, notes, file, last_order=last_order)
     del log
     check_tables(file, orders, lines)
-    products, aisles, departments = catalogue(notes, lines, None if catalog is None else Path(catalog), file)
+    tables = catalogue(notes, lines, None if catalog is None else Path(catalog), file)
     notes.failures.raise_if_any()
-    data = Dataset(
-        orders=orders.drop(ROW),
-        order_products=lines.drop(ROW),
-        products=products,
-        aisles=aisles,
-        departments=departments,
+    return publish_tables(
+        out,
+        orders,
+        lines,
+        tables,
+        source=f"transactions:{source.resolve()}",
+        inputs=inputs,
+        warnings=notes.warnings,
+        force=force,
     )
-    for message in notes.warnings:
-        logger.warning(message)
-    manifest = write_dataset(
-        out, data, source=f"transactions:{source.resolve()}", warnings=len(notes.warnings), force=force, inputs=inputs
-    )
-    return IngestReport(manifest=manifest, warnings=notes.warnings)
 
 
 # --- the other way: a data folder as a transaction log --------------------------------------------

@@ -1,5 +1,6 @@
-"""Dashboard fixtures: one report built per session from the suite's excerpt run, and a headless
-Chromium (Debian's ``/usr/bin/chromium``, driven by Playwright; never ``playwright install``)."""
+"""Dashboard fixtures: one report built per session from the suite's excerpt run, a headless
+Chromium (Debian's ``/usr/bin/chromium``, driven by Playwright; never ``playwright install``) and
+a page of it that records console errors (``Page``, the ``page`` fixture)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,42 @@ def browser() -> Iterator[Any]:
     """A headless Chromium (each page gets a fresh context; Playwright gives the browser a new,
     temporary --user-data-dir). Skipped only where Chromium is not installed, never in CI."""
     yield from headless_chromium()
+
+
+TIMEOUT_MS = 30_000
+
+
+class Page:
+    """A browser page that records console errors and uncaught exceptions."""
+
+    def __init__(self, browser: Any) -> None:
+        self.context = browser.new_context(viewport={"width": 1400, "height": 900})
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on(
+            "console", lambda m: self.errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None
+        )
+        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+
+    def open(self, url: str) -> Any:
+        self.page.goto(url, timeout=TIMEOUT_MS)
+        self.page.wait_for_selector("body[data-ready='1']", timeout=TIMEOUT_MS)
+        return self.page
+
+    def choose(self, user: int | str, source: str) -> list[int]:
+        """Type ``user`` in the explorer, press Show; the product ids of the recommendations shown."""
+        p = self.page
+        p.fill("#explorer-user", str(user))
+        p.click("#explorer-show")
+        p.wait_for_selector(f"body[data-explorer-user='{user}'][data-explorer-source='{source}']", timeout=TIMEOUT_MS)
+        return [int(r.get_attribute("data-product")) for r in p.locator("#explorer-recs tbody tr").all()]
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Page]:
+    p = Page(browser)
+    yield p
+    p.close()

@@ -18,47 +18,10 @@ import pytest
 
 from basketcast.pipeline.dashboard.report import TOP_K
 from basketcast.serving.model import Context, ServingModel
-from tests.pipeline.dashboard.conftest import BuiltReport
+from tests.pipeline.dashboard.conftest import BuiltReport, Page
 from tests.serving.conftest import UvicornProcess, uvicorn_serving
 
 pytestmark = pytest.mark.integration
-TIMEOUT_MS = 30_000
-
-
-class Page:
-    """A browser page that records console errors and uncaught exceptions."""
-
-    def __init__(self, browser: Any) -> None:
-        self.context = browser.new_context(viewport={"width": 1400, "height": 900})
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on(
-            "console", lambda m: self.errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None
-        )
-        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-
-    def open(self, url: str) -> Any:
-        self.page.goto(url, timeout=TIMEOUT_MS)
-        self.page.wait_for_selector("body[data-ready='1']", timeout=TIMEOUT_MS)
-        return self.page
-
-    def choose(self, user: int | str, source: str) -> list[int]:
-        """Type ``user`` in the explorer, press Show; the product ids of the recommendations shown."""
-        p = self.page
-        p.fill("#explorer-user", str(user))
-        p.click("#explorer-show")
-        p.wait_for_selector(f"body[data-explorer-user='{user}'][data-explorer-source='{source}']", timeout=TIMEOUT_MS)
-        return [int(r.get_attribute("data-product")) for r in p.locator("#explorer-recs tbody tr").all()]
-
-    def close(self) -> None:
-        self.context.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Page]:
-    p = Page(browser)
-    yield p
-    p.close()
 
 
 def assert_every_chart_rendered(page: Any, expected: int) -> None:

@@ -10,7 +10,6 @@ say so.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,17 +21,9 @@ from basketcast.pipeline.dashboard import segments as G
 from basketcast.pipeline.dashboard.report import TOP_K
 from basketcast.pipeline.data import schema as S
 from basketcast.serving.model import Context, ServingModel
-from tests.pipeline.dashboard.conftest import BuiltReport
-from tests.pipeline.dashboard.test_browser import Page
+from tests.pipeline.dashboard.conftest import BuiltReport, Page
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Page]:
-    p = Page(browser)
-    yield p
-    p.close()
 
 
 def ticks(p: Any, chart: str, axis: str) -> list[str]:

@@ -29,7 +29,7 @@ from basketcast.pipeline.dashboard.report import TOP_K
 from basketcast.serving.bundle import DASHBOARD
 from basketcast.serving.model import Context, ServingModel
 from tests.conftest import EXCERPT, FAST_TRAIN
-from tests.pipeline.dashboard.test_browser import Page
+from tests.pipeline.dashboard.conftest import Page
 from tests.serving.conftest import UvicornProcess, uvicorn_serving
 
 pytestmark = pytest.mark.integration
@@ -94,13 +94,6 @@ def xss_report(tmp_path_factory: pytest.TempPathFactory) -> XssReport:
     html = root / "run" / DASHBOARD
     build_report(root / "data", root / "run", html)
     return XssReport(html=html, run=root / "run", names=names, top=top)
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Page]:
-    p = Page(browser)
-    yield p
-    p.close()
 
 
 def assert_no_script_ran(p: Any) -> None:
